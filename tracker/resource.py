@@ -1,0 +1,181 @@
+"""
+The embeddable tracker: a plain L{IResource} with C{announce} and C{scrape} children.
+
+It owns no port and no thread; mount it anywhere in a site and give it a started store.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from tracker.addresses import client_ip
+from tracker.announce import parse_announce, parse_scrape
+from tracker.config import TrackerConfig
+from tracker.errors import TrackerError
+from tracker.interfaces import IPeerStore
+from tracker.query import Params, parse_query, split_query
+from tracker.response import announce_body, failure_body, scrape_body
+
+log = Logger()
+
+_ALLOWED_METHODS = (b"GET", b"HEAD")
+#: BEP 31: how long a client should wait after the tracker itself failed.
+_RETRY_AFTER_ERROR = 60
+
+
+class _Endpoint(Resource):
+    """Shared request lifecycle: parse, hand to the store, answer once, never after a disconnect."""
+
+    isLeaf = True
+
+    def __init__(self, store: IPeerStore, config: TrackerConfig, clock: IReactorTime) -> None:
+        super().__init__()
+        self._store = store
+        self._config = config
+        self._clock = clock
+
+    def render(self, request: Request) -> Any:
+        request.setHeader(b"content-type", b"text/plain")
+        if request.method not in _ALLOWED_METHODS:
+            # Plain twisted.web answers unknown methods with 501, which monitors read as an outage.
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            return _body(request, failure_body("method not allowed: use GET"))
+        try:
+            params = parse_query(split_query(request.uri))
+            answer = self.handle(request, params)
+        except TrackerError as e:
+            log.debug("refused {uri!r}: {reason}", uri=request.uri, reason=e.reason)
+            return _body(request, failure_body(e.reason))
+        except Exception:
+            log.failure("unexpected error handling {uri!r}", uri=request.uri)
+            return _body(request, _internal_error())
+        _finish_later(request, answer)
+        return NOT_DONE_YET
+
+    def handle(self, request: Request, params: Params) -> Deferred[bytes]:
+        raise NotImplementedError
+
+    def _now(self) -> int:
+        return int(self._clock.seconds())
+
+
+class AnnounceResource(_Endpoint):
+    """C{/announce} (BEP 3, 23, 7, 24)."""
+
+    def __init__(
+        self,
+        store: IPeerStore,
+        config: TrackerConfig,
+        clock: IReactorTime,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        super().__init__(store, config, clock)
+        self._random = rng or random.Random()
+
+    def handle(self, request: Request, params: Params) -> Deferred[bytes]:
+        address = request.getClientAddress()
+        ip = client_ip(
+            getattr(address, "host", ""),
+            request.requestHeaders.getRawHeaders(b"x-forwarded-for"),
+            self._config,
+        )
+        announce = parse_announce(params, ip, self._config)
+        interval = self._interval()
+        return self._store.announce(announce, self._now()).addCallback(
+            lambda result: announce_body(announce, result, interval, self._config.min_interval)
+        )
+
+    def _interval(self) -> int:
+        # A little jitter spreads out a swarm that all arrived at once, after a restart say.
+        config = self._config
+        spread = config.interval // 20
+        jittered = config.interval + self._random.randint(-spread, spread)
+        return max(config.min_interval, jittered)
+
+
+class ScrapeResource(_Endpoint):
+    """C{/scrape} (BEP 48): one or many C{info_hash}."""
+
+    def handle(self, request: Request, params: Params) -> Deferred[bytes]:
+        scrape = parse_scrape(params, self._config)
+        return self._store.scrape(scrape.info_hashes).addCallback(scrape_body)
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"text/plain")
+        return _body(request, failure_body("not a tracker endpoint: use /announce or /scrape"))
+
+
+class TrackerResource(Resource):
+    """
+    The tracker's root: C{announce} and C{scrape} beside each other, as clients expect (libtorrent
+    finds the scrape URL by replacing C{announce} in the announce URL).
+    """
+
+    def __init__(
+        self,
+        store: IPeerStore,
+        config: Optional[TrackerConfig] = None,
+        clock: Optional[IReactorTime] = None,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        super().__init__()
+        if clock is None:
+            from twisted.internet import reactor as default_reactor
+
+            clock = default_reactor  # type: ignore[assignment]
+        assert clock is not None
+        config = config or TrackerConfig()
+        self.putChild(b"announce", AnnounceResource(store, config, clock, rng))
+        self.putChild(b"scrape", ScrapeResource(store, config, clock))
+        self._not_found = _NotFound()
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return self._not_found
+
+    def render(self, request: Request) -> bytes:
+        return self._not_found.render(request)  # type: ignore[no-any-return]
+
+
+def _body(request: Request, body: bytes) -> bytes:
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
+def _internal_error() -> bytes:
+    return failure_body("internal tracker error; try again later", retry_in=_RETRY_AFTER_ERROR)
+
+
+def _finish_later(request: Request, answer: Deferred[bytes]) -> None:
+    """Write C{answer} when it arrives, unless the client has gone; log any failure once."""
+    gone = []
+    # Registered before anything async happens, so a disconnect is always seen.
+    request.notifyFinish().addErrback(gone.append)
+
+    def write(body: bytes) -> None:
+        if gone:
+            return
+        request.write(_body(request, body))
+        request.finish()
+
+    def failed(failure: Failure) -> bytes:
+        log.failure("announce or scrape failed in the store", failure)
+        return _internal_error()
+
+    answer.addErrback(failed).addCallback(write).addErrback(
+        lambda f: log.failure("could not send a tracker response", f)
+    )
+

@@ -1,0 +1,75 @@
+"""The tracker's long-lived parts: the store's life and the periodic expiry of silent peers."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tracker.config import TrackerConfig
+from tracker.interfaces import IPeerStore
+
+log = Logger()
+
+
+class TrackerService(MultiService):
+    """
+    Starts and stops the store, and expires peers every C{config.expire_every} seconds. Owns no
+    listener: parent it under any application and serve L{tracker.resource.TrackerResource}
+    however the application likes.
+    """
+
+    def __init__(
+        self,
+        store: IPeerStore,
+        config: Optional[TrackerConfig] = None,
+        clock: Optional[IReactorTime] = None,
+    ) -> None:
+        super().__init__()
+        if clock is None:
+            from twisted.internet import reactor as default_reactor
+
+            clock = default_reactor  # type: ignore[assignment]
+        assert clock is not None
+        self.store = store
+        self.config = config or TrackerConfig()
+        self._clock = clock
+        self._expiry = TimerService(self.config.expire_every, self.expire_once)
+        self._expiry.clock = clock
+        #: Fires when the store has opened, or fails if it could not be opened.
+        self.started: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        # The store starts before expiry, which therefore always finds it open.
+        self.store.start().chainDeferred(self.started)
+        self.started.addCallback(self._start_expiry)
+        super().startService()
+
+    def _start_expiry(self, _: None) -> None:
+        if self.running:
+            self._expiry.setServiceParent(self)
+
+    def stopService(self) -> Deferred[None]:
+        stopped: Deferred[Any] = super().stopService()  # stops expiry, if it ever started
+        stopped.addCallback(lambda _: self.store.stop())
+        return stopped
+
+    def expire_once(self) -> Deferred[None]:
+        """Forget peers silent for longer than the peer timeout; a failure is logged, not raised,
+        so that the next run still happens."""
+        cutoff = int(self._clock.seconds()) - self.config.peer_timeout
+        d = self.store.expire(cutoff)
+        d.addCallbacks(self._expired, self._expiry_failed)
+        return d
+
+    def _expired(self, removed: int) -> None:
+        if removed:
+            log.info("expired {count} silent peers", count=removed)
+
+    def _expiry_failed(self, failure: Failure) -> None:
+        log.failure("peer expiry failed; it will run again", failure)

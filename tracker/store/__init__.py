@@ -1,0 +1,1 @@
+"""Peer stores: implementations of L{tracker.interfaces.IPeerStore}."""

@@ -1,0 +1,99 @@
+"""
+Opening the database and bringing its schema up to date. Runs on the database thread only.
+
+The schema version is SQLite's C{user_version}. A new database is created from the newest
+C{schema/vN.sql}; an older one gets each upgrade C{schema/upgrade-vN.sql} (from N-1 to N) in
+turn, after a backup copy is written beside it. Each step is one transaction, so a crash mid-way
+leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from importlib import resources
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(Exception):
+    """The database cannot be used by this version of the tracker."""
+
+
+def _schema_text(name: str) -> str:
+    return resources.files("tracker.store").joinpath("schema", name).read_text("utf-8")
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open C{path}, in WAL mode, with its schema current."""
+    # isolation_level=None: transactions are begun and committed explicitly, one per batch.
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        # Fetch every PRAGMA result: PyPy's sqlite3 keeps an unfetched statement open.
+        connection.execute("PRAGMA journal_mode=WAL").fetchall()
+        # In WAL mode NORMAL loses nothing on a process crash; only a power cut can drop the
+        # last transactions, and peers re-announce anyway.
+        connection.execute("PRAGMA synchronous=NORMAL").fetchall()
+        connection.execute("PRAGMA busy_timeout=5000").fetchall()
+        _upgrade(connection, path)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    return int(connection.execute("PRAGMA user_version").fetchall()[0][0])
+
+
+def _upgrade(connection: sqlite3.Connection, path: str) -> None:
+    version = schema_version(connection)
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database {path!r} has schema version {version}; this tracker knows up to "
+            f"{SCHEMA_VERSION}: upgrade the tracker"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    if version == 0:
+        _apply(connection, _schema_text(f"v{SCHEMA_VERSION}.sql"), SCHEMA_VERSION)
+        return
+    _backup(connection, f"{path}.v{version}.bak")
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        _apply(connection, _schema_text(f"upgrade-v{target}.sql"), target)
+
+
+def _apply(connection: sqlite3.Connection, script: str, version: int) -> None:
+    # executescript would commit on its own; splitting keeps creation atomic in one transaction.
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _statements(script):
+            connection.execute(statement).fetchall()
+        connection.execute(f"PRAGMA user_version = {int(version)}").fetchall()
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements; a trigger body's inner semicolons stay with it."""
+    statements: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        raise SchemaError("schema script ends in an incomplete statement")
+    return statements
+
+
+def _backup(connection: sqlite3.Connection, backup_path: str) -> None:
+    target = sqlite3.connect(backup_path)
+    try:
+        connection.backup(target)
+    finally:
+        target.close()

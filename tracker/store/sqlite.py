@@ -1,0 +1,229 @@
+"""The SQLite peer store: the tracker's embedded default."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from typing import Any, Dict, List, Optional, Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from zope.interface import implementer
+
+from tracker.announce import STOPPED, AnnounceRequest
+from tracker.interfaces import AnnounceResult, IPeerStore, Peer, SwarmCounts
+from tracker.store.batching import BatchingConnection
+from tracker.store.schema import connect
+
+_NO_COUNTS = SwarmCounts(0, 0, 0)
+#: Peers removed per expiry transaction, so announces interleave with a large expiry.
+EXPIRE_CHUNK = 2000
+#: Slots are 23-bit so each fits SQLite's 3-byte integer encoding.
+_SLOT_BITS = 23
+#: Forget cached torrent ids past this many, so a flood of made-up hashes cannot grow memory.
+_TORRENT_CACHE_LIMIT = 100_000
+
+_SAMPLE_FROM = (
+    "SELECT peer_id, address FROM peers INDEXED BY peers_by_slot"
+    " WHERE torrent_id = ? AND seeder = ? AND slot >= ? AND peer_id != ? LIMIT ?"
+)
+_SAMPLE_BEFORE = (
+    "SELECT peer_id, address FROM peers INDEXED BY peers_by_slot"
+    " WHERE torrent_id = ? AND seeder = ? AND slot < ? AND peer_id != ? LIMIT ?"
+)
+
+
+@implementer(IPeerStore)
+class SQLitePeerStore:
+    """
+    Peers and counters in one SQLite file, worked on by one dedicated thread. C{path} may be
+    C{":memory:"} for a store that lasts as long as the process.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        reactor: Optional[IReactorFromThreads] = None,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor  # type: ignore[assignment]
+        assert reactor is not None
+        self.path = path
+        self._db = BatchingConnection(reactor, on_rollback=self._thd_forget_torrent_ids)
+        self._random = rng or random.Random()
+        # info_hash -> torrents.id, touched only on the database thread.
+        self._torrent_ids: Dict[bytes, int] = {}
+
+    def start(self) -> Deferred[None]:
+        return self._db.open(lambda: connect(self.path))
+
+    def stop(self) -> Deferred[None]:
+        return self._db.close()
+
+    def announce(self, request: AnnounceRequest, now: int) -> Deferred[AnnounceResult]:
+        return self._db.run(lambda connection: self._thd_announce(connection, request, now))
+
+    def scrape(self, info_hashes: Sequence[bytes]) -> Deferred[Dict[bytes, SwarmCounts]]:
+        return self._db.run(lambda connection: self._thd_scrape(connection, info_hashes))
+
+    def expire(self, cutoff: int) -> Deferred[int]:
+        removed = 0
+
+        def chunk_done(count: int) -> Any:
+            nonlocal removed
+            removed += count
+            if count < EXPIRE_CHUNK:
+                return self._db.run(self._thd_forget_empty_torrents).addCallback(
+                    lambda _: removed
+                )
+            return self._db.run(expire_chunk).addCallback(chunk_done)
+
+        def expire_chunk(connection: sqlite3.Connection) -> int:
+            return self._thd_expire_chunk(connection, cutoff)
+
+        return self._db.run(expire_chunk).addCallback(chunk_done)
+
+    # Everything below runs on the database thread.
+
+    def _thd_torrent_id(self, connection: sqlite3.Connection, info_hash: bytes, create: bool) -> Optional[int]:
+        torrent_id = self._torrent_ids.get(info_hash)
+        if torrent_id is not None:
+            return torrent_id
+        rows = connection.execute(
+            "SELECT id FROM torrents WHERE info_hash = ?", (info_hash,)
+        ).fetchall()
+        if rows:
+            torrent_id = int(rows[0][0])
+        elif create:
+            torrent_id = connection.execute(
+                "INSERT INTO torrents (info_hash) VALUES (?)", (info_hash,)
+            ).lastrowid
+        else:
+            return None
+        if len(self._torrent_ids) >= _TORRENT_CACHE_LIMIT:
+            self._torrent_ids.clear()
+        assert torrent_id is not None
+        self._torrent_ids[info_hash] = torrent_id
+        return torrent_id
+
+    def _thd_announce(
+        self, connection: sqlite3.Connection, request: AnnounceRequest, now: int
+    ) -> AnnounceResult:
+        stopping = request.event == STOPPED
+        torrent_id = self._thd_torrent_id(connection, request.info_hash, create=not stopping)
+        if torrent_id is None:
+            return AnnounceResult(_NO_COUNTS, ())
+        key = (torrent_id, request.peer_id)
+        if stopping:
+            connection.execute("DELETE FROM peers WHERE torrent_id = ? AND peer_id = ?", key)
+            return AnnounceResult(self._thd_counts(connection, torrent_id), ())
+        self._thd_record(connection, torrent_id, request, now)
+        peers: List[Peer] = []
+        if request.numwant:
+            peers = self._thd_sample(connection, torrent_id, request)
+        return AnnounceResult(self._thd_counts(connection, torrent_id), peers)
+
+    def _thd_record(
+        self, connection: sqlite3.Connection, torrent_id: int, request: AnnounceRequest, now: int
+    ) -> None:
+        address = request.ip + request.port.to_bytes(2, "big")
+        seeder = int(request.is_seeder)
+        rows = connection.execute(
+            "SELECT completed FROM peers WHERE torrent_id = ? AND peer_id = ?",
+            (torrent_id, request.peer_id),
+        ).fetchall()
+        already_completed = bool(rows and rows[0][0])
+        completes = request.completes and not already_completed
+        if rows:
+            connection.execute(
+                "UPDATE peers SET address = ?, seeder = ?, last_seen = ?, completed = ?"
+                " WHERE torrent_id = ? AND peer_id = ?",
+                (address, seeder, now, int(already_completed or completes),
+                 torrent_id, request.peer_id),
+            )
+        else:
+            connection.execute(
+                "INSERT INTO peers (torrent_id, peer_id, address, seeder, slot, last_seen,"
+                " completed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (torrent_id, request.peer_id, address, seeder,
+                 self._random.getrandbits(_SLOT_BITS), now, int(completes)),
+            )
+        if completes:
+            connection.execute(
+                "UPDATE torrents SET downloaded = downloaded + 1 WHERE id = ?", (torrent_id,)
+            )
+
+    def _thd_sample(
+        self, connection: sqlite3.Connection, torrent_id: int, request: AnnounceRequest
+    ) -> List[Peer]:
+        wanted = request.numwant
+        # Seeders and partial seeds (BEP 21) want only leechers.
+        only_leechers = request.is_seeder or request.event == "paused"
+        groups = (0,) if only_leechers else (0, 1)
+        found: List[Peer] = []
+        for seeder in groups:
+            found.extend(self._thd_sample_group(connection, torrent_id, seeder, request.peer_id, wanted))
+        if len(found) > wanted:
+            found = self._random.sample(found, wanted)
+        return found
+
+    def _thd_sample_group(
+        self,
+        connection: sqlite3.Connection,
+        torrent_id: int,
+        seeder: int,
+        peer_id: bytes,
+        wanted: int,
+    ) -> List[Peer]:
+        """Up to C{wanted} peers of one kind, read in slot order from a random starting slot."""
+        start = self._random.getrandbits(_SLOT_BITS)
+        rows = connection.execute(
+            _SAMPLE_FROM, (torrent_id, seeder, start, peer_id, wanted)
+        ).fetchall()
+        if len(rows) < wanted:
+            rows += connection.execute(
+                _SAMPLE_BEFORE, (torrent_id, seeder, start, peer_id, wanted - len(rows))
+            ).fetchall()
+        return [Peer(peer_id, address) for peer_id, address in rows]
+
+    def _thd_counts(self, connection: sqlite3.Connection, torrent_id: int) -> SwarmCounts:
+        rows = connection.execute(
+            "SELECT seeders, leechers, downloaded FROM torrents WHERE id = ?", (torrent_id,)
+        ).fetchall()
+        return SwarmCounts(*rows[0]) if rows else _NO_COUNTS
+
+    def _thd_scrape(
+        self, connection: sqlite3.Connection, info_hashes: Sequence[bytes]
+    ) -> Dict[bytes, SwarmCounts]:
+        counts = {}
+        for info_hash in info_hashes:
+            rows = connection.execute(
+                "SELECT seeders, leechers, downloaded FROM torrents WHERE info_hash = ?",
+                (info_hash,),
+            ).fetchall()
+            counts[info_hash] = SwarmCounts(*rows[0]) if rows else _NO_COUNTS
+        return counts
+
+    def _thd_expire_chunk(self, connection: sqlite3.Connection, cutoff: int) -> int:
+        rows = connection.execute(
+            "DELETE FROM peers WHERE (torrent_id, peer_id) IN ("
+            " SELECT torrent_id, peer_id FROM peers INDEXED BY peers_by_age"
+            " WHERE last_seen < ? LIMIT ?) RETURNING 1",
+            (cutoff, EXPIRE_CHUNK),
+        ).fetchall()
+        return len(rows)
+
+    def _thd_forget_empty_torrents(self, connection: sqlite3.Connection) -> None:
+        # A torrent with no peers and no completions carries nothing worth keeping.
+        removed = connection.execute(
+            "DELETE FROM torrents WHERE seeders = 0 AND leechers = 0 AND downloaded = 0"
+            " RETURNING 1"
+        ).fetchall()
+        if removed:
+            self._thd_forget_torrent_ids()
+
+    def _thd_forget_torrent_ids(self) -> None:
+        self._torrent_ids.clear()

@@ -1,0 +1,136 @@
+"""Command-line options and the service tree, for C{twistd tracker} and C{tracker.tac}."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any, List, Optional, Sequence
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+from twisted.logger import Logger
+from twisted.python import usage
+
+from tracker.config import IPNetwork, TrackerConfig
+from tracker.resource import TrackerResource
+from tracker.service import TrackerService
+from tracker.site import TrackerSite
+from tracker.store.sqlite import SQLitePeerStore
+
+log = Logger()
+
+DEFAULT_PORT = 6969
+DEFAULT_DATABASE = "tracker.sqlite3"
+_DEFAULTS = TrackerConfig()
+
+
+def default_listen() -> List[str]:
+    """
+    Port 6969 for IPv4 and IPv6. One dual-stack IPv6 socket serves both (IPv4 clients appear as
+    IPv4-mapped addresses, which the tracker stores as plain IPv4); a host without IPv6 gets IPv4.
+    """
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+    except OSError:
+        return [f"tcp:{DEFAULT_PORT}"]
+    return [f"tcp6:{DEFAULT_PORT}:interface=\\:\\:"]
+
+
+def _positive(name: str, text: str, minimum: int = 1) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise usage.UsageError(f"--{name} must be a whole number, not {text!r}") from None
+    if value < minimum:
+        raise usage.UsageError(f"--{name} must be at least {minimum}")
+    return value
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "An HTTP BitTorrent tracker: announce (BEP 3, 7, 23, 24) and scrape (BEP 48) "
+        "on an embedded SQLite database."
+    )
+
+    optFlags = [
+        ["allow-ip-param", None, "Honour the client's ip= parameter (spoofable; off by default)."],
+    ]
+    optParameters = [
+        ["database", "d", DEFAULT_DATABASE, "SQLite database file (created if missing)."],
+        ["interval", None, _DEFAULTS.interval, "Seconds clients wait between announces.", int],
+        ["min-interval", None, _DEFAULTS.min_interval, "Minimum seconds between announces.", int],
+        ["peer-timeout", None, _DEFAULTS.peer_timeout,
+         "Seconds of silence after which a peer is forgotten.", int],
+        ["expire-every", None, _DEFAULTS.expire_every, "Seconds between expiry runs.", int],
+        ["numwant-default", None, _DEFAULTS.numwant_default,
+         "Peers returned when the client does not say how many.", int],
+        ["numwant-max", None, _DEFAULTS.numwant_max, "Most peers returned to one announce.", int],
+        ["max-scrape", None, _DEFAULTS.max_scrape_hashes, "Most info hashes in one scrape.", int],
+        ["idle-timeout", None, 30, "Seconds before an idle or stalled connection is closed.", int],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["trusted-proxy"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Endpoint to listen on, e.g. tcp:6969 (repeatable; default: 6969, IPv4 and IPv6)."""
+        self["listen"].append(endpoint)
+
+    def opt_trusted_proxy(self, network: str) -> None:
+        """Reverse proxy (address or CIDR) whose X-Forwarded-For is believed (repeatable)."""
+        try:
+            self["trusted-proxy"].append(ipaddress.ip_network(network, strict=False))
+        except ValueError:
+            raise usage.UsageError(f"--trusted-proxy: not an address or network: {network!r}") from None
+
+    def postOptions(self) -> None:
+        for name in ("interval", "min-interval", "peer-timeout", "expire-every", "numwant-max",
+                     "max-scrape", "idle-timeout"):
+            self[name] = _positive(name, str(self[name]))
+        self["numwant-default"] = _positive("numwant-default", str(self["numwant-default"]), 0)
+        if not self["listen"]:
+            self["listen"] = default_listen()
+        try:
+            self["config"] = self.config()
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def config(self) -> TrackerConfig:
+        proxies: Sequence[IPNetwork] = self["trusted-proxy"]
+        return TrackerConfig(
+            interval=self["interval"],
+            min_interval=self["min-interval"],
+            peer_timeout=self["peer-timeout"],
+            expire_every=self["expire-every"],
+            numwant_default=self["numwant-default"],
+            numwant_max=self["numwant-max"],
+            max_scrape_hashes=self["max-scrape"],
+            trusted_proxies=tuple(proxies),
+            allow_ip_param=bool(self["allow-ip-param"]),
+        )
+
+
+def makeService(options: Any, reactor: Optional[Any] = None) -> IService:
+    """The whole daemon: the tracker service and one listener per C{--listen}."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    config: TrackerConfig = options["config"]
+    store = SQLitePeerStore(options["database"], reactor)
+    root = MultiService()
+    tracker = TrackerService(store, config, reactor)
+    tracker.setServiceParent(root)
+    tracker.started.addErrback(_stop_on_failure, reactor)
+    site = TrackerSite(TrackerResource(store, config, reactor), timeout=options["idle-timeout"])
+    for endpoint in options["listen"]:
+        strports.service(endpoint, site, reactor=reactor).setServiceParent(root)
+    return root
+
+
+def _stop_on_failure(failure: Any, reactor: Any) -> None:
+    log.failure("the tracker database could not be opened; stopping", failure)
+    reactor.stop()
