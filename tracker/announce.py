@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from tracker.addresses import pack_ip
 from tracker.config import TrackerConfig
@@ -57,7 +57,7 @@ class ScrapeRequest(NamedTuple):
     info_hashes: tuple[bytes, ...]
 
 
-def _single(params: Params, name: bytes) -> Optional[bytes]:
+def _single(params: Params, name: bytes) -> bytes | None:
     values = params.get(name)
     if values is None:
         return None
@@ -87,9 +87,7 @@ def _integer(params: Params, name: bytes, default: int, maximum: int = _MAX_COUN
         # Real clients omit uploaded/downloaded; trackers that insisted were delisted.
         return default
     if not value.isdigit() or len(value) > _MAX_DIGITS or int(value) > maximum:
-        raise TrackerError(
-            f"'{name.decode()}' must be a whole number between 0 and {maximum}"
-        )
+        raise TrackerError(f"'{name.decode()}' must be a whole number between 0 and {maximum}")
     return int(value)
 
 

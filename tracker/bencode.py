@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Tuple, Union
+from typing import Any, Callable, Union
 
-Bencodable = Union[int, bytes, List[Any], Tuple[Any, ...], Dict[bytes, Any]]
+Bencodable = Union[int, bytes, list[Any], tuple[Any, ...], dict[bytes, Any]]
 
 
 class BencodeError(ValueError):
@@ -118,5 +118,5 @@ def _decode(data: bytes, start: int) -> tuple[Any, int]:
         raise BencodeError("unexpected end of data")
     decoder = _DECODERS.get(data[start])
     if decoder is None:
-        raise BencodeError(f"unexpected byte {data[start:start + 1]!r} at {start}")
+        raise BencodeError(f"unexpected byte {data[start : start + 1]!r} at {start}")
     return decoder(data, start)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Tuple, Union
+from typing import Union
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -26,7 +26,7 @@ class TrackerConfig:
     numwant_max: int = 200
     max_scrape_hashes: int = 64
     #: Proxies whose X-Forwarded-For header names the real client.
-    trusted_proxies: Tuple[IPNetwork, ...] = field(default_factory=tuple)
+    trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
     #: Honour the client-supplied C{ip=} parameter (spoofable, so off by default).
     allow_ip_param: bool = False
 

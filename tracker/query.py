@@ -8,11 +8,9 @@ every percent escape must be exactly two hex digits of either case.
 
 from __future__ import annotations
 
-from typing import Dict, List
-
 from tracker.errors import TrackerError
 
-Params = Dict[bytes, List[bytes]]
+Params = dict[bytes, list[bytes]]
 
 _HEX = b"0123456789abcdefABCDEF"
 # Every two-character hex escape body, mapped to the byte it stands for.

@@ -7,7 +7,7 @@ It owns no port and no thread; mount it anywhere in a site and give it a started
 from __future__ import annotations
 
 import random
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -76,7 +76,7 @@ class AnnounceResource(_Endpoint):
         store: IPeerStore,
         config: TrackerConfig,
         clock: IReactorTime,
-        rng: Optional[random.Random] = None,
+        rng: random.Random | None = None,
     ) -> None:
         super().__init__(store, config, clock)
         self._random = rng or random.Random()
@@ -128,9 +128,9 @@ class TrackerResource(Resource):
     def __init__(
         self,
         store: IPeerStore,
-        config: Optional[TrackerConfig] = None,
-        clock: Optional[IReactorTime] = None,
-        rng: Optional[random.Random] = None,
+        config: TrackerConfig | None = None,
+        clock: IReactorTime | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         super().__init__()
         if clock is None:
@@ -178,4 +178,3 @@ def _finish_later(request: Request, answer: Deferred[bytes]) -> None:
     answer.addErrback(failed).addCallback(write).addErrback(
         lambda f: log.failure("could not send a tracker response", f)
     )
-

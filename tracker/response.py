@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional
-
 from tracker.addresses import unpack_peer
 from tracker.announce import AnnounceRequest
 from tracker.bencode import bencode
 from tracker.interfaces import AnnounceResult, SwarmCounts
 
 
-def failure_body(reason: str, retry_in: Optional[int] = None) -> bytes:
+def failure_body(reason: str, retry_in: int | None = None) -> bytes:
     """The one shape every refusal takes: HTTP 200 with a bencoded C{failure reason}."""
-    body: Dict[bytes, object] = {b"failure reason": reason.encode("utf-8", "replace")}
+    body: dict[bytes, object] = {b"failure reason": reason.encode("utf-8", "replace")}
     if retry_in is not None:
         # BEP 31: tells a well-behaved client when to come back.
         body[b"retry in"] = retry_in
@@ -38,19 +36,21 @@ def announce_body(
         body[b"peers"] = b"".join(p.address for p in result.peers if len(p.address) == 6)
         body[b"peers6"] = b"".join(p.address for p in result.peers if len(p.address) == 18)
     else:
-        body[b"peers"] = [_peer_dict(p.peer_id, p.address, request.no_peer_id) for p in result.peers]
+        body[b"peers"] = [
+            _peer_dict(p.peer_id, p.address, request.no_peer_id) for p in result.peers
+        ]
     return bencode(body)  # type: ignore[arg-type]
 
 
-def _peer_dict(peer_id: bytes, address: bytes, no_peer_id: bool) -> Dict[bytes, object]:
+def _peer_dict(peer_id: bytes, address: bytes, no_peer_id: bool) -> dict[bytes, object]:
     ip, port = unpack_peer(address)
-    peer: Dict[bytes, object] = {b"ip": ip.encode("ascii"), b"port": port}
+    peer: dict[bytes, object] = {b"ip": ip.encode("ascii"), b"port": port}
     if not no_peer_id:
         peer[b"peer id"] = peer_id
     return peer
 
 
-def scrape_body(counts: Dict[bytes, SwarmCounts]) -> bytes:
+def scrape_body(counts: dict[bytes, SwarmCounts]) -> bytes:
     files = {
         info_hash: {
             b"complete": c.complete,

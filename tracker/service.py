@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
@@ -27,8 +27,8 @@ class TrackerService(MultiService):
     def __init__(
         self,
         store: IPeerStore,
-        config: Optional[TrackerConfig] = None,
-        clock: Optional[IReactorTime] = None,
+        config: TrackerConfig | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         super().__init__()
         if clock is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
@@ -20,7 +20,7 @@ class TrackerRequest(Request):
 
     _refused = False
 
-    def gotLength(self, length: Optional[int]) -> None:
+    def gotLength(self, length: int | None) -> None:
         if length is None or length > MAX_BODY:
             self._refused = True
             transport = self.channel.transport

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
@@ -24,7 +25,7 @@ DEFAULT_DATABASE = "tracker.sqlite3"
 _DEFAULTS = TrackerConfig()
 
 
-def default_listen() -> List[str]:
+def default_listen() -> list[str]:
     """
     Port 6969 for IPv4 and IPv6. One dual-stack IPv6 socket serves both (IPv4 clients appear as
     IPv4-mapped addresses, which the tracker stores as plain IPv4); a host without IPv6 gets IPv4.
@@ -60,11 +61,21 @@ class Options(usage.Options):
         ["database", "d", DEFAULT_DATABASE, "SQLite database file (created if missing)."],
         ["interval", None, _DEFAULTS.interval, "Seconds clients wait between announces.", int],
         ["min-interval", None, _DEFAULTS.min_interval, "Minimum seconds between announces.", int],
-        ["peer-timeout", None, _DEFAULTS.peer_timeout,
-         "Seconds of silence after which a peer is forgotten.", int],
+        [
+            "peer-timeout",
+            None,
+            _DEFAULTS.peer_timeout,
+            "Seconds of silence after which a peer is forgotten.",
+            int,
+        ],
         ["expire-every", None, _DEFAULTS.expire_every, "Seconds between expiry runs.", int],
-        ["numwant-default", None, _DEFAULTS.numwant_default,
-         "Peers returned when the client does not say how many.", int],
+        [
+            "numwant-default",
+            None,
+            _DEFAULTS.numwant_default,
+            "Peers returned when the client does not say how many.",
+            int,
+        ],
         ["numwant-max", None, _DEFAULTS.numwant_max, "Most peers returned to one announce.", int],
         ["max-scrape", None, _DEFAULTS.max_scrape_hashes, "Most info hashes in one scrape.", int],
         ["idle-timeout", None, 30, "Seconds before an idle or stalled connection is closed.", int],
@@ -84,11 +95,20 @@ class Options(usage.Options):
         try:
             self["trusted-proxy"].append(ipaddress.ip_network(network, strict=False))
         except ValueError:
-            raise usage.UsageError(f"--trusted-proxy: not an address or network: {network!r}") from None
+            raise usage.UsageError(
+                f"--trusted-proxy: not an address or network: {network!r}"
+            ) from None
 
     def postOptions(self) -> None:
-        for name in ("interval", "min-interval", "peer-timeout", "expire-every", "numwant-max",
-                     "max-scrape", "idle-timeout"):
+        for name in (
+            "interval",
+            "min-interval",
+            "peer-timeout",
+            "expire-every",
+            "numwant-max",
+            "max-scrape",
+            "idle-timeout",
+        ):
             self[name] = _positive(name, str(self[name]))
         self["numwant-default"] = _positive("numwant-default", str(self["numwant-default"]), 0)
         if not self["listen"]:
@@ -113,7 +133,7 @@ class Options(usage.Options):
         )
 
 
-def makeService(options: Any, reactor: Optional[Any] = None) -> IService:
+def makeService(options: Any, reactor: Any | None = None) -> IService:
     """The whole daemon: the tracker service and one listener per C{--listen}."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor

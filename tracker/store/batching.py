@@ -9,7 +9,7 @@ share one transaction; when idle, a single announce runs at once with no added d
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Callable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
@@ -19,7 +19,7 @@ from twisted.python.threadpool import ThreadPool
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
-Outcome = Tuple[bool, Any]
+Outcome = tuple[bool, Any]
 
 
 class StoreStopped(Exception):
@@ -43,11 +43,11 @@ class BatchingConnection:
         #: batch wrote can be dropped.
         self._on_rollback = on_rollback
         self._pool = ThreadPool(1, 1, name=name)
-        self._connection: Optional[sqlite3.Connection] = None
-        self._pending: List[Tuple[Job, Deferred[Any]]] = []
+        self._connection: sqlite3.Connection | None = None
+        self._pending: list[tuple[Job, Deferred[Any]]] = []
         self._running = False
         self._stopping = False
-        self._drained: List[Deferred[None]] = []
+        self._drained: list[Deferred[None]] = []
 
     def open(self, connect: Callable[[], sqlite3.Connection]) -> Deferred[None]:
         """Start the thread and open the connection inside it."""
@@ -74,10 +74,10 @@ class BatchingConnection:
         outcome = deferToThreadPool(self._reactor, self._pool, self._thd_run_batch, jobs)
         outcome.addBoth(self._batch_done, [d for _, d in batch])
 
-    def _thd_run_batch(self, jobs: List[Job]) -> List[Outcome]:
+    def _thd_run_batch(self, jobs: list[Job]) -> list[Outcome]:
         connection = self._connection
         assert connection is not None, "database used before it was opened"
-        outcomes: List[Outcome] = []
+        outcomes: list[Outcome] = []
         connection.execute("BEGIN IMMEDIATE")
         try:
             for job in jobs:
@@ -93,7 +93,7 @@ class BatchingConnection:
             raise
         return outcomes
 
-    def _batch_done(self, result: Any, waiting: List[Deferred[Any]]) -> None:
+    def _batch_done(self, result: Any, waiting: list[Deferred[Any]]) -> None:
         self._running = False
         # Queue the next batch before delivering results, so the database thread is never idle
         # while callbacks render responses on the reactor.
@@ -120,9 +120,7 @@ class BatchingConnection:
         if self._running:
             drained = Deferred()
             self._drained.append(drained)
-        drained.addCallback(
-            lambda _: deferToThreadPool(self._reactor, self._pool, self._thd_close)
-        )
+        drained.addCallback(lambda _: deferToThreadPool(self._reactor, self._pool, self._thd_close))
         drained.addBoth(self._stop_pool)
         return drained
 

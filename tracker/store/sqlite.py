@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
@@ -43,8 +44,8 @@ class SQLitePeerStore:
     def __init__(
         self,
         path: str,
-        reactor: Optional[IReactorFromThreads] = None,
-        rng: Optional[random.Random] = None,
+        reactor: IReactorFromThreads | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -55,7 +56,7 @@ class SQLitePeerStore:
         self._db = BatchingConnection(reactor, on_rollback=self._thd_forget_torrent_ids)
         self._random = rng or random.Random()
         # info_hash -> torrents.id, touched only on the database thread.
-        self._torrent_ids: Dict[bytes, int] = {}
+        self._torrent_ids: dict[bytes, int] = {}
 
     def start(self) -> Deferred[None]:
         return self._db.open(lambda: connect(self.path))
@@ -66,7 +67,7 @@ class SQLitePeerStore:
     def announce(self, request: AnnounceRequest, now: int) -> Deferred[AnnounceResult]:
         return self._db.run(lambda connection: self._thd_announce(connection, request, now))
 
-    def scrape(self, info_hashes: Sequence[bytes]) -> Deferred[Dict[bytes, SwarmCounts]]:
+    def scrape(self, info_hashes: Sequence[bytes]) -> Deferred[dict[bytes, SwarmCounts]]:
         return self._db.run(lambda connection: self._thd_scrape(connection, info_hashes))
 
     def expire(self, cutoff: int) -> Deferred[int]:
@@ -76,9 +77,7 @@ class SQLitePeerStore:
             nonlocal removed
             removed += count
             if count < EXPIRE_CHUNK:
-                return self._db.run(self._thd_forget_empty_torrents).addCallback(
-                    lambda _: removed
-                )
+                return self._db.run(self._thd_forget_empty_torrents).addCallback(lambda _: removed)
             return self._db.run(expire_chunk).addCallback(chunk_done)
 
         def expire_chunk(connection: sqlite3.Connection) -> int:
@@ -88,7 +87,9 @@ class SQLitePeerStore:
 
     # Everything below runs on the database thread.
 
-    def _thd_torrent_id(self, connection: sqlite3.Connection, info_hash: bytes, create: bool) -> Optional[int]:
+    def _thd_torrent_id(
+        self, connection: sqlite3.Connection, info_hash: bytes, create: bool
+    ) -> int | None:
         torrent_id = self._torrent_ids.get(info_hash)
         if torrent_id is not None:
             return torrent_id
@@ -121,7 +122,7 @@ class SQLitePeerStore:
             connection.execute("DELETE FROM peers WHERE torrent_id = ? AND peer_id = ?", key)
             return AnnounceResult(self._thd_counts(connection, torrent_id), ())
         self._thd_record(connection, torrent_id, request, now)
-        peers: List[Peer] = []
+        peers: list[Peer] = []
         if request.numwant:
             peers = self._thd_sample(connection, torrent_id, request)
         return AnnounceResult(self._thd_counts(connection, torrent_id), peers)
@@ -141,15 +142,28 @@ class SQLitePeerStore:
             connection.execute(
                 "UPDATE peers SET address = ?, seeder = ?, last_seen = ?, completed = ?"
                 " WHERE torrent_id = ? AND peer_id = ?",
-                (address, seeder, now, int(already_completed or completes),
-                 torrent_id, request.peer_id),
+                (
+                    address,
+                    seeder,
+                    now,
+                    int(already_completed or completes),
+                    torrent_id,
+                    request.peer_id,
+                ),
             )
         else:
             connection.execute(
                 "INSERT INTO peers (torrent_id, peer_id, address, seeder, slot, last_seen,"
                 " completed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (torrent_id, request.peer_id, address, seeder,
-                 self._random.getrandbits(_SLOT_BITS), now, int(completes)),
+                (
+                    torrent_id,
+                    request.peer_id,
+                    address,
+                    seeder,
+                    self._random.getrandbits(_SLOT_BITS),
+                    now,
+                    int(completes),
+                ),
             )
         if completes:
             connection.execute(
@@ -158,14 +172,16 @@ class SQLitePeerStore:
 
     def _thd_sample(
         self, connection: sqlite3.Connection, torrent_id: int, request: AnnounceRequest
-    ) -> List[Peer]:
+    ) -> list[Peer]:
         wanted = request.numwant
         # Seeders and partial seeds (BEP 21) want only leechers.
         only_leechers = request.is_seeder or request.event == "paused"
         groups = (0,) if only_leechers else (0, 1)
-        found: List[Peer] = []
+        found: list[Peer] = []
         for seeder in groups:
-            found.extend(self._thd_sample_group(connection, torrent_id, seeder, request.peer_id, wanted))
+            found.extend(
+                self._thd_sample_group(connection, torrent_id, seeder, request.peer_id, wanted)
+            )
         if len(found) > wanted:
             found = self._random.sample(found, wanted)
         return found
@@ -177,7 +193,7 @@ class SQLitePeerStore:
         seeder: int,
         peer_id: bytes,
         wanted: int,
-    ) -> List[Peer]:
+    ) -> list[Peer]:
         """Up to C{wanted} peers of one kind, read in slot order from a random starting slot."""
         start = self._random.getrandbits(_SLOT_BITS)
         rows = connection.execute(
@@ -197,7 +213,7 @@ class SQLitePeerStore:
 
     def _thd_scrape(
         self, connection: sqlite3.Connection, info_hashes: Sequence[bytes]
-    ) -> Dict[bytes, SwarmCounts]:
+    ) -> dict[bytes, SwarmCounts]:
         counts = {}
         for info_hash in info_hashes:
             rows = connection.execute(
@@ -219,8 +235,7 @@ class SQLitePeerStore:
     def _thd_forget_empty_torrents(self, connection: sqlite3.Connection) -> None:
         # A torrent with no peers and no completions carries nothing worth keeping.
         removed = connection.execute(
-            "DELETE FROM torrents WHERE seeders = 0 AND leechers = 0 AND downloaded = 0"
-            " RETURNING 1"
+            "DELETE FROM torrents WHERE seeders = 0 AND leechers = 0 AND downloaded = 0 RETURNING 1"
         ).fetchall()
         if removed:
             self._thd_forget_torrent_ids()
