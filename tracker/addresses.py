@@ -17,9 +17,12 @@ def pack_ip(text: str) -> bytes:
     """
     The packed form of an IP literal: 4 bytes for IPv4, 16 for IPv6. IPv4-mapped IPv6 addresses
     (C{::ffff:a.b.c.d}, what a dual-stack socket reports for IPv4 clients) become plain IPv4 so
-    one client is one peer whichever socket it came in on. Raises C{ValueError} for anything that
-    is not a literal address: this never resolves names.
+    one client is one peer whichever socket it came in on. Raises C{ValueError} or C{OSError} for
+    anything that is not a literal address: this never resolves names.
     """
+    if "\x00" in text:
+        # PyPy's inet_pton stops at a NUL, and would accept "1.2.3.4\x00junk".
+        raise ValueError("NUL in address")
     if ":" not in text:
         return socket.inet_pton(socket.AF_INET, text)
     # Scoped link-local addresses (fe80::1%eth0) carry a zone the peers cannot use.

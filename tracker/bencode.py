@@ -49,14 +49,14 @@ def bdecode(data: bytes) -> Any:
     """Decode exactly one bencoded value; anything trailing or malformed raises L{BencodeError}."""
     try:
         value, end = _decode(data, 0)
-    except (IndexError, ValueError, RecursionError) as e:
+    except (IndexError, ValueError) as e:
         raise BencodeError(f"malformed bencoding: {e}") from None
     if end != len(data):
         raise BencodeError("trailing data after bencoded value")
     return value
 
 
-def _decode_int(data: bytes, start: int) -> tuple[int, int]:
+def _decode_int(data: bytes, start: int, depth: int) -> tuple[int, int]:
     end = data.index(b"e", start)
     digits = data[start + 1 : end]
     # Canonical form only: no leading zeros, no negative zero, no empty number.
@@ -71,7 +71,7 @@ def _decode_int(data: bytes, start: int) -> tuple[int, int]:
     return int(digits), end + 1
 
 
-def _decode_bytes(data: bytes, start: int) -> tuple[bytes, int]:
+def _decode_bytes(data: bytes, start: int, depth: int = 0) -> tuple[bytes, int]:
     colon = data.index(b":", start)
     length_digits = data[start:colon]
     if not length_digits.isdigit() or (len(length_digits) > 1 and length_digits[:1] == b"0"):
@@ -82,16 +82,21 @@ def _decode_bytes(data: bytes, start: int) -> tuple[bytes, int]:
     return data[colon + 1 : end], end
 
 
-def _decode_list(data: bytes, start: int) -> tuple[list[Any], int]:
+#: Deeper nesting than any real tracker reply; refusing it keeps recursion far from the stack's
+#: limit (PyPy can abort rather than raise RecursionError).
+MAX_DEPTH = 64
+
+
+def _decode_list(data: bytes, start: int, depth: int) -> tuple[list[Any], int]:
     items = []
     position = start + 1
     while data[position : position + 1] != b"e":
-        item, position = _decode(data, position)
+        item, position = _decode(data, position, depth + 1)
         items.append(item)
     return items, position + 1
 
 
-def _decode_dict(data: bytes, start: int) -> tuple[dict[bytes, Any], int]:
+def _decode_dict(data: bytes, start: int, depth: int) -> tuple[dict[bytes, Any], int]:
     result: dict[bytes, Any] = {}
     position = start + 1
     previous: bytes | None = None
@@ -100,11 +105,11 @@ def _decode_dict(data: bytes, start: int) -> tuple[dict[bytes, Any], int]:
         if previous is not None and key <= previous:
             raise BencodeError("dict keys not sorted or duplicated")
         previous = key
-        result[key], position = _decode(data, position)
+        result[key], position = _decode(data, position, depth + 1)
     return result, position + 1
 
 
-_DECODERS: dict[int, Callable[[bytes, int], tuple[Any, int]]] = {
+_DECODERS: dict[int, Callable[[bytes, int, int], tuple[Any, int]]] = {
     ord("i"): _decode_int,
     ord("l"): _decode_list,
     ord("d"): _decode_dict,
@@ -113,10 +118,12 @@ for _digit in b"0123456789":
     _DECODERS[_digit] = _decode_bytes
 
 
-def _decode(data: bytes, start: int) -> tuple[Any, int]:
+def _decode(data: bytes, start: int, depth: int = 0) -> tuple[Any, int]:
+    if depth > MAX_DEPTH:
+        raise BencodeError("nested too deeply")
     if start >= len(data):
         raise BencodeError("unexpected end of data")
     decoder = _DECODERS.get(data[start])
     if decoder is None:
         raise BencodeError(f"unexpected byte {data[start : start + 1]!r} at {start}")
-    return decoder(data, start)
+    return decoder(data, start, depth)

@@ -48,11 +48,21 @@ class BatchingConnection:
         self._running = False
         self._stopping = False
         self._drained: list[Deferred[None]] = []
+        self._closed_waiters: list[Deferred[None]] = []
+        self._closed = False
 
     def open(self, connect: Callable[[], sqlite3.Connection]) -> Deferred[None]:
         """Start the thread and open the connection inside it."""
         self._pool.start()
-        return deferToThreadPool(self._reactor, self._pool, self._thd_open, connect)
+        opened = deferToThreadPool(self._reactor, self._pool, self._thd_open, connect)
+        opened.addErrback(self._open_failed)
+        return opened
+
+    def _open_failed(self, failure: Failure) -> Failure:
+        # Nothing can use a store that did not open; release its thread now.
+        self._stopping = True
+        self._stop_pool(None)
+        return failure
 
     def _thd_open(self, connect: Callable[[], sqlite3.Connection]) -> None:
         self._connection = connect()
@@ -114,7 +124,14 @@ class BatchingConnection:
                 d.errback(value)
 
     def close(self) -> Deferred[None]:
-        """Refuse new work, finish what is queued, close the connection in its thread."""
+        """Refuse new work, finish what is queued, close the connection in its thread.
+        Closing again waits for the first close."""
+        if self._closed:
+            return succeed(None)
+        if self._stopping:
+            closed: Deferred[None] = Deferred()
+            self._closed_waiters.append(closed)
+            return closed
         self._stopping = True
         drained = succeed(None)
         if self._running:
@@ -124,12 +141,16 @@ class BatchingConnection:
         drained.addBoth(self._stop_pool)
         return drained
 
+    def _stop_pool(self, result: Any) -> Any:
+        # The pool's only thread is idle now, so joining it returns at once.
+        self._pool.stop()
+        self._closed = True
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        return result
+
     def _thd_close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-
-    def _stop_pool(self, result: Any) -> Any:
-        # The pool's only thread is idle now, so joining it returns at once.
-        self._pool.stop()
-        return result

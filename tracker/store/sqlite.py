@@ -11,7 +11,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from zope.interface import implementer
 
-from tracker.announce import STOPPED, AnnounceRequest
+from tracker.addresses import pack_peer
+from tracker.announce import PAUSED, STOPPED, AnnounceRequest
 from tracker.interfaces import AnnounceResult, IPeerStore, Peer, SwarmCounts
 from tracker.store.batching import BatchingConnection
 from tracker.store.schema import connect
@@ -130,7 +131,7 @@ class SQLitePeerStore:
     def _thd_record(
         self, connection: sqlite3.Connection, torrent_id: int, request: AnnounceRequest, now: int
     ) -> None:
-        address = request.ip + request.port.to_bytes(2, "big")
+        address = pack_peer(request.ip, request.port)
         seeder = int(request.is_seeder)
         rows = connection.execute(
             "SELECT completed FROM peers WHERE torrent_id = ? AND peer_id = ?",
@@ -175,7 +176,7 @@ class SQLitePeerStore:
     ) -> list[Peer]:
         wanted = request.numwant
         # Seeders and partial seeds (BEP 21) want only leechers.
-        only_leechers = request.is_seeder or request.event == "paused"
+        only_leechers = request.is_seeder or request.event == PAUSED
         groups = (0,) if only_leechers else (0, 1)
         found: list[Peer] = []
         for seeder in groups:

@@ -1,0 +1,364 @@
+"""Shared pieces of the benchmark and the fault checks.
+
+Peer identities, announce/scrape URLs, a small asyncio HTTP/1.1 client, a minimal bencode
+decoder and process control. Peer identities must match tracker.lua.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote_from_bytes
+
+HOST = "127.0.0.1"
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+PORT_BASE = 10000
+PEER_ID_TAIL = b"\xfe\x00\x81\x7f\xc3\x10\xaa\x55"
+NUMWANT = 50
+
+
+# --- identities -------------------------------------------------------------------------
+
+
+def swarm_hash(k: int) -> bytes:
+    """Info hash of swarm k of the many-swarms set."""
+    return hashlib.sha1(b"bench-swarm-%d" % k).digest()
+
+
+def single_swarm_hash(size: int) -> bytes:
+    """Info hash of the single swarm pre-populated with `size` peers."""
+    return hashlib.sha1(b"bench-one-swarm-%d" % size).digest()
+
+
+def named_hash(name: str) -> bytes:
+    return hashlib.sha1(b"bench-" + name.encode()).digest()
+
+
+def peer_id(i: int) -> bytes:
+    return b"-BM0001-" + struct.pack(">I", i) + PEER_ID_TAIL
+
+
+def peer_port(i: int) -> int:
+    # Every peer has its own port: some trackers key peers on ip:port and all come from 127.0.0.1.
+    return PORT_BASE + i
+
+
+def peer_left(i: int) -> int:
+    """30% of the population are seeders; the others have a stable amount left."""
+    return 0 if i % 10 < 3 else 1000000 + (i % 1000) * 4096
+
+
+def announce_path(
+    info_hash: bytes,
+    i: int,
+    event: str | None = None,
+    left: int | None = None,
+    numwant: int = NUMWANT,
+) -> str:
+    left_value = peer_left(i) if left is None else left
+    path = (
+        f"/announce?info_hash={quote_from_bytes(info_hash, safe='')}"
+        f"&peer_id={quote_from_bytes(peer_id(i), safe='')}&port={peer_port(i)}"
+        f"&uploaded=0&downloaded=0&left={left_value}&compact=1&numwant={numwant}"
+    )
+    if event:
+        path += f"&event={event}"
+    return path
+
+
+def scrape_path(hashes: Iterable[bytes]) -> str:
+    return "/scrape?" + "&".join(f"info_hash={quote_from_bytes(h, safe='')}" for h in hashes)
+
+
+def compact_ports(peers: bytes) -> set[int]:
+    """Ports of the 127.0.0.1 peers in a compact (6 bytes per peer) list."""
+    return {struct.unpack(">H", peers[k + 4 : k + 6])[0] for k in range(0, len(peers) - 5, 6)}
+
+
+# --- bencode ----------------------------------------------------------------------------
+
+
+class BencodeError(ValueError):
+    pass
+
+
+def bdecode(data: bytes) -> object:
+    value, end = _bdecode_at(data, 0)
+    if end != len(data):
+        raise BencodeError("trailing data")
+    return value
+
+
+def _bdecode_at(data: bytes, pos: int) -> tuple[object, int]:
+    if pos >= len(data):
+        raise BencodeError("truncated")
+    lead = data[pos : pos + 1]
+    if lead == b"i":
+        end = data.index(b"e", pos)
+        return int(data[pos + 1 : end]), end + 1
+    if lead.isdigit():
+        colon = data.index(b":", pos)
+        start = colon + 1
+        length = int(data[pos:colon])
+        if start + length > len(data):
+            raise BencodeError("truncated string")
+        return data[start : start + length], start + length
+    if lead in (b"l", b"d"):
+        items: list[object] = []
+        pos += 1
+        while data[pos : pos + 1] != b"e":
+            item, pos = _bdecode_at(data, pos)
+            items.append(item)
+        if lead == b"l":
+            return items, pos + 1
+        return dict(zip(items[::2], items[1::2])), pos + 1
+    raise BencodeError(f"bad token at {pos}")
+
+
+# --- HTTP client ------------------------------------------------------------------------
+
+
+class HttpClient:
+    """One HTTP/1.1 connection, reopened when the server closes it."""
+
+    def __init__(self, port: int, keep_alive: bool = True, timeout: float = 10.0) -> None:
+        self.port = port
+        self.keep_alive = keep_alive
+        self.timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        reused = self._writer is not None
+        try:
+            return await asyncio.wait_for(self._exchange(path), self.timeout)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            await self.close()
+            if not reused:
+                raise
+        # A kept-alive connection may have been closed by the server in between: retry once.
+        return await asyncio.wait_for(self._exchange(path), self.timeout)
+
+    async def _exchange(self, path: str) -> tuple[int, bytes]:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(HOST, self.port)
+        assert self._reader is not None
+        head = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
+        if not self.keep_alive:
+            head += "Connection: close\r\n"
+        self._writer.write((head + "\r\n").encode())
+        status, headers = await self._read_head(self._reader)
+        body = await self._read_body(self._reader, headers)
+        if not self.keep_alive or headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, body
+
+    @staticmethod
+    async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+        raw = await reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        return status, headers
+
+    @staticmethod
+    async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+        if "content-length" in headers:
+            return await reader.readexactly(int(headers["content-length"]))
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                chunk = await reader.readexactly(size + 2)
+                if size == 0:
+                    return b"".join(chunks)
+                chunks.append(chunk[:-2])
+        headers["connection"] = "close"  # body delimited by the end of the connection
+        return await reader.read()
+
+    async def close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+
+@dataclass
+class LoadStats:
+    ok: int = 0
+    failure: int = 0
+    bad_status: int = 0
+    errors: int = 0
+    failures_seen: list[bytes] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return self.ok + self.failure + self.bad_status + self.errors
+
+    def record(self, status: int, body: bytes) -> None:
+        if status != 200:
+            self.bad_status += 1
+        elif b"failure reason" in body:
+            self.failure += 1
+            if len(self.failures_seen) < 3:
+                self.failures_seen.append(body[:200])
+        else:
+            self.ok += 1
+
+
+async def run_requests(
+    port: int,
+    paths: Iterable[str],
+    concurrency: int = 32,
+    keep_alive: bool = True,
+    seconds: float | None = None,
+) -> LoadStats:
+    """Send every path once, `concurrency` at a time, giving up after `seconds`."""
+    stats = LoadStats()
+    queue: Iterator[str] = iter(paths)
+    deadline = None if seconds is None else time.monotonic() + seconds
+
+    async def worker() -> None:
+        client = HttpClient(port, keep_alive)
+        try:
+            for path in queue:
+                if deadline is not None and time.monotonic() > deadline:
+                    return
+                try:
+                    status, body = await client.get(path)
+                    stats.record(status, body)
+                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+                    stats.errors += 1
+                    await client.close()
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return stats
+
+
+async def fetch(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    client = HttpClient(port, keep_alive=False, timeout=timeout)
+    try:
+        return await client.get(path)
+    finally:
+        await client.close()
+
+
+async def scrape_totals(
+    port: int, hashes: list[bytes], batch: int = 10
+) -> dict[bytes, dict[bytes, int]]:
+    """Scrape entries for every hash, in batches (single hashes if batches are refused)."""
+    result: dict[bytes, dict[bytes, int]] = {}
+    client = HttpClient(port)
+    try:
+        for start in range(0, len(hashes), batch):
+            chunk = hashes[start : start + batch]
+            status, body = await client.get(scrape_path(chunk))
+            decoded = bdecode(body) if status == 200 else {}
+            files = decoded.get(b"files") if isinstance(decoded, dict) else None
+            if not isinstance(files, dict):
+                if batch > 1:
+                    return await scrape_totals(port, hashes, batch=1)
+                continue
+            for key, entry in files.items():
+                if isinstance(key, bytes) and isinstance(entry, dict):
+                    result[key] = {k: v for k, v in entry.items() if isinstance(v, int)}
+    finally:
+        await client.close()
+    return result
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with code {proc.returncode} before listening")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {HOST}:{port} after {timeout:.0f} s")
+
+
+def ours_command(interpreter: str, port: int, database: Path, extra: list[str]) -> list[str]:
+    return [
+        interpreter, "-m", "twisted", "tracker",
+        "--listen", f"tcp:{port}:interface={HOST}",
+        "--database", str(database),
+        *extra,
+    ]  # fmt: skip
+
+
+def interpreter_ready(interpreter: str) -> str | None:
+    """None if the interpreter can run our tracker, else the reason it cannot."""
+    try:
+        done = subprocess.run(
+            [interpreter, "-c", "import tracker.tap, twisted"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO_DIR,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return lines[-1] if lines else f"exit code {done.returncode}"
+    return None
+
+
+def start_process(
+    cmd: list[str], log_path: Path, core: int | None, cwd: Path
+) -> subprocess.Popen[bytes]:
+    """Start a server in its own process group, optionally pinned to one core."""
+    if core is not None and (os.cpu_count() or 1) > 1:
+        cmd = ["taskset", "-c", str(core), *cmd]
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(grace)
+
+
+def kill_hard(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)

@@ -1,0 +1,40 @@
+"""Builders shared by the tests."""
+
+from __future__ import annotations
+
+from tracker.announce import NONE, AnnounceRequest
+
+
+def info_hash(n: int) -> bytes:
+    return b"H" * 16 + n.to_bytes(4, "big")
+
+
+def peer_id(n: int) -> bytes:
+    return b"-TT0001-" + n.to_bytes(12, "big")
+
+
+def announce(
+    peer: int = 1,
+    torrent: int = 1,
+    *,
+    ip: bytes = b"\x7f\x00\x00\x01",
+    port: int | None = None,
+    left: int = 100,
+    event: str = NONE,
+    numwant: int = 50,
+    compact: bool = True,
+    no_peer_id: bool = False,
+) -> AnnounceRequest:
+    return AnnounceRequest(
+        info_hash=info_hash(torrent),
+        peer_id=peer_id(peer),
+        ip=ip,
+        port=port if port is not None else 10000 + peer,
+        uploaded=0,
+        downloaded=0,
+        left=left,
+        event=event,
+        numwant=numwant,
+        compact=compact,
+        no_peer_id=no_peer_id,
+    )

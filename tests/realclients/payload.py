@@ -1,0 +1,85 @@
+"""Test payloads and the .torrent files that describe them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PAYLOAD_NAME = "payload.bin"
+PAYLOAD_SIZE = 4 * 1024 * 1024
+# 256 KiB pieces give 16 pieces: enough that a transfer involves many
+# requests, few enough that hashing stays instant.
+PIECE_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A generated file, its digest, and a torrent for it."""
+
+    path: Path
+    sha256: str
+    torrent: Path
+    info_hash: bytes  # SHA-1 of the bencoded info dictionary (v1)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, or '' when it does not exist (yet)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return ""
+    return digest.hexdigest()
+
+
+def make_payload(seed_dir: Path, announce_url: str, size: int = PAYLOAD_SIZE) -> Payload:
+    """Write ``size`` random bytes into ``seed_dir`` and build a torrent for them.
+
+    The torrent is v1-only (Transmission 3 and aria2 do not read v2 torrents)
+    and private, which makes every client keep DHT, PEX and LSD off for it on
+    top of the settings the tests pass.
+    """
+    import libtorrent as lt
+
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    path = seed_dir / PAYLOAD_NAME
+    path.write_bytes(os.urandom(size))
+
+    creator = lt.create_torrent(_file_list(lt, size), PIECE_SIZE, lt.create_torrent.v1_only)
+    creator.add_tracker(announce_url)
+    creator.set_priv(True)
+    creator.set_creator("tracker real-client tests")
+    lt.set_piece_hashes(creator, str(seed_dir))
+    data = lt.bencode(creator.generate())
+
+    torrent = seed_dir.parent / f"{PAYLOAD_NAME}.torrent"
+    torrent.write_bytes(data)
+    info = lt.torrent_info(str(torrent))
+    info_hash = bytes.fromhex(str(info.info_hashes().v1))
+    return Payload(path=path, sha256=sha256_file(path), torrent=torrent, info_hash=info_hash)
+
+
+def _file_list(lt: Any, size: int) -> Any:
+    """The one-file list for create_torrent, in whichever form this libtorrent takes.
+
+    libtorrent 2.1 takes a list of create_file_entry and deprecates the
+    file_storage form, which is all that 2.0 offers.
+    """
+    if hasattr(lt, "create_file_entry"):
+        return [lt.create_file_entry(PAYLOAD_NAME, size)]
+    files = lt.file_storage()
+    files.add_file(PAYLOAD_NAME, size)
+    return files

@@ -1,0 +1,233 @@
+"""
+The storage contract, written once and run against every L{IPeerStore} implementation.
+
+A subclass provides C{make_store()} returning an unstarted store; each test starts it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from zope.interface.verify import verifyObject
+
+from tests.helpers import announce, info_hash, peer_id
+from tracker.announce import COMPLETED, PAUSED, STARTED, STOPPED
+from tracker.interfaces import IPeerStore, SwarmCounts
+
+
+class StoreContract:
+    """Mixin for a trial C{TestCase}."""
+
+    def make_store(self) -> Any:
+        raise NotImplementedError
+
+    @inlineCallbacks
+    def started_store(self) -> Any:
+        store = self.make_store()
+        yield store.start()
+        self.addCleanup(store.stop)  # type: ignore[attr-defined]
+        return store
+
+    def test_provides_interface(self) -> None:
+        """The store provides every method of the storage contract."""
+        self.assertTrue(verifyObject(IPeerStore, self.make_store()))  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_first_announce_is_alone(self) -> Any:
+        """The first peer of a swarm is counted and gets no peers back, not even itself."""
+        store = yield self.started_store()
+        result = yield store.announce(announce(1, event=STARTED), 1000)
+        self.assertEqual(result.counts, SwarmCounts(0, 1, 0))
+        self.assertEqual(list(result.peers), [])
+
+    @inlineCallbacks
+    def test_peers_find_each_other(self) -> Any:
+        """Two leechers of one torrent are given each other's compact address."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, port=6881), 1000)
+        result = yield store.announce(announce(2, port=6882), 1000)
+        self.assertEqual(
+            [(p.peer_id, p.address) for p in result.peers],
+            [(peer_id(1), b"\x7f\x00\x00\x01\x1a\xe1")],
+        )
+
+    @inlineCallbacks
+    def test_torrents_are_separate(self) -> Any:
+        """Peers of another torrent are never returned."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, torrent=1), 1000)
+        result = yield store.announce(announce(2, torrent=2), 1000)
+        self.assertEqual(list(result.peers), [])
+        self.assertEqual(result.counts, SwarmCounts(0, 1, 0))
+
+    @inlineCallbacks
+    def test_requester_never_in_own_list(self) -> Any:
+        """Whatever numwant asks, the requester is not handed itself."""
+        store = yield self.started_store()
+        for n in range(1, 6):
+            yield store.announce(announce(n), 1000)
+        for n in range(1, 6):
+            result = yield store.announce(announce(n, numwant=200), 1000)
+            ids = {p.peer_id for p in result.peers}
+            self.assertNotIn(peer_id(n), ids)
+            self.assertEqual(len(ids), 4)
+
+    @inlineCallbacks
+    def test_numwant_limits_peers(self) -> Any:
+        """At most numwant peers come back, chosen from the whole swarm; numwant 0 gives none."""
+        store = yield self.started_store()
+        for n in range(1, 31):
+            yield store.announce(announce(n), 1000)
+        result = yield store.announce(announce(99, numwant=10), 1000)
+        self.assertEqual(len(result.peers), 10)
+        self.assertEqual(len({p.peer_id for p in result.peers}), 10)
+        none = yield store.announce(announce(98, numwant=0), 1000)
+        self.assertEqual(list(none.peers), [])
+        self.assertEqual(none.counts.incomplete, 32)
+
+    @inlineCallbacks
+    def test_sampling_reaches_every_peer(self) -> Any:
+        """Repeated small samples are random: over many announces every peer gets handed out."""
+        store = yield self.started_store()
+        for n in range(1, 41):
+            yield store.announce(announce(n), 1000)
+        seen: set[bytes] = set()
+        for _ in range(400):
+            result = yield store.announce(announce(100, numwant=5), 1000)
+            seen.update(p.peer_id for p in result.peers)
+        self.assertEqual(seen, {peer_id(n) for n in range(1, 41)})
+
+    @inlineCallbacks
+    def test_seeders_get_only_leechers(self) -> Any:
+        """A seeder is given leechers only; a leecher is given seeders and leechers."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, left=0), 1000)
+        yield store.announce(announce(2, left=0), 1000)
+        yield store.announce(announce(3, left=5), 1000)
+        seeder = yield store.announce(announce(1, left=0), 1000)
+        self.assertEqual({p.peer_id for p in seeder.peers}, {peer_id(3)})
+        leecher = yield store.announce(announce(3, left=5), 1000)
+        self.assertEqual({p.peer_id for p in leecher.peers}, {peer_id(1), peer_id(2)})
+        self.assertEqual(leecher.counts, SwarmCounts(2, 1, 0))
+
+    @inlineCallbacks
+    def test_paused_peer_gets_only_leechers(self) -> Any:
+        """BEP 21: a paused partial seed stays in the swarm as incomplete and is given leechers."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, left=0), 1000)
+        yield store.announce(announce(2, left=5), 1000)
+        result = yield store.announce(announce(3, left=7, event=PAUSED), 1000)
+        self.assertEqual({p.peer_id for p in result.peers}, {peer_id(2)})
+        self.assertEqual(result.counts, SwarmCounts(1, 2, 0))
+
+    @inlineCallbacks
+    def test_reannounce_updates_peer(self) -> Any:
+        """A re-announce moves a peer from leecher to seeder and updates its address."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, left=10, port=1111), 1000)
+        yield store.announce(announce(1, left=0, port=2222), 1010)
+        result = yield store.announce(announce(2), 1020)
+        self.assertEqual(result.counts, SwarmCounts(1, 1, 0))
+        self.assertEqual([p.address[-2:] for p in result.peers], [(2222).to_bytes(2, "big")])
+
+    @inlineCallbacks
+    def test_stopped_removes_peer(self) -> Any:
+        """A stopped peer leaves the swarm at once and gets no peers back."""
+        store = yield self.started_store()
+        yield store.announce(announce(1), 1000)
+        yield store.announce(announce(2), 1000)
+        stopped = yield store.announce(announce(1, event=STOPPED), 1000)
+        self.assertEqual(list(stopped.peers), [])
+        self.assertEqual(stopped.counts, SwarmCounts(0, 1, 0))
+        result = yield store.announce(announce(3), 1000)
+        self.assertEqual({p.peer_id for p in result.peers}, {peer_id(2)})
+
+    @inlineCallbacks
+    def test_stopped_unknown_torrent(self) -> Any:
+        """A stopped announce for an unknown torrent is answered and creates nothing."""
+        store = yield self.started_store()
+        result = yield store.announce(announce(1, torrent=7, event=STOPPED), 1000)
+        self.assertEqual(result.counts, SwarmCounts(0, 0, 0))
+        counts = yield store.scrape([info_hash(7)])
+        self.assertEqual(counts, {info_hash(7): SwarmCounts(0, 0, 0)})
+
+    @inlineCallbacks
+    def test_completed_counts_once_per_peer(self) -> Any:
+        """A peer's completion is counted once however often it sends completed."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, left=10, event=STARTED), 1000)
+        yield store.announce(announce(1, left=0, event=COMPLETED), 1010)
+        result = yield store.announce(announce(1, left=0, event=COMPLETED), 1020)
+        self.assertEqual(result.counts, SwarmCounts(1, 0, 1))
+        yield store.announce(announce(2, left=0, event=COMPLETED), 1030)
+        counts = yield store.scrape([info_hash(1)])
+        self.assertEqual(counts[info_hash(1)].downloaded, 2)
+
+    @inlineCallbacks
+    def test_completed_with_bytes_left_not_counted(self) -> Any:
+        """completed with left > 0 is not a finished download."""
+        store = yield self.started_store()
+        result = yield store.announce(announce(1, left=5, event=COMPLETED), 1000)
+        self.assertEqual(result.counts, SwarmCounts(0, 1, 0))
+
+    @inlineCallbacks
+    def test_downloaded_survives_peers_leaving(self) -> Any:
+        """The completion count stays after the peer stops and after expiry."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, left=0, event=COMPLETED), 1000)
+        yield store.announce(announce(1, left=0, event=STOPPED), 1001)
+        yield store.announce(announce(2, left=0, event=COMPLETED), 1002)
+        yield store.expire(5000)
+        counts = yield store.scrape([info_hash(1)])
+        self.assertEqual(counts[info_hash(1)], SwarmCounts(0, 0, 2))
+
+    @inlineCallbacks
+    def test_scrape_many_and_unknown(self) -> Any:
+        """A multi-scrape answers every hash asked, zeros for unknown torrents."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, torrent=1, left=0), 1000)
+        yield store.announce(announce(2, torrent=1, left=3), 1000)
+        yield store.announce(announce(3, torrent=2, left=3), 1000)
+        counts = yield store.scrape([info_hash(1), info_hash(2), info_hash(3)])
+        self.assertEqual(
+            counts,
+            {
+                info_hash(1): SwarmCounts(1, 1, 0),
+                info_hash(2): SwarmCounts(0, 1, 0),
+                info_hash(3): SwarmCounts(0, 0, 0),
+            },
+        )
+
+    @inlineCallbacks
+    def test_expire_forgets_silent_peers(self) -> Any:
+        """Peers last seen before the cutoff are removed and counted; recent ones stay."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, left=0), 1000)
+        yield store.announce(announce(2), 1000)
+        yield store.announce(announce(3), 2000)
+        removed = yield store.expire(1500)
+        self.assertEqual(removed, 2)
+        result = yield store.announce(announce(4), 2000)
+        self.assertEqual({p.peer_id for p in result.peers}, {peer_id(3)})
+        self.assertEqual(result.counts, SwarmCounts(0, 2, 0))
+
+    @inlineCallbacks
+    def test_expired_torrent_comes_back(self) -> Any:
+        """A torrent whose peers all expired works again when a peer returns."""
+        store = yield self.started_store()
+        yield store.announce(announce(1), 1000)
+        yield store.expire(2000)
+        yield store.announce(announce(2), 3000)
+        result = yield store.announce(announce(3), 3000)
+        self.assertEqual({p.peer_id for p in result.peers}, {peer_id(2)})
+        self.assertEqual(result.counts, SwarmCounts(0, 2, 0))
+
+    @inlineCallbacks
+    def test_ipv6_peers(self) -> Any:
+        """IPv6 peers are kept with their 16-byte address and port (18 bytes compact)."""
+        store = yield self.started_store()
+        ip6 = bytes(15) + b"\x01"
+        yield store.announce(announce(1, ip=ip6, port=6881), 1000)
+        result = yield store.announce(announce(2), 1000)
+        self.assertEqual([p.address for p in result.peers], [ip6 + b"\x1a\xe1"])
