@@ -34,7 +34,7 @@ class TrackerService(MultiService):
         if clock is None:
             from twisted.internet import reactor as default_reactor
 
-            clock = default_reactor  # type: ignore[assignment]
+            clock = default_reactor
         assert clock is not None
         self.store = store
         self.config = config or TrackerConfig()
@@ -63,9 +63,7 @@ class TrackerService(MultiService):
         """Forget peers silent for longer than the peer timeout; a failure is logged, not raised,
         so that the next run still happens."""
         cutoff = int(self._clock.seconds()) - self.config.peer_timeout
-        d = self.store.expire(cutoff)
-        d.addCallbacks(self._expired, self._expiry_failed)
-        return d
+        return self.store.expire(cutoff).addCallbacks(self._expired, self._expiry_failed)
 
     def _expired(self, removed: int) -> None:
         if removed:

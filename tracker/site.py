@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.web.resource import IResource
+from twisted.web import http
 from twisted.web.server import Request, Site
 
 #: No BitTorrent client sends a request body; anything larger than this is refused unread.
@@ -51,5 +52,5 @@ class TrackerSite(Site):
     def __init__(self, resource: IResource, timeout: float = 30, **kwargs: Any) -> None:
         super().__init__(resource, timeout=timeout, **kwargs)
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass

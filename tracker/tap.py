@@ -140,7 +140,7 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
 
         reactor = default_reactor
     config: TrackerConfig = options["config"]
-    store = SQLitePeerStore(options["database"], reactor)
+    store = SQLitePeerStore(options["database"], reactor)  # type: ignore[arg-type]
     root = MultiService()
     tracker = TrackerService(store, config, reactor)
     tracker.setServiceParent(root)

@@ -20,7 +20,7 @@ class SchemaError(Exception):
 
 
 def _schema_text(name: str) -> str:
-    return resources.files("tracker.store").joinpath("schema", name).read_text("utf-8")
+    return resources.files("tracker.store").joinpath("schema").joinpath(name).read_text("utf-8")
 
 
 def connect(path: str) -> sqlite3.Connection:
