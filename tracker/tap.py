@@ -64,8 +64,8 @@ class Options(usage.Options):
         [
             "peer-timeout",
             None,
-            _DEFAULTS.peer_timeout,
-            "Seconds of silence after which a peer is forgotten.",
+            None,
+            "Seconds of silence after which a peer is forgotten [default: 1.5 x interval].",
             int,
         ],
         ["expire-every", None, _DEFAULTS.expire_every, "Seconds between expiry runs.", int],
@@ -100,6 +100,9 @@ class Options(usage.Options):
             ) from None
 
     def postOptions(self) -> None:
+        if self["peer-timeout"] is None:
+            # The field's rule: a peer that missed about one and a half announces is gone.
+            self["peer-timeout"] = int(self["interval"]) * 3 // 2
         for name in (
             "interval",
             "min-interval",
