@@ -45,10 +45,11 @@ class TrackerService(MultiService):
         self.started: Deferred[None] = Deferred()
 
     def startService(self) -> None:
-        # The store starts before expiry, which therefore always finds it open.
+        # Running first: a store that opens at once fires _start_expiry right here.
+        super().startService()
+        # Expiry starts only once the store is open, so it always finds it open.
         self.store.start().chainDeferred(self.started)
         self.started.addCallback(self._start_expiry)
-        super().startService()
 
     def _start_expiry(self, _: None) -> None:
         if self.running:

@@ -1,0 +1,296 @@
+"""The daemon's command line, its service tree, the twistd plugin and tracker.tac."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Any
+from urllib.parse import quote_from_bytes
+
+from twisted.application.service import IServiceCollection
+from twisted.internet.testing import MemoryReactor
+from twisted.python import usage
+from twisted.trial.unittest import TestCase
+
+from tests.helpers import info_hash, peer_id
+from tracker.bencode import bdecode
+from tracker.config import TrackerConfig
+from tracker.resource import TrackerResource
+from tracker.service import TrackerService
+from tracker.site import TrackerSite
+from tracker.tap import DEFAULT_DATABASE, Options, default_listen, makeService
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TAC = os.path.join(REPOSITORY, "tracker.tac")
+EVERY_OPTION = [
+    "--listen",
+    "--database",
+    "--interval",
+    "--min-interval",
+    "--peer-timeout",
+    "--expire-every",
+    "--numwant-default",
+    "--numwant-max",
+    "--max-scrape",
+    "--idle-timeout",
+    "--trusted-proxy",
+    "--allow-ip-param",
+]
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # type: ignore[no-any-return]
+
+
+class OptionsTests(TestCase):
+    def test_defaults(self) -> None:
+        """With no options: default config, database, idle timeout and listeners."""
+        options = parse()
+        self.assertEqual(options["config"], TrackerConfig())
+        self.assertEqual(options["database"], DEFAULT_DATABASE)
+        self.assertEqual(options["idle-timeout"], 30)
+        self.assertEqual(options["listen"], default_listen())
+        self.assertEqual(options["trusted-proxy"], [])
+
+    def test_every_option(self) -> None:
+        """Every option reaches the configuration."""
+        options = parse(
+            "--listen=tcp:7000",
+            "--database=/srv/t.sqlite3",
+            "--interval=600",
+            "--min-interval=300",
+            "--peer-timeout=900",
+            "--expire-every=30",
+            "--numwant-default=20",
+            "--numwant-max=80",
+            "--max-scrape=10",
+            "--idle-timeout=5",
+            "--trusted-proxy=10.0.0.0/8",
+            "--allow-ip-param",
+        )
+        self.assertEqual(
+            options["config"],
+            TrackerConfig(
+                interval=600,
+                min_interval=300,
+                peer_timeout=900,
+                expire_every=30,
+                numwant_default=20,
+                numwant_max=80,
+                max_scrape_hashes=10,
+                trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),),
+                allow_ip_param=True,
+            ),
+        )
+        self.assertEqual(options["listen"], ["tcp:7000"])
+        self.assertEqual(options["database"], "/srv/t.sqlite3")
+        self.assertEqual(options["idle-timeout"], 5)
+
+    def test_short_database_option(self) -> None:
+        """-d names the database."""
+        self.assertEqual(parse("-d", "x.sqlite3")["database"], "x.sqlite3")
+
+    def test_listen_repeatable(self) -> None:
+        """--listen may be given several times; each is kept, in order."""
+        options = parse("--listen", "tcp:7000", "--listen", "tcp6:7001:interface=\\:\\:1")
+        self.assertEqual(options["listen"], ["tcp:7000", "tcp6:7001:interface=\\:\\:1"])
+
+    def test_trusted_proxies(self) -> None:
+        """--trusted-proxy takes addresses and CIDR networks, IPv4 and IPv6, repeatedly; host
+        bits in a network are tolerated."""
+        options = parse(
+            "--trusted-proxy",
+            "192.0.2.1",
+            "--trusted-proxy",
+            "10.1.2.3/8",
+            "--trusted-proxy",
+            "2001:db8::/32",
+        )
+        networks = options["config"].trusted_proxies
+        self.assertEqual(
+            networks,
+            (
+                ipaddress.ip_network("192.0.2.1/32"),
+                ipaddress.ip_network("10.0.0.0/8"),
+                ipaddress.ip_network("2001:db8::/32"),
+            ),
+        )
+        self.assertTrue(options["config"].is_trusted_proxy(ipaddress.ip_address("10.200.0.1")))
+        self.assertFalse(options["config"].is_trusted_proxy(ipaddress.ip_address("11.0.0.1")))
+
+    def test_invalid_values_refused(self) -> None:
+        """Nonsense numbers, inconsistent intervals and bad networks are usage errors."""
+        bad = [
+            ["--interval", "abc"],
+            ["--interval", "0"],
+            ["--interval", "-5"],
+            ["--min-interval", "0"],
+            ["--interval", "600", "--min-interval", "601", "--peer-timeout", "900"],
+            ["--interval", "600", "--peer-timeout", "599", "--min-interval", "300"],
+            ["--peer-timeout", "1.5"],
+            ["--expire-every", "0"],
+            ["--numwant-default", "-1"],
+            ["--numwant-max", "0"],
+            ["--numwant-default", "100", "--numwant-max", "50"],
+            ["--max-scrape", "0"],
+            ["--idle-timeout", "0"],
+            ["--idle-timeout", "x"],
+            ["--trusted-proxy", "10.0.0.0/33"],
+            ["--trusted-proxy", "proxy.example.com"],
+            ["--trusted-proxy", ""],
+            ["--no-such-option"],
+        ]
+        for argv in bad:
+            self.assertRaises(usage.UsageError, parse, *argv)
+
+    def test_numwant_default_zero_allowed(self) -> None:
+        """--numwant-default 0 (send no peers unless asked) is accepted."""
+        self.assertEqual(parse("--numwant-default", "0")["config"].numwant_default, 0)
+
+
+class MakeServiceTests(TestCase):
+    def test_wiring(self) -> None:
+        """makeService builds a tracker service on the database and one listener per --listen,
+        each serving the tracker site with the configured idle timeout."""
+        directory = tempfile.mkdtemp(prefix="tracker-tap-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        database = os.path.join(directory, "t.sqlite3")
+        options = parse(
+            "--listen",
+            "tcp:7000:interface=127.0.0.1",
+            "--listen",
+            "tcp:7001",
+            "--database",
+            database,
+            "--idle-timeout",
+            "7",
+            "--interval",
+            "600",
+            "--min-interval",
+            "60",
+        )
+        reactor = MemoryReactor()
+        root = makeService(options, reactor)
+        self.assertTrue(IServiceCollection.providedBy(root))
+        children = list(root)  # type: ignore[call-overload]
+        trackers = [c for c in children if isinstance(c, TrackerService)]
+        listeners = [c for c in children if not isinstance(c, TrackerService)]
+        self.assertEqual(len(trackers), 1)
+        self.assertEqual(len(listeners), 2)
+        self.assertEqual(trackers[0].config, options["config"])
+        self.assertEqual(trackers[0].store.path, database)  # type: ignore[attr-defined]
+        # Start only the listeners: the store would start a real database thread.
+        for listener in listeners:
+            listener.startService()
+        self.assertEqual(
+            [(port, interface) for port, _, _, interface in reactor.tcpServers],
+            [(7000, "127.0.0.1"), (7001, "")],
+        )
+        factory: Any
+        for _, factory, _, _ in reactor.tcpServers:
+            self.assertIsInstance(factory, TrackerSite)
+            self.assertEqual(factory.timeOut, 7)
+            self.assertIsInstance(factory.resource, TrackerResource)
+        self.assertIs(reactor.tcpServers[0][1], reactor.tcpServers[1][1])
+        for listener in listeners:
+            listener.stopService()
+        self.assertFalse(os.path.exists(database))
+
+
+class CommandLineTests(TestCase):
+    timeout = 60
+
+    def test_plugin_help(self) -> None:
+        """`python -m twisted tracker --help` works from any directory and lists every option."""
+        directory = tempfile.mkdtemp(prefix="tracker-help-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        result = subprocess.run(
+            [sys.executable, "-m", "twisted", "tracker", "--help"],
+            cwd=directory,
+            capture_output=True,
+            timeout=60,
+        )
+        output = result.stdout.decode()
+        self.assertEqual(result.returncode, 0, result.stderr.decode())
+        for option in EVERY_OPTION:
+            self.assertIn(option, output)
+        self.assertEqual(os.listdir(directory), [])
+
+    def test_tac_serves_and_stops(self) -> None:
+        """`twistd -n -y tracker.tac` with TRACKER_OPTIONS listens where told, answers an
+        announce, creates the database, and exits cleanly on SIGTERM."""
+        directory = tempfile.mkdtemp(prefix="tracker-tac-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        database = os.path.join(directory, "x.sqlite3")
+        port = free_port()
+        env = dict(os.environ)
+        env["TRACKER_OPTIONS"] = f"--listen tcp:{port}:interface=127.0.0.1 --database {database}"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "--logfile=-",
+                "-y",
+                TAC,
+            ],
+            cwd=directory,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = (
+                f"http://127.0.0.1:{port}/announce?info_hash={quote_from_bytes(info_hash(1))}"
+                f"&peer_id={quote_from_bytes(peer_id(1))}&port=6881&left=0"
+            )
+            body = _fetch_when_up(url, process, deadline=time.monotonic() + 30)
+            reply = bdecode(body)
+            assert isinstance(reply, dict)
+            self.assertIn(b"interval", reply)
+            self.assertEqual(reply[b"complete"], 1)
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        log = output.decode(errors="replace")
+        # twistd re-raises the signal that stopped it once shut down, so a clean stop on SIGTERM
+        # exits "killed by SIGTERM" after its shutdown has run.
+        self.assertIn(process.returncode, (0, -signal.SIGTERM), log)
+        self.assertIn("Server Shut Down.", log)
+        self.assertNotIn("Traceback", log)
+        self.assertTrue(os.path.exists(database))
+
+
+def _fetch_when_up(url: str, process: Any, deadline: float) -> bytes:
+    """GET C{url}, retrying while the daemon is starting; fail if it exits or never answers."""
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"twistd exited early: {process.communicate()[0]!r}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read()  # type: ignore[no-any-return]
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
