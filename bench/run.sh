@@ -9,6 +9,9 @@ command -v opentracker >/dev/null || missing+=(opentracker)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v taskset >/dev/null || missing+=(util-linux)
+command -v pypy3 >/dev/null || missing+=(pypy3)
+# Debian splits venv support out of pypy3.
+pypy3 -c "import venv, ensurepip" 2>/dev/null || missing+=(pypy3-venv)
 if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y "${missing[@]}" || { apt-get update && apt-get install -y "${missing[@]}"; }
@@ -18,6 +21,12 @@ fi
 # addons they would build are not needed for it.
 if [ ! -f "$here/node_modules/bittorrent-tracker/package.json" ]; then
     npm ci --prefix "$here" --ignore-scripts --no-audit --no-fund
+fi
+
+# Our tracker under PyPy runs from its own venv at the repository root.
+repo="$(dirname "$here")"
+if [ ! -x "$repo/.venv-pypy/bin/python" ]; then
+    (cd "$repo" && pypy3 -m venv .venv-pypy && .venv-pypy/bin/pip install --quiet -e .)
 fi
 
 python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install --quiet matplotlib

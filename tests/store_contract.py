@@ -231,3 +231,31 @@ class StoreContract:
         yield store.announce(announce(1, ip=ip6, port=6881), 1000)
         result = yield store.announce(announce(2), 1000)
         self.assertEqual([p.address for p in result.peers], [ip6 + b"\x1a\xe1"])
+
+    @inlineCallbacks
+    def test_mixed_families_keep_ids_and_addresses_paired(self) -> Any:
+        """In a swarm of IPv4 and IPv6 peers, each peer comes back with its own address."""
+        store = yield self.started_store()
+        ip6 = bytes(15) + b"\x01"
+        expected = {}
+        for n in range(1, 9):
+            ip = ip6 if n % 3 == 0 else b"\x7f\x00\x00\x01"
+            yield store.announce(announce(n, ip=ip, left=n % 2), 1000)
+            expected[peer_id(n)] = ip + (10000 + n).to_bytes(2, "big")
+        result = yield store.announce(announce(100), 1000)
+        self.assertEqual({p.peer_id: p.address for p in result.peers}, expected)
+
+    @inlineCallbacks
+    def test_large_swarm_sample_is_distinct_and_bounded(self) -> Any:
+        """A swarm larger than numwant in both kinds gives numwant distinct other peers."""
+        store = yield self.started_store()
+        for n in range(1, 121):
+            yield store.announce(announce(n, left=n % 2), 1000)
+        for asker, left in ((1, 1), (2, 0)):
+            result = yield store.announce(announce(asker, left=left, numwant=30), 1000)
+            ids = [p.peer_id for p in result.peers]
+            self.assertEqual(len(ids), 30)
+            self.assertEqual(len(set(ids)), 30)
+            self.assertNotIn(peer_id(asker), ids)
+            port_of = {peer_id(n): (10000 + n).to_bytes(2, "big") for n in range(1, 121)}
+            self.assertEqual([p.address[-2:] for p in result.peers], [port_of[i] for i in ids])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.web.resource import IResource
 from twisted.web import http
+from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 #: No BitTorrent client sends a request body; anything larger than this is refused unread.

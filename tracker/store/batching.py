@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Callable, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
@@ -70,7 +70,7 @@ class BatchingConnection:
     def run(self, job: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
         """Run C{job} in the next transaction on the database thread."""
         if self._stopping:
-            return Deferred.fromFailure(Failure(StoreStopped("the tracker store is stopping")))
+            return fail(StoreStopped("the tracker store is stopping"))
         d: Deferred[T] = Deferred()
         self._pending.append((job, d))
         if not self._running:

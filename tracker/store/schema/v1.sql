@@ -28,9 +28,11 @@ CREATE TABLE peers (
 CREATE INDEX peers_by_slot ON peers (torrent_id, seeder, slot, address);
 CREATE INDEX peers_by_age ON peers (last_seen);
 
+-- Completions are counted here too, so recording an announce is one upsert statement.
 CREATE TRIGGER peer_added AFTER INSERT ON peers BEGIN
     UPDATE torrents
-    SET seeders = seeders + NEW.seeder, leechers = leechers + 1 - NEW.seeder
+    SET seeders = seeders + NEW.seeder, leechers = leechers + 1 - NEW.seeder,
+        downloaded = downloaded + NEW.completed
     WHERE id = NEW.torrent_id;
 END;
 
@@ -45,4 +47,10 @@ WHEN OLD.seeder != NEW.seeder BEGIN
     UPDATE torrents
     SET seeders = seeders + NEW.seeder - OLD.seeder, leechers = leechers - NEW.seeder + OLD.seeder
     WHERE id = NEW.torrent_id;
+END;
+
+-- A peer's completion is counted the first time its flag goes from 0 to 1, and never again.
+CREATE TRIGGER peer_completed AFTER UPDATE OF completed ON peers
+WHEN NEW.completed > OLD.completed BEGIN
+    UPDATE torrents SET downloaded = downloaded + 1 WHERE id = NEW.torrent_id;
 END;
