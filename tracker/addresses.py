@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from collections.abc import Sequence
 
 from tracker.config import TrackerConfig
 from tracker.errors import TrackerError
@@ -46,7 +47,9 @@ def unpack_peer(peer: bytes) -> tuple[str, int]:
     return unpack_ip(peer[:-2]), _PORT.unpack(peer[-2:])[0]
 
 
-def client_ip(socket_host: str, forwarded_for: list[bytes] | None, config: TrackerConfig) -> bytes:
+def client_ip(
+    socket_host: str, forwarded_for: Sequence[bytes] | None, config: TrackerConfig
+) -> bytes:
     """
     The packed address of the client. Behind a trusted proxy this is the right-most address in
     C{X-Forwarded-For} that is not itself a trusted proxy: everything to its left was written by

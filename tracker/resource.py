@@ -136,7 +136,7 @@ class TrackerResource(Resource):
         if clock is None:
             from twisted.internet import reactor as default_reactor
 
-            clock = default_reactor  # type: ignore[assignment]
+            clock = default_reactor
         assert clock is not None
         config = config or TrackerConfig()
         self.putChild(b"announce", AnnounceResource(store, config, clock, rng))
@@ -147,7 +147,7 @@ class TrackerResource(Resource):
         return self._not_found
 
     def render(self, request: Request) -> bytes:
-        return self._not_found.render(request)  # type: ignore[no-any-return]
+        return self._not_found.render(request)
 
 
 def _body(request: Request, body: bytes) -> bytes:
@@ -161,7 +161,7 @@ def _internal_error() -> bytes:
 
 def _finish_later(request: Request, answer: Deferred[bytes]) -> None:
     """Write C{answer} when it arrives, unless the client has gone; log any failure once."""
-    gone = []
+    gone: list[Failure] = []
     # Registered before anything async happens, so a disconnect is always seen.
     request.notifyFinish().addErrback(gone.append)
 

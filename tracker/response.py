@@ -14,7 +14,7 @@ def failure_body(reason: str, retry_in: int | None = None) -> bytes:
     if retry_in is not None:
         # BEP 31: tells a well-behaved client when to come back.
         body[b"retry in"] = retry_in
-    return bencode(body)  # type: ignore[arg-type]
+    return bencode(body)
 
 
 #: The compact reply's keys in bencode's sorted order, filled in without the generic encoder:
@@ -41,7 +41,7 @@ def announce_body(
         b"external ip": request.ip,
     }
     body[b"peers"] = [_peer_dict(p.peer_id, p.address, request.no_peer_id) for p in result.peers]
-    return bencode(body)  # type: ignore[arg-type]
+    return bencode(body)
 
 
 def _compact_body(
