@@ -20,6 +20,10 @@ class SwarmCounts(NamedTuple):
     downloaded: int
 
 
+#: The counts of a torrent the tracker has never seen.
+NO_COUNTS = SwarmCounts(0, 0, 0)
+
+
 class Peer(NamedTuple):
     peer_id: bytes
     #: Compact form: packed IP then big-endian port (6 bytes for IPv4, 18 for IPv6).

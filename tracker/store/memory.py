@@ -16,8 +16,8 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from tracker.addresses import pack_peer
-from tracker.announce import PAUSED, STOPPED, AnnounceRequest
-from tracker.interfaces import AnnounceResult, IPeerStore, Peer, SwarmCounts
+from tracker.announce import STOPPED, AnnounceRequest
+from tracker.interfaces import NO_COUNTS, AnnounceResult, IPeerStore, Peer, SwarmCounts
 
 
 class _PeerState(NamedTuple):
@@ -53,7 +53,7 @@ class MemoryPeerStore:
         if request.event == STOPPED:
             swarm = self._swarms.get(request.info_hash)
             if swarm is None:
-                return succeed(AnnounceResult(SwarmCounts(0, 0, 0), ()))
+                return succeed(AnnounceResult(NO_COUNTS, ()))
             swarm.peers.pop(request.peer_id, None)
             return succeed(AnnounceResult(swarm.counts(), ()))
         swarm = self._swarms.setdefault(request.info_hash, _Swarm())
@@ -68,7 +68,7 @@ class MemoryPeerStore:
             now,
             already_completed or completes,
         )
-        only_leechers = request.is_seeder or request.event == PAUSED
+        only_leechers = request.wants_only_leechers
         candidates = [
             Peer(peer_id, state.address)
             for peer_id, state in swarm.peers.items()
@@ -81,7 +81,7 @@ class MemoryPeerStore:
         counts = {}
         for info_hash in info_hashes:
             swarm = self._swarms.get(info_hash)
-            counts[info_hash] = swarm.counts() if swarm else SwarmCounts(0, 0, 0)
+            counts[info_hash] = swarm.counts() if swarm else NO_COUNTS
         return succeed(counts)
 
     def expire(self, cutoff: int) -> Deferred[int]:

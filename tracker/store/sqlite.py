@@ -13,12 +13,11 @@ from twisted.internet.interfaces import IReactorFromThreads
 from zope.interface import implementer
 
 from tracker.addresses import pack_peer
-from tracker.announce import PAUSED, STOPPED, AnnounceRequest
-from tracker.interfaces import AnnounceResult, IPeerStore, Peer, SwarmCounts
+from tracker.announce import STOPPED, AnnounceRequest
+from tracker.interfaces import NO_COUNTS, AnnounceResult, IPeerStore, Peer, SwarmCounts
 from tracker.store.batching import BatchingConnection
 from tracker.store.schema import connect
 
-_NO_COUNTS = SwarmCounts(0, 0, 0)
 #: Peers removed per expiry transaction, so announces interleave with a large expiry.
 EXPIRE_CHUNK = 2000
 #: Slots are 23-bit so each fits SQLite's 3-byte integer encoding.
@@ -171,7 +170,7 @@ class SQLitePeerStore:
         stopping = request.event == STOPPED
         torrent_id = self._thd_torrent_id(connection, request.info_hash, create=not stopping)
         if torrent_id is None:
-            return AnnounceResult(_NO_COUNTS, ())
+            return AnnounceResult(NO_COUNTS, ())
         if stopping:
             connection.execute(
                 "DELETE FROM peers WHERE torrent_id = ? AND peer_id = ?",
@@ -210,8 +209,7 @@ class SQLitePeerStore:
         counts: SwarmCounts,
     ) -> list[Peer]:
         wanted = request.numwant
-        # Seeders and partial seeds (BEP 21) want only leechers.
-        only_leechers = request.is_seeder or request.event == PAUSED
+        only_leechers = request.wants_only_leechers
         if not only_leechers and counts.complete + counts.incomplete <= wanted:
             # Everyone fits: one read of the swarm instead of a sample of each kind.
             peers = _thd_packed(connection, _WHOLE_SWARM, (torrent_id, request.peer_id))
@@ -260,7 +258,7 @@ class SQLitePeerStore:
         rows = connection.execute(
             "SELECT seeders, leechers, downloaded FROM torrents WHERE id = ?", (torrent_id,)
         ).fetchall()
-        return SwarmCounts(*rows[0]) if rows else _NO_COUNTS
+        return SwarmCounts(*rows[0]) if rows else NO_COUNTS
 
     def _thd_scrape(
         self, connection: sqlite3.Connection, info_hashes: Sequence[bytes]
@@ -271,7 +269,7 @@ class SQLitePeerStore:
                 "SELECT seeders, leechers, downloaded FROM torrents WHERE info_hash = ?",
                 (info_hash,),
             ).fetchall()
-            counts[info_hash] = SwarmCounts(*rows[0]) if rows else _NO_COUNTS
+            counts[info_hash] = SwarmCounts(*rows[0]) if rows else NO_COUNTS
         return counts
 
     def _thd_expire_chunk(self, connection: sqlite3.Connection, cutoff: int) -> int:
