@@ -11,9 +11,20 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from zope.interface.verify import verifyObject
 
-from tests.helpers import announce, info_hash, peer_id
-from tracker.announce import COMPLETED, PAUSED, STARTED, STOPPED
-from tracker.interfaces import IPeerStore, SwarmCounts
+from tests import helpers
+from tests.helpers import info_hash, peer_id
+from tracker.announce import COMPLETED, PAUSED, STARTED, STOPPED, AnnounceRequest
+from tracker.interfaces import AnnounceResult, IPeerStore, Peer, SwarmCounts
+
+
+def announce(*args: Any, **kwargs: Any) -> AnnounceRequest:
+    """An announce in the dictionary form, whose answer carries peer ids to check."""
+    kwargs.setdefault("compact", False)
+    return helpers.announce(*args, **kwargs)
+
+
+def peers(result: AnnounceResult) -> list[Peer]:
+    return result.peers()
 
 
 class StoreContract:
@@ -39,7 +50,7 @@ class StoreContract:
         store = yield self.started_store()
         result = yield store.announce(announce(1, event=STARTED), 1000)
         self.assertEqual(result.counts, SwarmCounts(0, 1, 0))
-        self.assertEqual(list(result.peers), [])
+        self.assertEqual(peers(result), [])
 
     @inlineCallbacks
     def test_peers_find_each_other(self) -> Any:
@@ -48,7 +59,7 @@ class StoreContract:
         yield store.announce(announce(1, port=6881), 1000)
         result = yield store.announce(announce(2, port=6882), 1000)
         self.assertEqual(
-            [(p.peer_id, p.address) for p in result.peers],
+            [(p.peer_id, p.address) for p in peers(result)],
             [(peer_id(1), b"\x7f\x00\x00\x01\x1a\xe1")],
         )
 
@@ -58,7 +69,7 @@ class StoreContract:
         store = yield self.started_store()
         yield store.announce(announce(1, torrent=1), 1000)
         result = yield store.announce(announce(2, torrent=2), 1000)
-        self.assertEqual(list(result.peers), [])
+        self.assertEqual(peers(result), [])
         self.assertEqual(result.counts, SwarmCounts(0, 1, 0))
 
     @inlineCallbacks
@@ -69,7 +80,7 @@ class StoreContract:
             yield store.announce(announce(n), 1000)
         for n in range(1, 6):
             result = yield store.announce(announce(n, numwant=200), 1000)
-            ids = {p.peer_id for p in result.peers}
+            ids = {p.peer_id for p in peers(result)}
             self.assertNotIn(peer_id(n), ids)
             self.assertEqual(len(ids), 4)
 
@@ -80,10 +91,10 @@ class StoreContract:
         for n in range(1, 31):
             yield store.announce(announce(n), 1000)
         result = yield store.announce(announce(99, numwant=10), 1000)
-        self.assertEqual(len(result.peers), 10)
-        self.assertEqual(len({p.peer_id for p in result.peers}), 10)
+        self.assertEqual(len(peers(result)), 10)
+        self.assertEqual(len({p.peer_id for p in peers(result)}), 10)
         none = yield store.announce(announce(98, numwant=0), 1000)
-        self.assertEqual(list(none.peers), [])
+        self.assertEqual(peers(none), [])
         self.assertEqual(none.counts.incomplete, 32)
 
     @inlineCallbacks
@@ -95,7 +106,7 @@ class StoreContract:
         seen: set[bytes] = set()
         for _ in range(400):
             result = yield store.announce(announce(100, numwant=5), 1000)
-            seen.update(p.peer_id for p in result.peers)
+            seen.update(p.peer_id for p in peers(result))
         self.assertEqual(seen, {peer_id(n) for n in range(1, 41)})
 
     @inlineCallbacks
@@ -106,9 +117,9 @@ class StoreContract:
         yield store.announce(announce(2, left=0), 1000)
         yield store.announce(announce(3, left=5), 1000)
         seeder = yield store.announce(announce(1, left=0), 1000)
-        self.assertEqual({p.peer_id for p in seeder.peers}, {peer_id(3)})
+        self.assertEqual({p.peer_id for p in peers(seeder)}, {peer_id(3)})
         leecher = yield store.announce(announce(3, left=5), 1000)
-        self.assertEqual({p.peer_id for p in leecher.peers}, {peer_id(1), peer_id(2)})
+        self.assertEqual({p.peer_id for p in peers(leecher)}, {peer_id(1), peer_id(2)})
         self.assertEqual(leecher.counts, SwarmCounts(2, 1, 0))
 
     @inlineCallbacks
@@ -118,7 +129,7 @@ class StoreContract:
         yield store.announce(announce(1, left=0), 1000)
         yield store.announce(announce(2, left=5), 1000)
         result = yield store.announce(announce(3, left=7, event=PAUSED), 1000)
-        self.assertEqual({p.peer_id for p in result.peers}, {peer_id(2)})
+        self.assertEqual({p.peer_id for p in peers(result)}, {peer_id(2)})
         self.assertEqual(result.counts, SwarmCounts(1, 2, 0))
 
     @inlineCallbacks
@@ -129,7 +140,7 @@ class StoreContract:
         yield store.announce(announce(1, left=0, port=2222), 1010)
         result = yield store.announce(announce(2), 1020)
         self.assertEqual(result.counts, SwarmCounts(1, 1, 0))
-        self.assertEqual([p.address[-2:] for p in result.peers], [(2222).to_bytes(2, "big")])
+        self.assertEqual([p.address[-2:] for p in peers(result)], [(2222).to_bytes(2, "big")])
 
     @inlineCallbacks
     def test_stopped_removes_peer(self) -> Any:
@@ -138,10 +149,10 @@ class StoreContract:
         yield store.announce(announce(1), 1000)
         yield store.announce(announce(2), 1000)
         stopped = yield store.announce(announce(1, event=STOPPED), 1000)
-        self.assertEqual(list(stopped.peers), [])
+        self.assertEqual(peers(stopped), [])
         self.assertEqual(stopped.counts, SwarmCounts(0, 1, 0))
         result = yield store.announce(announce(3), 1000)
-        self.assertEqual({p.peer_id for p in result.peers}, {peer_id(2)})
+        self.assertEqual({p.peer_id for p in peers(result)}, {peer_id(2)})
 
     @inlineCallbacks
     def test_stopped_unknown_torrent(self) -> Any:
@@ -209,7 +220,7 @@ class StoreContract:
         removed = yield store.expire(1500)
         self.assertEqual(removed, 2)
         result = yield store.announce(announce(4), 2000)
-        self.assertEqual({p.peer_id for p in result.peers}, {peer_id(3)})
+        self.assertEqual({p.peer_id for p in peers(result)}, {peer_id(3)})
         self.assertEqual(result.counts, SwarmCounts(0, 2, 0))
 
     @inlineCallbacks
@@ -220,7 +231,7 @@ class StoreContract:
         yield store.expire(2000)
         yield store.announce(announce(2), 3000)
         result = yield store.announce(announce(3), 3000)
-        self.assertEqual({p.peer_id for p in result.peers}, {peer_id(2)})
+        self.assertEqual({p.peer_id for p in peers(result)}, {peer_id(2)})
         self.assertEqual(result.counts, SwarmCounts(0, 2, 0))
 
     @inlineCallbacks
@@ -230,7 +241,7 @@ class StoreContract:
         ip6 = bytes(15) + b"\x01"
         yield store.announce(announce(1, ip=ip6, port=6881), 1000)
         result = yield store.announce(announce(2), 1000)
-        self.assertEqual([p.address for p in result.peers], [ip6 + b"\x1a\xe1"])
+        self.assertEqual([p.address for p in peers(result)], [ip6 + b"\x1a\xe1"])
 
     @inlineCallbacks
     def test_mixed_families_keep_ids_and_addresses_paired(self) -> Any:
@@ -243,7 +254,7 @@ class StoreContract:
             yield store.announce(announce(n, ip=ip, left=n % 2), 1000)
             expected[peer_id(n)] = ip + (10000 + n).to_bytes(2, "big")
         result = yield store.announce(announce(100), 1000)
-        self.assertEqual({p.peer_id: p.address for p in result.peers}, expected)
+        self.assertEqual({p.peer_id: p.address for p in peers(result)}, expected)
 
     @inlineCallbacks
     def test_large_swarm_sample_is_distinct_and_bounded(self) -> Any:
@@ -253,9 +264,51 @@ class StoreContract:
             yield store.announce(announce(n, left=n % 2), 1000)
         for asker, left in ((1, 1), (2, 0)):
             result = yield store.announce(announce(asker, left=left, numwant=30), 1000)
-            ids = [p.peer_id for p in result.peers]
+            ids = [p.peer_id for p in peers(result)]
             self.assertEqual(len(ids), 30)
             self.assertEqual(len(set(ids)), 30)
             self.assertNotIn(peer_id(asker), ids)
             port_of = {peer_id(n): (10000 + n).to_bytes(2, "big") for n in range(1, 121)}
-            self.assertEqual([p.address[-2:] for p in result.peers], [port_of[i] for i in ids])
+            self.assertEqual([p.address[-2:] for p in peers(result)], [port_of[i] for i in ids])
+
+    @inlineCallbacks
+    def test_compact_answer_has_addresses_without_ids(self) -> Any:
+        """A compact announce gets the same peers as compact bytes, IPv4 and IPv6 apart."""
+        store = yield self.started_store()
+        ip6 = bytes(15) + b"\x01"
+        yield store.announce(announce(1, port=6881), 1000)
+        yield store.announce(announce(2, ip=ip6, port=6882), 1000)
+        result = yield store.announce(announce(3, compact=True), 1000)
+        self.assertEqual(result.peers4, b"\x7f\x00\x00\x01\x1a\xe1")
+        self.assertEqual(result.peers6, ip6 + b"\x1a\xe2")
+        self.assertEqual(list(result.peer_ids), [])
+
+    @inlineCallbacks
+    def test_large_swarm_samples_are_uniform(self) -> Any:
+        """In a swarm far larger than numwant, every peer is handed out about equally often."""
+        store = yield self.started_store()
+        for n in range(1, 201):
+            yield store.announce(announce(n, left=n % 3), 1000)
+        handed: dict[bytes, int] = {}
+        for _ in range(400):
+            result = yield store.announce(announce(500, numwant=50), 1000)
+            ids = [p.peer_id for p in peers(result)]
+            self.assertEqual(len(set(ids)), 50)
+            for i in ids:
+                handed[i] = handed.get(i, 0) + 1
+        # Each of the 200 is chosen with probability 1/4 per announce: 100 times on average.
+        self.assertEqual(len(handed), 200)
+        self.assertLess(max(handed.values()), 160)
+        self.assertGreater(min(handed.values()), 50)
+
+    @inlineCallbacks
+    def test_leecher_turning_seeder_keeps_completion_once(self) -> Any:
+        """A peer that completes, then re-announces as a seeder, is counted once and moves
+        from incomplete to complete."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, left=10), 1000)
+        yield store.announce(announce(1, left=0, event=COMPLETED), 1001)
+        yield store.announce(announce(1, left=0), 1002)
+        yield store.announce(announce(1, left=0, event=COMPLETED), 1003)
+        counts = yield store.scrape([info_hash(1)])
+        self.assertEqual(counts[info_hash(1)], SwarmCounts(1, 0, 1))

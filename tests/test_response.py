@@ -44,7 +44,7 @@ COUNTS = SwarmCounts(1, 2, 3)
 
 
 def result(*peers: Peer, counts: SwarmCounts = COUNTS) -> AnnounceResult:
-    return AnnounceResult(counts=counts, peers=list(peers))
+    return AnnounceResult.of(counts, list(peers))
 
 
 def decoded_announce(

@@ -47,10 +47,10 @@ class RecordingStore:
         self.events.append("stop")
         return self.stop_result or succeed(None)
 
-    def announce(self, request: AnnounceRequest, now: int) -> Deferred[AnnounceResult]:
+    def announce(self, request: AnnounceRequest, now: int) -> AnnounceResult:
         return self.real.announce(request, now)
 
-    def scrape(self, info_hashes: Any) -> Deferred[dict[bytes, SwarmCounts]]:
+    def scrape(self, info_hashes: Any) -> dict[bytes, SwarmCounts]:
         return self.real.scrape(info_hashes)
 
     def expire(self, cutoff: int) -> Deferred[int]:
@@ -96,10 +96,10 @@ class ServiceTests(TestCase):
         self.clock.advance(200)
         self.store.real.announce(announce(2), START + 200)
         self.clock.advance(CONFIG.peer_timeout)
-        counts = self.successResultOf(self.store.scrape([info_hash(1)]))[info_hash(1)]
+        counts = self.store.scrape([info_hash(1)])[info_hash(1)]
         self.assertEqual(counts.incomplete, 1)
-        result = self.successResultOf(self.store.real.announce(announce(3), START + 500))
-        self.assertEqual([p.peer_id for p in result.peers], [announce(2).peer_id])
+        result = self.store.real.announce(announce(3, compact=False), START + 500)
+        self.assertEqual([p.peer_id for p in result.peers()], [announce(2).peer_id])
 
     def test_failed_expiry_logged_and_retried(self) -> None:
         """A failed expiry run is logged once and the next run still happens on time."""
@@ -110,7 +110,7 @@ class ServiceTests(TestCase):
         self.clock.pump([CONFIG.expire_every] * 6)
         self.assertEqual(len(self.store.cutoffs), 1 + 6)
         self.assertEqual(self.flushLoggedErrors(), [])
-        counts = self.successResultOf(self.store.scrape([info_hash(1)]))[info_hash(1)]
+        counts = self.store.scrape([info_hash(1)])[info_hash(1)]
         self.assertEqual(counts.incomplete, 0)
 
     def test_expiry_runs_with_store_that_opens_at_once(self) -> None:
@@ -131,7 +131,7 @@ class ServiceTests(TestCase):
         self.addCleanup(service.stopService)
         store.announce(announce(1), START)
         self.clock.pump([CONFIG.expire_every] * 7)
-        counts = self.successResultOf(store.scrape([info_hash(1)]))[info_hash(1)]
+        counts = store.scrape([info_hash(1)])[info_hash(1)]
         self.assertEqual(counts.incomplete, 0)
 
     def test_expiry_waits_for_store(self) -> None:

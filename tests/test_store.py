@@ -7,11 +7,12 @@ import sqlite3
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import announce, info_hash, peer_id
-from tests.store_contract import StoreContract
+from tests.helpers import info_hash, peer_id
+from tests.store_contract import StoreContract, announce
 from tracker.announce import COMPLETED
 from tracker.interfaces import SwarmCounts
 from tracker.store import sqlite as sqlite_store
@@ -54,7 +55,7 @@ class SQLiteStoreTests(StoreContract, TestCase):
         yield first.stop()
         second = yield self.started_store()
         result = yield second.announce(announce(3), 1010)
-        self.assertEqual({p.peer_id for p in result.peers}, {peer_id(1), peer_id(2)})
+        self.assertEqual({p.peer_id for p in result.peers()}, {peer_id(1), peer_id(2)})
         self.assertEqual(result.counts, SwarmCounts(1, 2, 1))
 
     @inlineCallbacks
@@ -83,22 +84,21 @@ class SQLiteStoreTests(StoreContract, TestCase):
         yield store.stop()
 
     @inlineCallbacks
-    def test_concurrent_announces_share_transactions(self) -> Any:
-        """Announces made at once are all answered correctly, batched on the database thread."""
+    def test_announces_are_answered_at_once(self) -> Any:
+        """Once loaded, the store answers announces and scrapes without waiting for the disk."""
         store = yield self.started_store()
-        results = yield gatherResults(
-            [store.announce(announce(n, left=n % 2), 1000) for n in range(200)]
-        )
-        self.assertEqual(len(results), 200)
-        final = yield store.scrape([info_hash(1)])
-        self.assertEqual(final[info_hash(1)], SwarmCounts(100, 100, 0))
+        results = [store.announce(announce(n, left=n % 2), 1000) for n in range(200)]
+        self.assertFalse(any(isinstance(r, Deferred) for r in results))
+        self.assertEqual(results[-1].counts, SwarmCounts(100, 100, 0))
+        self.assertEqual(store.scrape([info_hash(1)])[info_hash(1)], SwarmCounts(100, 100, 0))
 
     @inlineCallbacks
     def test_large_expiry_runs_in_chunks(self) -> Any:
         """Expiry of more peers than one chunk removes them all and keeps counts exact."""
         self.patch(sqlite_store, "EXPIRE_CHUNK", 7)
         store = yield self.started_store()
-        yield gatherResults([store.announce(announce(n), 1000) for n in range(30)])
+        for n in range(30):
+            store.announce(announce(n), 1000)
         yield store.announce(announce(99), 2000)
         removed = yield store.expire(1500)
         self.assertEqual(removed, 30)
@@ -115,3 +115,97 @@ class SQLiteStoreTests(StoreContract, TestCase):
         yield pending
         with self.assertRaises(StoreStopped):
             yield store.announce(announce(2), 1000)
+
+    def stored_peers(self) -> set[tuple[bytes, bytes]]:
+        """The (info_hash, peer_id) rows in the file, read by a connection of the test's own."""
+        connection = sqlite3.connect(self._path)
+        try:
+            rows = connection.execute("SELECT info_hash, peer_id FROM peers").fetchall()
+        finally:
+            connection.close()
+        return {(bytes(h), bytes(p)) for h, p in rows}
+
+    @inlineCallbacks
+    def test_changes_reach_the_file_without_a_stop(self) -> Any:
+        """Announces are in the file within a group commit, while the store keeps running: a
+        crash after that loses none of them."""
+        store = SQLitePeerStore(self._path, reactor, commit_every=0.05)
+        yield store.start()
+        self.addCleanup(store.stop)
+        store.announce(announce(1), 1000)
+        store.announce(announce(2, left=0, event=COMPLETED), 1000)
+        store.announce(announce(3), 1000)
+        store.announce(announce(3, event="stopped"), 1000)
+        yield deferLater(reactor, 0.5, lambda: None)
+        self.assertEqual(self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2)})
+        reopened = SQLitePeerStore(self._path, reactor)
+        yield reopened.start()
+        self.addCleanup(reopened.stop)
+        self.assertEqual(reopened.scrape([info_hash(1)])[info_hash(1)], SwarmCounts(1, 1, 1))
+
+    @inlineCallbacks
+    def test_failed_commit_is_retried(self) -> Any:
+        """A commit that fails is logged and its changes go into the next one: nothing is lost."""
+        real_save = sqlite_store._thd_save
+        failures = [sqlite3.OperationalError("disk I/O error")]
+
+        def flaky_save(*args: Any) -> None:
+            if failures:
+                raise failures.pop()
+            real_save(*args)
+
+        self.patch(sqlite_store, "_thd_save", flaky_save)
+        store = SQLitePeerStore(self._path, reactor, commit_every=0.05)
+        yield store.start()
+        store.announce(announce(1), 1000)
+        yield deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+        store.announce(announce(2), 1000)
+        yield store.stop()
+        self.assertEqual(self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2)})
+
+    @inlineCallbacks
+    def test_announce_while_loading_waits_for_the_file(self) -> Any:
+        """An announce that arrives while the file is still being read is answered, with the
+        peers from the file, once it is read."""
+        first = self.make_store()
+        yield first.start()
+        first.announce(announce(1), 1000)
+        yield first.stop()
+        second = self.make_store()
+        starting = second.start()
+        early = second.announce(announce(2), 1001)
+        self.assertIsInstance(early, Deferred)
+        yield starting
+        self.addCleanup(second.stop)
+        result = yield early
+        self.assertEqual([p.peer_id for p in result.peers()], [peer_id(1)])
+
+    @inlineCallbacks
+    def test_version_1_database_is_upgraded_with_its_data(self) -> Any:
+        """A database written by schema version 1 keeps its peers and completion counts, and a
+        backup of it is written first."""
+        with open(os.path.join(os.path.dirname(__file__), "schema_v1.sql")) as f:
+            script = f.read()
+        connection = sqlite3.connect(self._path)
+        connection.executescript(script)
+        connection.execute("INSERT INTO torrents (id, info_hash) VALUES (1, ?)", (info_hash(1),))
+        connection.execute("INSERT INTO torrents (id, info_hash) VALUES (2, ?)", (info_hash(2),))
+        rows = [
+            (1, peer_id(1), b"\x7f\x00\x00\x01\x1a\xe1", 1, 5, 1000, 1),
+            (1, peer_id(2), b"\x7f\x00\x00\x01\x1a\xe2", 0, 6, 1000, 0),
+        ]
+        connection.executemany("INSERT INTO peers VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        connection.execute("PRAGMA user_version = 1")
+        connection.commit()
+        connection.close()
+        store = yield self.started_store()
+        self.assertTrue(os.path.exists(self._path + ".v1.bak"))
+        counts = store.scrape([info_hash(1), info_hash(2)])
+        self.assertEqual(counts[info_hash(1)], SwarmCounts(1, 1, 1))
+        self.assertEqual(counts[info_hash(2)], SwarmCounts(0, 0, 0))
+        result = store.announce(announce(3), 1001)
+        self.assertEqual({p.peer_id for p in result.peers()}, {peer_id(1), peer_id(2)})
+        # The peer counted as completed in version 1 is not counted again.
+        store.announce(announce(1, left=0, event=COMPLETED), 1002)
+        self.assertEqual(store.scrape([info_hash(1)])[info_hash(1)].downloaded, 1)

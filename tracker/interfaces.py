@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar, Union
 
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
@@ -30,15 +30,52 @@ class Peer(NamedTuple):
     address: bytes
 
 
+_IPV4_PEER = 6
+_IPV6_PEER = 18
+
+
 class AnnounceResult(NamedTuple):
+    """The swarm's counts and the peers chosen for the requester, already in compact form."""
+
     counts: SwarmCounts
-    peers: Sequence[Peer]
+    #: BEP 23: 6 bytes per IPv4 peer.
+    peers4: bytes = b""
+    #: BEP 7: 18 bytes per IPv6 peer.
+    peers6: bytes = b""
+    #: The peers' ids, those of C{peers4} then of C{peers6}. Only needed, and only given, for
+    #: a request that is not compact.
+    peer_ids: Sequence[bytes] = ()
+
+    @classmethod
+    def of(cls, counts: SwarmCounts, peers: Sequence[Peer]) -> AnnounceResult:
+        v4 = [p for p in peers if len(p.address) == _IPV4_PEER]
+        v6 = [p for p in peers if len(p.address) == _IPV6_PEER]
+        return cls(
+            counts,
+            b"".join(p.address for p in v4),
+            b"".join(p.address for p in v6),
+            [p.peer_id for p in v4 + v6],
+        )
+
+    def peers(self) -> list[Peer]:
+        """The chosen peers as (peer id, address) pairs; the ids are empty if not given."""
+        addresses = [self.peers4[k : k + _IPV4_PEER] for k in range(0, len(self.peers4), 6)]
+        addresses += [self.peers6[k : k + _IPV6_PEER] for k in range(0, len(self.peers6), 18)]
+        ids = list(self.peer_ids) or [b""] * len(addresses)
+        return [Peer(peer_id, address) for peer_id, address in zip(ids, addresses)]
+
+
+T = TypeVar("T")
+#: A store answers at once when it can, or with a Deferred when it must wait.
+Answer = Union[T, Deferred[T]]
 
 
 class IPeerStore(Interface):
     """
-    Swarm state. Every method returns a L{Deferred}; callers never wait on storage. Times are
-    whole seconds on the caller's clock, passed in so that tests can drive time.
+    Swarm state. C{announce} and C{scrape} answer at once when the store has the answer in
+    memory, or return a L{Deferred} when it has to wait (for instance while it is still
+    loading); the other methods always return a L{Deferred}. Callers never wait on storage.
+    Times are whole seconds on the caller's clock, passed in so that tests can drive time.
     """
 
     def start() -> Deferred[None]:
@@ -47,14 +84,14 @@ class IPeerStore(Interface):
     def stop() -> Deferred[None]:
         """Finish outstanding work and release the store. Called once, last."""
 
-    def announce(request: AnnounceRequest, now: int) -> Deferred[AnnounceResult]:
+    def announce(request: AnnounceRequest, now: int) -> Answer[AnnounceResult]:
         """
         Record the announce (a C{stopped} one removes the peer) and answer with the swarm's
         counts after it and up to C{request.numwant} other peers, chosen at random. A seeder is
         given only leechers. A completion is counted once per peer and only when C{left} is 0.
         """
 
-    def scrape(info_hashes: Sequence[bytes]) -> Deferred[dict[bytes, SwarmCounts]]:
+    def scrape(info_hashes: Sequence[bytes]) -> Answer[dict[bytes, SwarmCounts]]:
         """Counts for each hash; an unknown torrent has all counts 0."""
 
     def expire(cutoff: int) -> Deferred[int]:

@@ -50,18 +50,19 @@ class _Endpoint(Resource):
             request.setHeader(b"allow", b"GET, HEAD")
             return _body(request, failure_body("method not allowed: use GET"))
         try:
-            params = parse_query(split_query(request.uri))
-            answer = self.handle(request, params)
+            answer = self.answer(request, parse_query(split_query(request.uri)))
         except TrackerError as e:
             log.debug("refused {uri!r}: {reason}", uri=request.uri, reason=e.reason)
-            return _body(request, failure_body(e.reason))
+            return _send(request, failure_body(e.reason))
         except Exception:
             log.failure("unexpected error handling {uri!r}", uri=request.uri)
-            return _body(request, _internal_error())
-        _finish_later(request, answer)
-        return NOT_DONE_YET
+            return _send(request, _internal_error())
+        if isinstance(answer, Deferred):
+            _finish_later(request, answer)
+            return NOT_DONE_YET
+        return _send(request, answer)
 
-    def handle(self, request: Request, params: Params) -> Deferred[bytes]:
+    def answer(self, request: Request, params: Params) -> bytes | Deferred[bytes]:
         raise NotImplementedError
 
     def _now(self) -> int:
@@ -79,9 +80,9 @@ class AnnounceResource(_Endpoint):
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(store, config, clock)
-        self._random = rng or random.Random()
+        self._random = (rng or random.Random()).random
 
-    def handle(self, request: Request, params: Params) -> Deferred[bytes]:
+    def answer(self, request: Request, params: Params) -> bytes | Deferred[bytes]:
         address = request.getClientAddress()
         ip = client_ip(
             getattr(address, "host", ""),
@@ -90,33 +91,40 @@ class AnnounceResource(_Endpoint):
         )
         announce = parse_announce(params, ip, self._config)
         interval = self._interval()
-        return self._store.announce(announce, self._now()).addCallback(
-            lambda result: announce_body(announce, result, interval, self._config.min_interval)
-        )
+        min_interval = self._config.min_interval
+        result = self._store.announce(announce, self._now())
+        if isinstance(result, Deferred):
+            return result.addCallback(
+                lambda later: announce_body(announce, later, interval, min_interval)
+            )
+        return announce_body(announce, result, interval, min_interval)
 
     def _interval(self) -> int:
         # A little jitter spreads out a swarm that all arrived at once, after a restart say.
         config = self._config
         spread = config.interval // 20
-        jittered = config.interval + self._random.randint(-spread, spread)
+        jittered = config.interval - spread + int(self._random() * (2 * spread + 1))
         return max(config.min_interval, jittered)
 
 
 class ScrapeResource(_Endpoint):
     """C{/scrape} (BEP 48): one or many C{info_hash}."""
 
-    def handle(self, request: Request, params: Params) -> Deferred[bytes]:
+    def answer(self, request: Request, params: Params) -> bytes | Deferred[bytes]:
         scrape = parse_scrape(params, self._config)
-        return self._store.scrape(scrape.info_hashes).addCallback(scrape_body)
+        counts = self._store.scrape(scrape.info_hashes)
+        if isinstance(counts, Deferred):
+            return counts.addCallback(scrape_body)
+        return scrape_body(counts)
 
 
 class _NotFound(Resource):
     isLeaf = True
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> Any:
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"text/plain")
-        return _body(request, failure_body("not a tracker endpoint: use /announce or /scrape"))
+        return _send(request, failure_body("not a tracker endpoint: use /announce or /scrape"))
 
 
 class TrackerResource(Resource):
@@ -146,8 +154,18 @@ class TrackerResource(Resource):
     def getChild(self, path: bytes, request: Request) -> Resource:
         return self._not_found
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> Any:
         return self._not_found.render(request)
+
+
+def _send(request: Request, body: bytes) -> Any:
+    """Answer at once. A GET returns the body for Twisted to send with its length; a HEAD is
+    written out here, since Twisted logs a warning for each HEAD answered with a body."""
+    if request.method != b"HEAD":
+        return body
+    request.write(_body(request, body))
+    request.finish()
+    return NOT_DONE_YET
 
 
 def _body(request: Request, body: bytes) -> bytes:

@@ -40,7 +40,7 @@ def announce_body(
         # BEP 24: the address the tracker saw, for clients behind NAT.
         b"external ip": request.ip,
     }
-    body[b"peers"] = [_peer_dict(p.peer_id, p.address, request.no_peer_id) for p in result.peers]
+    body[b"peers"] = [_peer_dict(p.peer_id, p.address, request.no_peer_id) for p in result.peers()]
     return bencode(body)
 
 
@@ -49,9 +49,8 @@ def _compact_body(
 ) -> bytes:
     # BEP 23 and BEP 7: IPv4 peers in "peers", IPv6 peers in "peers6". "peers" is always
     # present, even empty: some clients fail without it.
-    addresses = [p.address for p in result.peers]
-    v4 = b"".join(a for a in addresses if len(a) == 6)
-    v6 = b"".join(a for a in addresses if len(a) == 18)
+    v4 = result.peers4
+    v6 = result.peers6
     counts = result.counts
     ip = request.ip
     return _COMPACT % (

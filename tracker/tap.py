@@ -143,7 +143,7 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
 
         reactor = default_reactor
     config: TrackerConfig = options["config"]
-    store = SQLitePeerStore(options["database"], reactor)  # type: ignore[arg-type]
+    store = SQLitePeerStore(options["database"], reactor)
     root = MultiService()
     tracker = TrackerService(store, config, reactor)
     tracker.setServiceParent(root)

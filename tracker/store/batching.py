@@ -1,9 +1,9 @@
 """
 One database thread that runs queued work in shared transactions.
 
-A commit per announce halves throughput (DESIGN.md section 4). Work submitted while a batch is
-running waits on the reactor and goes into the next batch as a whole: under load, many announces
-share one transaction; when idle, a single announce runs at once with no added delay.
+A transaction per job would cost a commit each. Work submitted while a batch is running waits on
+the reactor and goes into the next batch as a whole, in one transaction; when the thread is
+idle, a job runs at once with no added delay.
 """
 
 from __future__ import annotations
@@ -32,16 +32,8 @@ class BatchingConnection:
     connection, named C{_thd_*} by convention, that returns plain values.
     """
 
-    def __init__(
-        self,
-        reactor: IReactorFromThreads,
-        on_rollback: Callable[[], None] = lambda: None,
-        name: str = "tracker-db",
-    ) -> None:
+    def __init__(self, reactor: IReactorFromThreads, name: str = "tracker-db") -> None:
         self._reactor = reactor
-        #: Called on the database thread after a batch is rolled back, so caches of what the
-        #: batch wrote can be dropped.
-        self._on_rollback = on_rollback
         self._pool = ThreadPool(1, 1, name=name)
         self._connection: sqlite3.Connection | None = None
         self._pending: list[tuple[Job, Deferred[Any]]] = []
@@ -99,7 +91,6 @@ class BatchingConnection:
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            self._on_rollback()
             raise
         return outcomes
 

@@ -1,293 +1,242 @@
-"""The SQLite peer store: the tracker's embedded default."""
+"""
+The SQLite peer store: the tracker's embedded default.
+
+Announces and scrapes are answered at once from the swarm index in memory
+(L{tracker.swarms.SwarmIndex}); the SQLite file is its durable copy. Every change the index
+records is written behind, on the database's own thread, in one transaction every
+C{commit_every} seconds (a group commit), so the reactor never waits for the disk and a commit
+costs one thread hop however many announces it carries. At start the file is read back into a
+new index, on the database thread.
+
+What a crash can lose: the changes of the last C{commit_every} seconds plus those of a commit
+still being written (in WAL mode with C{synchronous=NORMAL}, a committed transaction survives a
+process crash; only a power cut can take back the last few).
+"""
 
 from __future__ import annotations
 
-import functools
 import random
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import Cooperator
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tracker.addresses import pack_peer
-from tracker.announce import STOPPED, AnnounceRequest
-from tracker.interfaces import NO_COUNTS, AnnounceResult, IPeerStore, Peer, SwarmCounts
-from tracker.store.batching import BatchingConnection
+from tracker.announce import AnnounceRequest
+from tracker.interfaces import AnnounceResult, Answer, IPeerStore, SwarmCounts
+from tracker.store.batching import BatchingConnection, StoreStopped
 from tracker.store.schema import connect
+from tracker.swarms import PeerRow, SwarmIndex
 
-#: Peers removed per expiry transaction, so announces interleave with a large expiry.
-EXPIRE_CHUNK = 2000
-#: Slots are 23-bit so each fits SQLite's 3-byte integer encoding.
-_SLOT_BITS = 23
-#: Forget cached torrent ids past this many, so a flood of made-up hashes cannot grow memory.
-_TORRENT_CACHE_LIMIT = 100_000
+log = Logger()
 
-_SAMPLE_FROM = (
-    "SELECT peer_id, address FROM peers INDEXED BY peers_by_slot"
-    " WHERE torrent_id = ? AND seeder = ? AND slot >= ? AND peer_id != ? LIMIT ?"
-)
-_SAMPLE_BEFORE = (
-    "SELECT peer_id, address FROM peers INDEXED BY peers_by_slot"
-    " WHERE torrent_id = ? AND seeder = ? AND slot < ? AND peer_id != ? LIMIT ?"
-)
+#: Seconds between group commits: the most a crash can lose, besides a commit in flight.
+COMMIT_EVERY = 0.1
+#: Peers looked at per slice of expiry, between which announces are answered.
+EXPIRE_CHUNK = 5000
 
-_WHOLE_GROUP = (
-    "SELECT peer_id, address FROM peers INDEXED BY peers_by_slot"
-    " WHERE torrent_id = ? AND seeder = ? AND peer_id != ?"
-)
-_WHOLE_SWARM = "SELECT peer_id, address FROM peers WHERE torrent_id = ? AND peer_id != ?"
-#: A new peer gets a random slot; a known one keeps its slot, and its completion flag once set.
-_RECORD = (
-    "INSERT INTO peers (torrent_id, peer_id, address, seeder, slot, last_seen, completed)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (torrent_id, peer_id) DO UPDATE SET"
+_SAVE = (
+    "INSERT INTO peers (info_hash, peer_id, address, seeder, last_seen, completed)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (info_hash, peer_id) DO UPDATE SET"
     " address = excluded.address, seeder = excluded.seeder, last_seen = excluded.last_seen,"
-    " completed = max(completed, excluded.completed)"
+    " completed = excluded.completed"
 )
-#: Builds a L{Peer} from a (peer_id, address) row without running Python code per row.
-_as_peer = functools.partial(tuple.__new__, Peer)
+_FORGET = "DELETE FROM peers WHERE info_hash = ? AND peer_id = ?"
+_COUNT = (
+    "INSERT INTO torrents (info_hash, downloaded) VALUES (?, ?) ON CONFLICT (info_hash)"
+    " DO UPDATE SET downloaded = max(downloaded, excluded.downloaded)"
+)
+
+PeerChanges = dict[tuple[bytes, bytes], PeerRow]
 
 
-#: Peer ids are always this long (the request parser insists).
-_PEER_ID_BYTES = 20
-
-
-def _packed_query(rows: str) -> str:
-    # Two aggregates over the same rows, so the nth id and the nth address are one peer's.
-    return (
-        "SELECT CAST(group_concat(peer_id, x'') AS BLOB),"
-        f" CAST(group_concat(address, x'') AS BLOB), count(*) FROM ({rows})"
+def _thd_load(connection: sqlite3.Connection, rng: random.Random | None) -> SwarmIndex:
+    """A new index holding everything the file holds."""
+    index = SwarmIndex(rng, journal=True)
+    completions = connection.execute("SELECT info_hash, downloaded FROM torrents")
+    peers = connection.execute(
+        "SELECT info_hash, peer_id, address, seeder, last_seen, completed FROM peers"
     )
+    try:
+        index.load(completions, peers)
+    finally:
+        # PyPy's sqlite3 keeps an unfinished statement open until it is closed.
+        completions.close()
+        peers.close()
+    return index
 
 
-def _thd_packed(connection: sqlite3.Connection, rows: str, args: tuple[Any, ...]) -> list[Peer]:
-    """
-    The peers C{rows} selects, fetched as two blobs in one row rather than a row per peer:
-    each row and column read costs a call into SQLite, and that dominates on PyPy.
-    """
-    ids, addresses, count = connection.execute(_packed_query(rows), args).fetchall()[0]
-    if not count:
-        return []
-    width, mixed = divmod(len(addresses), count)
-    if mixed or width not in (6, 18):
-        # IPv4 and IPv6 peers together: the blob cannot be split by a fixed width.
-        return list(map(_as_peer, connection.execute(rows, args).fetchall()))
-    step = _PEER_ID_BYTES
-    id_list = [ids[k : k + step] for k in range(0, len(ids), step)]
-    address_list = [addresses[k : k + width] for k in range(0, len(addresses), width)]
-    return list(map(_as_peer, zip(id_list, address_list)))
-
-
-def _rotated(rows: list[Peer], rng: random.Random) -> list[Peer]:
-    """The rows from a random one on, so peers listed first are not always the same ones."""
-    if len(rows) < 2:
-        return rows
-    cut = rng.randrange(len(rows))
-    return rows[cut:] + rows[:cut]
+def _thd_save(
+    connection: sqlite3.Connection, peers: PeerChanges, completions: dict[bytes, int]
+) -> None:
+    gone = [key for key, row in peers.items() if row is None]
+    if gone:
+        connection.executemany(_FORGET, gone)
+    saved = [(*key, *row) for key, row in peers.items() if row is not None]
+    if saved:
+        connection.executemany(_SAVE, saved)
+    if completions:
+        connection.executemany(_COUNT, completions.items())
 
 
 @implementer(IPeerStore)
 class SQLitePeerStore:
     """
-    Peers and counters in one SQLite file, worked on by one dedicated thread. C{path} may be
+    Swarms in memory, kept in one SQLite file by one dedicated thread. C{path} may be
     C{":memory:"} for a store that lasts as long as the process.
     """
 
     def __init__(
         self,
         path: str,
-        reactor: IReactorFromThreads | None = None,
+        reactor: Any = None,
         rng: random.Random | None = None,
+        commit_every: float = COMMIT_EVERY,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
-            reactor = default_reactor  # type: ignore[assignment]
-        assert reactor is not None
+            reactor = default_reactor
         self.path = path
-        self._db = BatchingConnection(reactor, on_rollback=self._thd_forget_torrent_ids)
-        self._random = rng or random.Random()
-        # info_hash -> torrents.id, touched only on the database thread.
-        self._torrent_ids: dict[bytes, int] = {}
+        self._reactor = reactor
+        self._random = rng
+        self._commit_every = commit_every
+        self._db = BatchingConnection(reactor)
+        self._index: SwarmIndex | None = None
+        #: Announces and scrapes that arrived while the file was being read.
+        self._waiting: list[Deferred[None]] = []
+        self._stopping = False
+        #: A commit is scheduled or being written; the next is scheduled when it is done.
+        self._commit_pending = False
+        self._commit_call: IDelayedCall | None = None
+        self._cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
 
     def start(self) -> Deferred[None]:
-        return self._db.open(lambda: connect(self.path))
+        opened = self._db.open(lambda: connect(self.path))
+        opened.addCallback(lambda _: self._db.run(lambda c: _thd_load(c, self._random)))
+        opened.addCallbacks(self._loaded, self._load_failed)
+        return opened
 
-    def stop(self) -> Deferred[None]:
-        return self._db.close()
+    def _loaded(self, index: SwarmIndex) -> None:
+        self._index = index
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
 
-    def announce(self, request: AnnounceRequest, now: int) -> Deferred[AnnounceResult]:
-        return self._db.run(lambda connection: self._thd_announce(connection, request, now))
+    def _load_failed(self, failure: Failure) -> Failure:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(failure)
+        return failure
 
-    def scrape(self, info_hashes: Sequence[bytes]) -> Deferred[dict[bytes, SwarmCounts]]:
-        return self._db.run(lambda connection: self._thd_scrape(connection, info_hashes))
+    def _ready(self) -> SwarmIndex | None:
+        """The index, or None while it is loading; refuses work once the store is stopping."""
+        if self._stopping:
+            raise StoreStopped("the tracker store is stopping")
+        return self._index
+
+    def _when_loaded(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def announce(self, request: AnnounceRequest, now: int) -> Answer[AnnounceResult]:
+        index = self._ready()
+        if index is None:
+            return self._when_loaded().addCallback(lambda _: self.announce(request, now))
+        result = index.announce(request, now)
+        if not self._commit_pending:
+            self._schedule_commit()
+        return result
+
+    def scrape(self, info_hashes: Sequence[bytes]) -> Answer[dict[bytes, SwarmCounts]]:
+        index = self._ready()
+        if index is None:
+            return self._when_loaded().addCallback(lambda _: self.scrape(info_hashes))
+        return index.scrape(info_hashes)
 
     def expire(self, cutoff: int) -> Deferred[int]:
-        removed = 0
+        index = self._ready()
+        if index is None:
+            return self._when_loaded().addCallback(lambda _: self.expire(cutoff))
+        removed = [0]
+        done = self._cooperator.coiterate(index.expire(cutoff, removed, EXPIRE_CHUNK))
 
-        def chunk_done(count: int) -> Any:
-            nonlocal removed
-            removed += count
-            if count < EXPIRE_CHUNK:
-                return self._db.run(self._thd_forget_empty_torrents).addCallback(lambda _: removed)
-            return self._db.run(expire_chunk).addCallback(chunk_done)
+        def finished(_: object) -> int:
+            if removed[0] and not self._commit_pending:
+                self._schedule_commit()
+            return removed[0]
 
-        def expire_chunk(connection: sqlite3.Connection) -> int:
-            return self._thd_expire_chunk(connection, cutoff)
+        return done.addCallback(finished)
 
-        return self._db.run(expire_chunk).addCallback(chunk_done)
+    # Writing behind.
 
-    # Everything below runs on the database thread.
+    def _schedule_commit(self) -> None:
+        if self._stopping:
+            return
+        self._commit_pending = True
+        self._commit_call = self._reactor.callLater(self._commit_every, self._commit)
 
-    def _thd_torrent_id(
-        self, connection: sqlite3.Connection, info_hash: bytes, create: bool
-    ) -> int | None:
-        torrent_id = self._torrent_ids.get(info_hash)
-        if torrent_id is not None:
-            return torrent_id
-        rows = connection.execute(
-            "SELECT id FROM torrents WHERE info_hash = ?", (info_hash,)
-        ).fetchall()
-        if rows:
-            torrent_id = int(rows[0][0])
-        elif create:
-            torrent_id = connection.execute(
-                "INSERT INTO torrents (info_hash) VALUES (?)", (info_hash,)
-            ).lastrowid
-        else:
-            return None
-        if len(self._torrent_ids) >= _TORRENT_CACHE_LIMIT:
-            self._torrent_ids.clear()
-        assert torrent_id is not None
-        self._torrent_ids[info_hash] = torrent_id
-        return torrent_id
+    def _commit(self) -> Deferred[None]:
+        self._commit_call = None
+        index = self._index
+        assert index is not None
+        peers, completions = index.take_changes()
+        if not peers and not completions:
+            self._commit_pending = False
+            return succeed(None)
+        saved = self._db.run(lambda c: _thd_save(c, peers, completions))
+        return saved.addCallbacks(
+            self._committed, self._commit_failed, errbackArgs=(peers, completions)
+        )
 
-    def _thd_announce(
-        self, connection: sqlite3.Connection, request: AnnounceRequest, now: int
-    ) -> AnnounceResult:
-        stopping = request.event == STOPPED
-        torrent_id = self._thd_torrent_id(connection, request.info_hash, create=not stopping)
-        if torrent_id is None:
-            return AnnounceResult(NO_COUNTS, ())
-        if stopping:
-            connection.execute(
-                "DELETE FROM peers WHERE torrent_id = ? AND peer_id = ?",
-                (torrent_id, request.peer_id),
-            )
-            return AnnounceResult(self._thd_counts(connection, torrent_id), ())
-        self._thd_record(connection, torrent_id, request, now)
-        counts = self._thd_counts(connection, torrent_id)
-        peers: list[Peer] = []
-        if request.numwant:
-            peers = self._thd_sample(connection, torrent_id, request, counts)
-        return AnnounceResult(counts, peers)
+    def _committed(self, _: None) -> None:
+        self._commit_pending = False
+        assert self._index is not None
+        if self._index.has_changes():
+            self._schedule_commit()
 
-    def _thd_record(
-        self, connection: sqlite3.Connection, torrent_id: int, request: AnnounceRequest, now: int
+    def _commit_failed(
+        self, failure: Failure, peers: PeerChanges, completions: dict[bytes, int]
     ) -> None:
-        # One statement: the triggers keep the counts and count a completion once per peer.
-        connection.execute(
-            _RECORD,
-            (
-                torrent_id,
-                request.peer_id,
-                pack_peer(request.ip, request.port),
-                int(request.is_seeder),
-                self._random.getrandbits(_SLOT_BITS),
-                now,
-                int(request.completes),
-            ),
+        # Memory still has everything: keep the changes and try again with the next commit.
+        log.failure(
+            "could not save {count} peer changes to {path}; will retry",
+            failure,
+            count=len(peers),
+            path=self.path,
         )
+        assert self._index is not None
+        self._index.restore_changes(peers, completions)
+        self._commit_pending = False
+        self._schedule_commit()
 
-    def _thd_sample(
-        self,
-        connection: sqlite3.Connection,
-        torrent_id: int,
-        request: AnnounceRequest,
-        counts: SwarmCounts,
-    ) -> list[Peer]:
-        wanted = request.numwant
-        only_leechers = request.wants_only_leechers
-        if not only_leechers and counts.complete + counts.incomplete <= wanted:
-            # Everyone fits: one read of the swarm instead of a sample of each kind.
-            peers = _thd_packed(connection, _WHOLE_SWARM, (torrent_id, request.peer_id))
-            return _rotated(peers, self._random)
-        groups = (
-            ((0, counts.incomplete),)
-            if only_leechers
-            else ((0, counts.incomplete), (1, counts.complete))
-        )
-        found: list[Peer] = []
-        for seeder, size in groups:
-            found.extend(
-                self._thd_sample_group(
-                    connection, torrent_id, seeder, size, request.peer_id, wanted
+    def stop(self) -> Deferred[None]:
+        """Write what is not saved yet, then close the file on its thread."""
+        if self._stopping:
+            return self._db.close()
+        self._stopping = True
+        self._cooperator.stop()
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(StoreStopped("the tracker store stopped before it finished loading"))
+        if self._commit_call is not None and self._commit_call.active():
+            self._commit_call.cancel()
+        self._commit_call = None
+        if self._index is not None and self._index.has_changes():
+            # Queued behind any commit being written, so the last state wins.
+            peers, completions = self._index.take_changes()
+            self._db.run(lambda c: _thd_save(c, peers, completions)).addErrback(
+                lambda f: log.failure(
+                    "could not save the last {count} peer changes to {path}",
+                    f,
+                    count=len(peers),
+                    path=self.path,
                 )
             )
-        if len(found) > wanted:
-            found = self._random.sample(found, wanted)
-        return found
-
-    def _thd_sample_group(
-        self,
-        connection: sqlite3.Connection,
-        torrent_id: int,
-        seeder: int,
-        size: int,
-        peer_id: bytes,
-        wanted: int,
-    ) -> list[Peer]:
-        """Up to C{wanted} peers of one kind, read in slot order from a random starting slot."""
-        if size <= wanted:
-            # The whole group is wanted anyway, so where reading starts only changes the order.
-            peers = _thd_packed(connection, _WHOLE_GROUP, (torrent_id, seeder, peer_id))
-            return _rotated(peers, self._random)
-        start = self._random.getrandbits(_SLOT_BITS)
-        peers = _thd_packed(connection, _SAMPLE_FROM, (torrent_id, seeder, start, peer_id, wanted))
-        if len(peers) < wanted:
-            peers += _thd_packed(
-                connection,
-                _SAMPLE_BEFORE,
-                (torrent_id, seeder, start, peer_id, wanted - len(peers)),
-            )
-        return peers
-
-    def _thd_counts(self, connection: sqlite3.Connection, torrent_id: int) -> SwarmCounts:
-        rows = connection.execute(
-            "SELECT seeders, leechers, downloaded FROM torrents WHERE id = ?", (torrent_id,)
-        ).fetchall()
-        return SwarmCounts(*rows[0]) if rows else NO_COUNTS
-
-    def _thd_scrape(
-        self, connection: sqlite3.Connection, info_hashes: Sequence[bytes]
-    ) -> dict[bytes, SwarmCounts]:
-        counts = {}
-        for info_hash in info_hashes:
-            rows = connection.execute(
-                "SELECT seeders, leechers, downloaded FROM torrents WHERE info_hash = ?",
-                (info_hash,),
-            ).fetchall()
-            counts[info_hash] = SwarmCounts(*rows[0]) if rows else NO_COUNTS
-        return counts
-
-    def _thd_expire_chunk(self, connection: sqlite3.Connection, cutoff: int) -> int:
-        rows = connection.execute(
-            "DELETE FROM peers WHERE (torrent_id, peer_id) IN ("
-            " SELECT torrent_id, peer_id FROM peers INDEXED BY peers_by_age"
-            " WHERE last_seen < ? LIMIT ?) RETURNING 1",
-            (cutoff, EXPIRE_CHUNK),
-        ).fetchall()
-        return len(rows)
-
-    def _thd_forget_empty_torrents(self, connection: sqlite3.Connection) -> None:
-        # A torrent with no peers and no completions carries nothing worth keeping.
-        removed = connection.execute(
-            "DELETE FROM torrents WHERE seeders = 0 AND leechers = 0 AND downloaded = 0 RETURNING 1"
-        ).fetchall()
-        if removed:
-            self._thd_forget_torrent_ids()
-
-    def _thd_forget_torrent_ids(self) -> None:
-        self._torrent_ids.clear()
+        return self._db.close()

@@ -1,0 +1,373 @@
+"""
+Live swarms in memory: the index every announce and scrape is answered from.
+
+Each swarm keeps its peers in up to four groups (leechers and seeders, IPv4 and IPv6). A group
+stores its peers packed: a list of peer ids, one byte string of compact addresses, an array of
+last-seen times and a byte of completion flags per peer, plus a dict from peer id to position.
+Adding and removing a peer is O(1) (a removed peer's slot is filled by the group's last peer),
+and choosing C{numwant} random peers is O(numwant) whatever the size of the swarm: an announce
+costs the same in a swarm of ten peers or of a million.
+
+The index can record what changed since it was last asked (L{SwarmIndex.take_changes}), which
+is how the SQLite store keeps its file a faithful copy without being asked on every announce.
+"""
+
+from __future__ import annotations
+
+import random
+from array import array
+from collections.abc import Iterable, Iterator
+from typing import Optional
+
+from tracker.announce import STOPPED, AnnounceRequest
+from tracker.interfaces import NO_COUNTS, AnnounceResult, SwarmCounts
+
+#: A peer's stored state, as the database keeps it: compact address, seeder, last seen,
+#: completion counted. None means the peer is gone.
+PeerRow = Optional[tuple[bytes, int, int, int]]
+
+_IPV4_WIDTH = 6
+_IPV6_WIDTH = 18
+#: Group slots in a swarm: the kind (leecher 0, seeder 2) plus the family (IPv4 0, IPv6 1).
+_LEECHERS, _SEEDERS = 0, 2
+
+
+class _Group:
+    """The peers of one kind and one address family in one swarm."""
+
+    __slots__ = ("ids", "positions", "addresses", "seen", "completed", "width")
+
+    def __init__(self, width: int) -> None:
+        self.ids: list[bytes] = []
+        self.positions: dict[bytes, int] = {}
+        self.addresses = bytearray()
+        self.seen = array("q")
+        self.completed = bytearray()
+        self.width = width
+
+    def add(self, peer_id: bytes, address: bytes, now: int, completed: int) -> None:
+        self.positions[peer_id] = len(self.ids)
+        self.ids.append(peer_id)
+        self.addresses += address
+        self.seen.append(now)
+        self.completed.append(completed)
+
+    def remove_at(self, position: int) -> None:
+        ids = self.ids
+        last = len(ids) - 1
+        width = self.width
+        del self.positions[ids[position]]
+        if position != last:
+            moved = ids[last]
+            ids[position] = moved
+            self.positions[moved] = position
+            start = position * width
+            self.addresses[start : start + width] = self.addresses[last * width :]
+            self.seen[position] = self.seen[last]
+            self.completed[position] = self.completed[last]
+        ids.pop()
+        del self.addresses[last * width :]
+        self.seen.pop()
+        self.completed.pop()
+
+    def addresses_without(self, position: int) -> bytes:
+        """Every address in the group but the one at C{position} (-1: none left out)."""
+        if position < 0:
+            return bytes(self.addresses)
+        start = position * self.width
+        addresses = self.addresses
+        return bytes(addresses[:start] + addresses[start + self.width :])
+
+    def ids_without(self, position: int) -> list[bytes]:
+        if position < 0:
+            return list(self.ids)
+        return self.ids[:position] + self.ids[position + 1 :]
+
+
+class Swarm:
+    """One torrent: its peer groups and its completion count, which outlives its peers."""
+
+    __slots__ = ("groups", "downloaded")
+
+    def __init__(self, downloaded: int = 0) -> None:
+        self.groups: list[_Group | None] = [None, None, None, None]
+        self.downloaded = downloaded
+
+    def counts(self) -> SwarmCounts:
+        leechers = seeders = 0
+        groups = self.groups
+        for slot in (0, 1):
+            group = groups[_LEECHERS + slot]
+            if group is not None:
+                leechers += len(group.ids)
+            group = groups[_SEEDERS + slot]
+            if group is not None:
+                seeders += len(group.ids)
+        return SwarmCounts(seeders, leechers, self.downloaded)
+
+    def is_empty(self) -> bool:
+        return all(group is None or not group.ids for group in self.groups)
+
+    def find(self, peer_id: bytes, expected: int) -> tuple[int, int]:
+        """The (group slot, position) of a peer, looking first where it is most likely to be;
+        (-1, -1) if it is not in the swarm."""
+        groups = self.groups
+        group = groups[expected]
+        if group is not None:
+            position = group.positions.get(peer_id)
+            if position is not None:
+                return expected, position
+        for slot in range(4):
+            group = groups[slot]
+            if slot != expected and group is not None:
+                position = group.positions.get(peer_id)
+                if position is not None:
+                    return slot, position
+        return -1, -1
+
+    def group(self, slot: int) -> _Group:
+        group = self.groups[slot]
+        if group is None:
+            group = self.groups[slot] = _Group(_IPV6_WIDTH if slot & 1 else _IPV4_WIDTH)
+        return group
+
+
+class SwarmIndex:
+    """
+    Every live swarm, answering announces and scrapes synchronously. With C{journal} set it
+    also records each peer's new state and each changed completion count until
+    L{take_changes} collects them.
+    """
+
+    def __init__(self, rng: random.Random | None = None, journal: bool = False) -> None:
+        self.swarms: dict[bytes, Swarm] = {}
+        self._random = (rng or random.Random()).random
+        self._journal = journal
+        self._peer_changes: dict[tuple[bytes, bytes], PeerRow] = {}
+        self._completion_changes: dict[bytes, int] = {}
+
+    # Answering.
+
+    def announce(self, request: AnnounceRequest, now: int) -> AnnounceResult:
+        """Record the announce and answer it (the L{IPeerStore.announce} contract)."""
+        info_hash = request.info_hash
+        peer_id = request.peer_id
+        swarm = self.swarms.get(info_hash)
+        address = request.ip + request.port.to_bytes(2, "big")
+        family = 1 if len(address) == _IPV6_WIDTH else 0
+        seeder = request.left == 0
+        slot = (_SEEDERS if seeder else _LEECHERS) + family
+        if swarm is None:
+            if request.event == STOPPED:
+                return AnnounceResult(NO_COUNTS)
+            swarm = self.swarms[info_hash] = Swarm()
+            old_slot = position = -1
+        else:
+            old_slot, position = swarm.find(peer_id, slot)
+        completed = 0
+        if old_slot >= 0:
+            old_group = swarm.groups[old_slot]
+            assert old_group is not None
+            completed = old_group.completed[position]
+            if request.event == STOPPED:
+                old_group.remove_at(position)
+                self._record_peer(info_hash, peer_id, None)
+                return AnnounceResult(swarm.counts())
+            if (
+                old_slot == slot
+                and old_group.addresses[position * len(address) : (position + 1) * len(address)]
+                == address
+            ):
+                old_group.seen[position] = now
+            else:
+                old_group.remove_at(position)
+                old_slot = -1
+        elif request.event == STOPPED:
+            return AnnounceResult(swarm.counts())
+        if request.completes and not completed:
+            # A completion is counted once per peer (BEP 48 "downloaded").
+            completed = 1
+            swarm.downloaded += 1
+            if self._journal:
+                self._completion_changes[info_hash] = swarm.downloaded
+        if old_slot < 0:
+            group = swarm.group(slot)
+            position = len(group.ids)
+            group.add(peer_id, address, now, completed)
+        else:
+            kept = swarm.groups[slot]
+            assert kept is not None
+            kept.completed[position] = completed
+        if self._journal:
+            self._peer_changes[(info_hash, peer_id)] = (address, int(seeder), now, completed)
+        counts = swarm.counts()
+        if not request.numwant:
+            return AnnounceResult(counts)
+        return self._sample(swarm, request, slot, position, counts)
+
+    def _sample(
+        self,
+        swarm: Swarm,
+        request: AnnounceRequest,
+        own_slot: int,
+        own_position: int,
+        counts: SwarmCounts,
+    ) -> AnnounceResult:
+        """Up to numwant other peers, chosen at random: leechers only for a seeder."""
+        groups = swarm.groups
+        slots = (0, 1) if request.wants_only_leechers else (0, 1, 2, 3)
+        candidates = [(slot, group) for slot in slots if (group := groups[slot]) and group.ids]
+        total = sum(len(group.ids) for _, group in candidates)
+        if own_slot in slots:
+            total -= 1
+        wanted = request.numwant
+        with_ids = not request.compact
+        # Addresses and ids by family, so that ids line up with peers then peers6.
+        peers: list[list[bytes | bytearray]] = [[], []]
+        ids: list[list[bytes]] = [[], []]
+        if total <= wanted:
+            # Everyone fits: the groups as they are, less the requester.
+            for slot, group in candidates:
+                skip = own_position if slot == own_slot else -1
+                peers[slot & 1].append(group.addresses_without(skip))
+                if with_ids:
+                    ids[slot & 1] += group.ids_without(skip)
+        elif total > 0:
+            self._pick(candidates, own_slot, own_position, total, wanted, peers, ids, with_ids)
+        return AnnounceResult(counts, b"".join(peers[0]), b"".join(peers[1]), ids[0] + ids[1])
+
+    def _pick(
+        self,
+        candidates: list[tuple[int, _Group]],
+        own_slot: int,
+        own_position: int,
+        total: int,
+        wanted: int,
+        peers: list[list[bytes | bytearray]],
+        ids: list[list[bytes]],
+        with_ids: bool,
+    ) -> None:
+        """
+        Stratified sampling: the candidates, numbered 0..total-1 across their groups with the
+        requester left out, are cut into C{wanted} runs of nearly equal length, and one peer is
+        drawn at random from each run. Runs cannot overlap, so no peer is chosen twice; the
+        numbering starts at a random candidate, so every candidate is equally likely to be
+        chosen. It costs C{wanted} random numbers however large the swarm.
+        """
+        rand = self._random
+        offset = int(rand() * total)
+        bounds = [k * total // wanted for k in range(wanted + 1)]
+        chosen = [
+            (low + int(rand() * (high - low)) + offset) % total
+            for low, high in zip(bounds, bounds[1:])
+        ]
+        chosen.sort()
+        index = 0
+        base = 0
+        for slot, group in candidates:
+            size = len(group.ids)
+            skip = own_position if slot == own_slot else size
+            if skip < size:
+                size -= 1
+            end = base + size
+            width = group.width
+            addresses = group.addresses
+            out = peers[slot & 1]
+            out_ids = ids[slot & 1]
+            group_ids = group.ids
+            while index < wanted and chosen[index] < end:
+                position = chosen[index] - base
+                if position >= skip:
+                    position += 1
+                start = position * width
+                out.append(addresses[start : start + width])
+                if with_ids:
+                    out_ids.append(group_ids[position])
+                index += 1
+            base = end
+
+    def scrape(self, info_hashes: Iterable[bytes]) -> dict[bytes, SwarmCounts]:
+        swarms = self.swarms
+        counts = {}
+        for info_hash in info_hashes:
+            swarm = swarms.get(info_hash)
+            counts[info_hash] = NO_COUNTS if swarm is None else swarm.counts()
+        return counts
+
+    # Expiry.
+
+    def expire(self, cutoff: int, removed: list[int], chunk: int = 5000) -> Iterator[None]:
+        """
+        Forget peers last seen before C{cutoff}, adding their number to C{removed[0]}. A
+        generator that yields after about C{chunk} peers were looked at, so a large index is
+        expired a slice at a time between announces.
+        """
+        looked_at = 0
+        for info_hash in list(self.swarms):
+            swarm = self.swarms.get(info_hash)
+            if swarm is None:
+                continue
+            for group in swarm.groups:
+                if group is None:
+                    continue
+                seen = group.seen
+                looked_at += len(seen)
+                # Backwards, so the peer moved into a freed slot has been looked at already.
+                for position in range(len(seen) - 1, -1, -1):
+                    if seen[position] < cutoff:
+                        self._record_peer(info_hash, group.ids[position], None)
+                        group.remove_at(position)
+                        removed[0] += 1
+            if swarm.is_empty() and not swarm.downloaded:
+                del self.swarms[info_hash]
+            if looked_at >= chunk:
+                looked_at = 0
+                yield None
+
+    # Persistence.
+
+    def _record_peer(self, info_hash: bytes, peer_id: bytes, row: PeerRow) -> None:
+        if self._journal:
+            self._peer_changes[(info_hash, peer_id)] = row
+
+    def take_changes(self) -> tuple[dict[tuple[bytes, bytes], PeerRow], dict[bytes, int]]:
+        """What changed since the last call: each touched peer's latest state (None: removed)
+        and each torrent's new completion count."""
+        changes = self._peer_changes, self._completion_changes
+        self._peer_changes, self._completion_changes = {}, {}
+        return changes
+
+    def has_changes(self) -> bool:
+        return bool(self._peer_changes or self._completion_changes)
+
+    def restore_changes(
+        self, peers: dict[tuple[bytes, bytes], PeerRow], completions: dict[bytes, int]
+    ) -> None:
+        """Put back changes that could not be saved, under any newer ones made since."""
+        for key, row in peers.items():
+            self._peer_changes.setdefault(key, row)
+        for info_hash, downloaded in completions.items():
+            newer = self._completion_changes.get(info_hash, 0)
+            self._completion_changes[info_hash] = max(newer, downloaded)
+
+    def load(
+        self,
+        completions: Iterable[tuple[bytes, int]],
+        peers: Iterable[tuple[bytes, bytes, bytes, int, int, int]],
+    ) -> None:
+        """Fill an empty index from stored (info_hash, downloaded) and (info_hash, peer_id,
+        address, seeder, last_seen, completed) rows, recording nothing."""
+        swarms = self.swarms
+        for info_hash, downloaded in completions:
+            swarms[info_hash] = Swarm(downloaded)
+        for info_hash, peer_id, address, seeder, last_seen, completed in peers:
+            swarm = swarms.get(info_hash)
+            if swarm is None:
+                swarm = swarms[info_hash] = Swarm()
+            family = 1 if len(address) == _IPV6_WIDTH else 0
+            slot = (_SEEDERS if seeder else _LEECHERS) + family
+            if swarm.find(peer_id, slot)[0] < 0:
+                swarm.group(slot).add(peer_id, address, last_seen, 1 if completed else 0)
+
+    def peer_count(self) -> int:
+        return sum(len(g.ids) for s in self.swarms.values() for g in s.groups if g is not None)
