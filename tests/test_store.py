@@ -14,12 +14,13 @@ from twisted.trial.unittest import TestCase
 from tests.helpers import info_hash, peer_id
 from tests.store_contract import StoreContract, announce
 from tracker.announce import COMPLETED
-from tracker.interfaces import SwarmCounts
+from tracker.interfaces import StoreStopped, SwarmCounts
 from tracker.store import sqlite as sqlite_store
-from tracker.store.batching import StoreStopped
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.schema import SCHEMA_VERSION, SchemaError
+from tracker.journal import JournalError, replay
 from tracker.store.sqlite import SQLitePeerStore
+from tracker.swarms import SwarmIndex
 
 
 class MemoryStoreTests(StoreContract, TestCase):
@@ -95,7 +96,7 @@ class SQLiteStoreTests(StoreContract, TestCase):
     @inlineCallbacks
     def test_large_expiry_runs_in_chunks(self) -> Any:
         """Expiry of more peers than one chunk removes them all and keeps counts exact."""
-        self.patch(sqlite_store, "EXPIRE_CHUNK", 7)
+        self.patch(sqlite_store, "SLICE", 7)
         store = yield self.started_store()
         for n in range(30):
             store.announce(announce(n), 1000)
@@ -116,14 +117,34 @@ class SQLiteStoreTests(StoreContract, TestCase):
         with self.assertRaises(StoreStopped):
             yield store.announce(announce(2), 1000)
 
-    def stored_peers(self) -> set[tuple[bytes, bytes]]:
-        """The (info_hash, peer_id) rows in the file, read by a connection of the test's own."""
+    def stored_index(self) -> SwarmIndex:
+        """The index the file holds, read by a connection of the test's own."""
         connection = sqlite3.connect(self._path)
+        index = SwarmIndex()
         try:
-            rows = connection.execute("SELECT info_hash, peer_id FROM peers").fetchall()
+            for (records,) in connection.execute("SELECT records FROM journal ORDER BY seq"):
+                replay(records, index)
         finally:
             connection.close()
-        return {(bytes(h), bytes(p)) for h, p in rows}
+        return index
+
+    def journal_rows(self) -> int:
+        connection = sqlite3.connect(self._path)
+        try:
+            return int(connection.execute("SELECT count(*) FROM journal").fetchall()[0][0])
+        finally:
+            connection.close()
+
+    def stored_peers(self) -> set[tuple[bytes, bytes]]:
+        """The (info_hash, peer_id) of every peer the file holds."""
+        swarms = self.stored_index().swarms
+        return {
+            (info_hash, peer_id)
+            for info_hash, swarm in swarms.items()
+            for group in swarm.groups
+            if group is not None
+            for peer_id in group.ids
+        }
 
     @inlineCallbacks
     def test_changes_reach_the_file_without_a_stop(self) -> Any:
@@ -199,7 +220,9 @@ class SQLiteStoreTests(StoreContract, TestCase):
         connection.execute("PRAGMA user_version = 1")
         connection.commit()
         connection.close()
-        store = yield self.started_store()
+        store = SQLitePeerStore(self._path, reactor, commit_every=0.01)
+        yield store.start()
+        self.addCleanup(store.stop)
         self.assertTrue(os.path.exists(self._path + ".v1.bak"))
         counts = store.scrape([info_hash(1), info_hash(2)])
         self.assertEqual(counts[info_hash(1)], SwarmCounts(1, 1, 1))
@@ -209,3 +232,49 @@ class SQLiteStoreTests(StoreContract, TestCase):
         # The peer counted as completed in version 1 is not counted again.
         store.announce(announce(1, left=0, event=COMPLETED), 1002)
         self.assertEqual(store.scrape([info_hash(1)])[info_hash(1)].downloaded, 1)
+        # The first checkpoint has moved the version 1 tables into the journal.
+        yield deferLater(reactor, 0.3, lambda: None)
+        connection = sqlite3.connect(self._path)
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        connection.close()
+        self.assertEqual(tables, {"journal"})
+        self.assertEqual(
+            self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2, 3)}
+        )
+
+    @inlineCallbacks
+    def test_checkpoint_bounds_the_journal(self) -> Any:
+        """Once the journal outgrows the index, a checkpoint writes the index whole and deletes
+        the rows before it; the file still holds exactly what memory holds."""
+        self.patch(sqlite_store, "CHECKPOINT_MIN_BYTES", 20_000)
+        self.patch(sqlite_store, "SLICE", 50)
+        store = SQLitePeerStore(self._path, reactor, commit_every=0.01)
+        yield store.start()
+        self.addCleanup(store.stop)
+        for round_ in range(30):
+            for n in range(40):
+                store.announce(announce(n, torrent=n % 7, left=n % 2), 1000 + round_)
+            store.announce(announce(round_, torrent=round_ % 7, event="stopped"), 1000 + round_)
+            yield deferLater(reactor, 0.02, lambda: None)
+        yield deferLater(reactor, 0.5, lambda: None)
+        # 30 rounds of 40 announces wrote far more rows than a few commits since a checkpoint.
+        self.assertLess(self.journal_rows(), 30)
+        stored = self.stored_index()
+        hashes = [info_hash(t) for t in range(7)]
+        self.assertEqual(stored.scrape(hashes), store.scrape(hashes))
+        # The last round announced all 40 and then stopped one.
+        self.assertEqual(stored.peer_count(), 39)
+
+    @inlineCallbacks
+    def test_damaged_journal_refuses_to_start(self) -> Any:
+        """A journal row that is not whole records stops the store from starting, with the
+        reason, rather than serving half of it."""
+        store = yield self.started_store()
+        store.announce(announce(1), 1000)
+        yield store.stop()
+        connection = sqlite3.connect(self._path)
+        connection.execute("INSERT INTO journal (seq, records) VALUES (999, x'50ff')")
+        connection.commit()
+        connection.close()
+        with self.assertRaises(JournalError):
+            yield self.make_store().start()

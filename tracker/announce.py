@@ -62,51 +62,52 @@ class ScrapeRequest(NamedTuple):
     info_hashes: tuple[bytes, ...]
 
 
-def _single(params: Params, name: bytes) -> bytes | None:
-    values = params.get(name)
-    if values is None:
-        return None
-    if len(values) > 1:
-        raise TrackerError(f"parameter '{name.decode()}' given more than once")
-    return values[0]
+#: Parameters an announce may carry once at most.
+_SINGLE_VALUED = frozenset(
+    (b"info_hash", b"peer_id", b"port", b"uploaded", b"downloaded", b"left", b"event")
+    + (b"numwant", b"compact", b"no_peer_id", b"ip")
+)
 
 
-def _required(params: Params, name: bytes) -> bytes:
-    value = _single(params, name)
+def _single_values(params: Params) -> dict[bytes, bytes]:
+    """Each parameter's one value; a known parameter given twice is refused."""
+    for name, values in params.items():
+        if len(values) > 1 and name in _SINGLE_VALUED:
+            raise TrackerError(f"parameter '{name.decode()}' given more than once")
+    return {name: values[0] for name, values in params.items()}
+
+
+def _twenty_bytes(value: bytes | None, name: str) -> bytes:
     if value is None:
-        raise TrackerError(f"missing parameter '{name.decode()}'")
-    return value
-
-
-def _twenty_bytes(params: Params, name: bytes) -> bytes:
-    value = _required(params, name)
+        raise TrackerError(f"missing parameter '{name}'")
     if len(value) != 20:
         # BEP 52 v2 hashes arrive truncated to 20 bytes, so exactly 20 is the one valid length.
-        raise TrackerError(f"'{name.decode()}' must be 20 bytes, not {len(value)}")
+        raise TrackerError(f"'{name}' must be 20 bytes, not {len(value)}")
     return value
 
 
-def _integer(params: Params, name: bytes, default: int, maximum: int = _MAX_COUNT) -> int:
-    value = _single(params, name)
-    if value is None or value == b"":
+def _integer(value: bytes | None, name: str, default: int, maximum: int = _MAX_COUNT) -> int:
+    if not value:
         # Real clients omit uploaded/downloaded; trackers that insisted were delisted.
         return default
-    if not value.isdigit() or len(value) > _MAX_DIGITS or int(value) > maximum:
-        raise TrackerError(f"'{name.decode()}' must be a whole number between 0 and {maximum}")
-    return int(value)
+    if len(value) <= _MAX_DIGITS and value.isdigit():
+        number = int(value)
+        if number <= maximum:
+            return number
+    raise TrackerError(f"'{name}' must be a whole number between 0 and {maximum}")
 
 
-def _flag(params: Params, name: bytes, default: bool) -> bool:
-    value = _single(params, name)
-    if value is None or value == b"":
+def _flag(value: bytes | None, name: str, default: bool) -> bool:
+    if not value:
         return default
-    if value not in (b"0", b"1"):
-        raise TrackerError(f"'{name.decode()}' must be 0 or 1")
-    return value == b"1"
+    if value == b"1":
+        return True
+    if value == b"0":
+        return False
+    raise TrackerError(f"'{name}' must be 0 or 1")
 
 
-def _peer_ip(params: Params, socket_ip: bytes, config: TrackerConfig) -> bytes:
-    claimed = _single(params, b"ip")
+def _peer_ip(claimed: bytes | None, socket_ip: bytes, config: TrackerConfig) -> bytes:
     if not config.allow_ip_param or not claimed:
         # ip= lets anyone point a swarm at a third party: ignored unless the operator opts in.
         return socket_ip
@@ -118,25 +119,28 @@ def _peer_ip(params: Params, socket_ip: bytes, config: TrackerConfig) -> bytes:
 
 def parse_announce(params: Params, socket_ip: bytes, config: TrackerConfig) -> AnnounceRequest:
     """Validate an announce; C{socket_ip} is the packed address the request came from."""
-    info_hash = _twenty_bytes(params, b"info_hash")
-    peer_id = _twenty_bytes(params, b"peer_id")
-    port = _integer(params, b"port", default=-1, maximum=65535)
+    one = _single_values(params)
+    get = one.get
+    info_hash = _twenty_bytes(get(b"info_hash"), "info_hash")
+    peer_id = _twenty_bytes(get(b"peer_id"), "peer_id")
+    port = _integer(get(b"port"), "port", default=-1, maximum=65535)
     if port < 1:
         raise TrackerError("'port' must be between 1 and 65535")
-    numwant = _integer(params, b"numwant", default=config.numwant_default)
+    numwant = _integer(get(b"numwant"), "numwant", default=config.numwant_default)
+    # Positional: building a named tuple from keywords costs more than the rest of this.
     return AnnounceRequest(
-        info_hash=info_hash,
-        peer_id=peer_id,
-        ip=_peer_ip(params, socket_ip, config),
-        port=port,
-        uploaded=_integer(params, b"uploaded", 0),
-        downloaded=_integer(params, b"downloaded", 0),
-        left=_integer(params, b"left", 0),
+        info_hash,
+        peer_id,
+        _peer_ip(get(b"ip"), socket_ip, config),
+        port,
+        _integer(get(b"uploaded"), "uploaded", 0),
+        _integer(get(b"downloaded"), "downloaded", 0),
+        _integer(get(b"left"), "left", 0),
         # Unknown events are treated as a regular announce, as the field does.
-        event=_EVENTS.get(_single(params, b"event") or b"", NONE),
-        numwant=min(numwant, config.numwant_max),
-        compact=_flag(params, b"compact", default=True),
-        no_peer_id=_flag(params, b"no_peer_id", default=False),
+        _EVENTS.get(get(b"event") or b"", NONE),
+        min(numwant, config.numwant_max),
+        _flag(get(b"compact"), "compact", default=True),
+        _flag(get(b"no_peer_id"), "no_peer_id", default=False),
     )
 
 

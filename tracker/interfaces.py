@@ -11,6 +11,10 @@ from zope.interface import Interface
 from tracker.announce import AnnounceRequest
 
 
+class StoreStopped(Exception):
+    """Work asked of a store that is stopping, as the tracker shuts down."""
+
+
 class SwarmCounts(NamedTuple):
     """Scrape figures for one torrent (BEP 48)."""
 

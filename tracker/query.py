@@ -8,15 +8,14 @@ every percent escape must be exactly two hex digits of either case.
 
 from __future__ import annotations
 
+from codecs import escape_decode as _escape_decode
+
 from tracker.errors import TrackerError
 
 Params = dict[bytes, list[bytes]]
 
-_HEX = b"0123456789abcdefABCDEF"
-# Every two-character hex escape body, mapped to the byte it stands for.
-_ESCAPES = {
-    bytes((high, low)): bytes((int(bytes((high, low)), 16),)) for high in _HEX for low in _HEX
-}
+#: An int, not b"%": CPython tests an int's membership in bytes several times faster.
+_PERCENT = ord("%")
 
 
 def split_query(uri: bytes) -> bytes:
@@ -27,17 +26,14 @@ def split_query(uri: bytes) -> bytes:
 
 def percent_decode(value: bytes) -> bytes:
     """Decode C{%XX} escapes; a malformed escape raises L{TrackerError}."""
-    if b"%" not in value:
+    if _PERCENT not in value:
         return value
-    head, *pieces = value.split(b"%")
-    decoded = [head]
-    for piece in pieces:
-        byte = _ESCAPES.get(piece[:2])
-        if byte is None:
-            raise TrackerError("malformed percent-encoding")
-        decoded.append(byte)
-        decoded.append(piece[2:])
-    return b"".join(decoded)
+    # C speed: with every backslash doubled, each %XX becomes a \xXX escape, which
+    # escape_decode turns into its byte, refusing any escape without two hex digits.
+    try:
+        return _escape_decode(value.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]
+    except ValueError:
+        raise TrackerError("malformed percent-encoding") from None
 
 
 def parse_query(query: bytes) -> Params:
@@ -49,5 +45,13 @@ def parse_query(query: bytes) -> Params:
         if not pair:
             continue
         name, _, value = pair.partition(b"=")
-        params.setdefault(percent_decode(name), []).append(percent_decode(value))
+        if _PERCENT in name:
+            name = percent_decode(name)
+        if _PERCENT in value:
+            value = percent_decode(value)
+        values = params.get(name)
+        if values is None:
+            params[name] = [value]
+        else:
+            values.append(value)
     return params

@@ -20,7 +20,7 @@ from tracker.addresses import client_ip
 from tracker.announce import parse_announce, parse_scrape
 from tracker.config import TrackerConfig
 from tracker.errors import TrackerError
-from tracker.interfaces import IPeerStore
+from tracker.interfaces import IPeerStore, StoreStopped
 from tracker.query import Params, parse_query, split_query
 from tracker.response import announce_body, failure_body, scrape_body
 
@@ -54,6 +54,8 @@ class _Endpoint(Resource):
         except TrackerError as e:
             log.debug("refused {uri!r}: {reason}", uri=request.uri, reason=e.reason)
             return _send(request, failure_body(e.reason))
+        except StoreStopped:
+            return _send(request, _shutting_down())
         except Exception:
             log.failure("unexpected error handling {uri!r}", uri=request.uri)
             return _send(request, _internal_error())
@@ -177,6 +179,11 @@ def _internal_error() -> bytes:
     return failure_body("internal tracker error; try again later", retry_in=_RETRY_AFTER_ERROR)
 
 
+def _shutting_down() -> bytes:
+    # Requests still arriving on open connections while the daemon stops.
+    return failure_body("the tracker is restarting; try again shortly", retry_in=_RETRY_AFTER_ERROR)
+
+
 def _finish_later(request: Request, answer: Deferred[bytes]) -> None:
     """Write C{answer} when it arrives, unless the client has gone; log any failure once."""
     gone: list[Failure] = []
@@ -190,6 +197,8 @@ def _finish_later(request: Request, answer: Deferred[bytes]) -> None:
         request.finish()
 
     def failed(failure: Failure) -> bytes:
+        if failure.check(StoreStopped):
+            return _shutting_down()
         log.failure("announce or scrape failed in the store", failure)
         return _internal_error()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.web import http
+from twisted.web.http import parse_qs
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
@@ -16,10 +17,30 @@ _TOO_LARGE = (
 )
 
 
+_QUERY_ONLY = frozenset((b"GET", b"HEAD"))
+
+
 class TrackerRequest(Request):
-    """A request that refuses large or unbounded bodies before buffering them."""
+    """
+    A request that refuses large or unbounded bodies before buffering them, and parses its
+    query into C{args} only if something asks for C{args}: the tracker reads C{uri} itself
+    (C{args} turns C{+} into a space and splits on C{;}), and parsing it for nothing was a tenth
+    of the cost of an announce.
+    """
 
     _refused = False
+    _args: dict[bytes, list[bytes]] | None = None
+
+    @property
+    def args(self) -> dict[bytes, list[bytes]]:
+        if self._args is None:
+            query = self.uri.partition(b"?")[2]
+            self._args = parse_qs(query, 1) if query else {}
+        return self._args
+
+    @args.setter
+    def args(self, value: dict[bytes, list[bytes]]) -> None:
+        self._args = value
 
     def gotLength(self, length: int | None) -> None:
         if length is None or length > MAX_BODY:
@@ -36,8 +57,20 @@ class TrackerRequest(Request):
             super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if not self._refused:
+        if self._refused:
+            return
+        if command not in _QUERY_ONLY:
+            # Anything with a body (a form POST, say) gets Twisted's own handling.
             super().requestReceived(command, path, version)
+            return
+        # What Request.requestReceived does for a request without a body, but for args.
+        assert self.content is not None
+        self.content.seek(0, 0)
+        self.method, self.uri = command, path
+        self.clientproto = version
+        self.path = path.partition(b"?")[0]
+        self._args = None
+        self.process()
 
 
 class TrackerSite(Site):

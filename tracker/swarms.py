@@ -8,8 +8,9 @@ Adding and removing a peer is O(1) (a removed peer's slot is filled by the group
 and choosing C{numwant} random peers is O(numwant) whatever the size of the swarm: an announce
 costs the same in a swarm of ten peers or of a million.
 
-The index can record what changed since it was last asked (L{SwarmIndex.take_changes}), which
-is how the SQLite store keeps its file a faithful copy without being asked on every announce.
+The index can write every change into a journal (L{tracker.journal}) that the SQLite store
+collects and saves in group commits, and can write itself out whole, a slice at a time, for the
+store's checkpoints.
 """
 
 from __future__ import annotations
@@ -17,14 +18,10 @@ from __future__ import annotations
 import random
 from array import array
 from collections.abc import Iterable, Iterator
-from typing import Optional
 
 from tracker.announce import STOPPED, AnnounceRequest
 from tracker.interfaces import NO_COUNTS, AnnounceResult, SwarmCounts
-
-#: A peer's stored state, as the database keeps it: compact address, seeder, last seen,
-#: completion counted. None means the peer is gone.
-PeerRow = Optional[tuple[bytes, int, int, int]]
+from tracker.journal import COMPLETED, COUNT, GONE, PEER, SEEDER
 
 _IPV4_WIDTH = 6
 _IPV6_WIDTH = 18
@@ -135,16 +132,14 @@ class Swarm:
 class SwarmIndex:
     """
     Every live swarm, answering announces and scrapes synchronously. With C{journal} set it
-    also records each peer's new state and each changed completion count until
-    L{take_changes} collects them.
+    also writes each change into L{journal} (see L{tracker.journal}), in order.
     """
 
     def __init__(self, rng: random.Random | None = None, journal: bool = False) -> None:
         self.swarms: dict[bytes, Swarm] = {}
         self._random = (rng or random.Random()).random
-        self._journal = journal
-        self._peer_changes: dict[tuple[bytes, bytes], PeerRow] = {}
-        self._completion_changes: dict[bytes, int] = {}
+        #: Changes not yet taken by L{take_changes}; None when nothing is recorded.
+        self.journal: bytearray | None = bytearray() if journal else None
 
     # Answering.
 
@@ -171,7 +166,8 @@ class SwarmIndex:
             completed = old_group.completed[position]
             if request.event == STOPPED:
                 old_group.remove_at(position)
-                self._record_peer(info_hash, peer_id, None)
+                if self.journal is not None:
+                    self.journal += GONE.pack(b"G", info_hash, peer_id)
                 return AnnounceResult(swarm.counts())
             if (
                 old_slot == slot
@@ -184,12 +180,13 @@ class SwarmIndex:
                 old_slot = -1
         elif request.event == STOPPED:
             return AnnounceResult(swarm.counts())
+        journal = self.journal
         if request.completes and not completed:
             # A completion is counted once per peer (BEP 48 "downloaded").
             completed = 1
             swarm.downloaded += 1
-            if self._journal:
-                self._completion_changes[info_hash] = swarm.downloaded
+            if journal is not None:
+                journal += COUNT.pack(b"D", info_hash, swarm.downloaded)
         if old_slot < 0:
             group = swarm.group(slot)
             position = len(group.ids)
@@ -198,8 +195,10 @@ class SwarmIndex:
             kept = swarm.groups[slot]
             assert kept is not None
             kept.completed[position] = completed
-        if self._journal:
-            self._peer_changes[(info_hash, peer_id)] = (address, int(seeder), now, completed)
+        if journal is not None:
+            flags = (SEEDER if seeder else 0) | (COMPLETED if completed else 0)
+            journal += PEER.pack(b"P", info_hash, peer_id, now, flags, len(address))
+            journal += address
         counts = swarm.counts()
         if not request.numwant:
             return AnnounceResult(counts)
@@ -315,7 +314,8 @@ class SwarmIndex:
                 # Backwards, so the peer moved into a freed slot has been looked at already.
                 for position in range(len(seen) - 1, -1, -1):
                     if seen[position] < cutoff:
-                        self._record_peer(info_hash, group.ids[position], None)
+                        if self.journal is not None:
+                            self.journal += GONE.pack(b"G", info_hash, group.ids[position])
                         group.remove_at(position)
                         removed[0] += 1
             if swarm.is_empty() and not swarm.downloaded:
@@ -326,48 +326,92 @@ class SwarmIndex:
 
     # Persistence.
 
-    def _record_peer(self, info_hash: bytes, peer_id: bytes, row: PeerRow) -> None:
-        if self._journal:
-            self._peer_changes[(info_hash, peer_id)] = row
-
-    def take_changes(self) -> tuple[dict[tuple[bytes, bytes], PeerRow], dict[bytes, int]]:
-        """What changed since the last call: each touched peer's latest state (None: removed)
-        and each torrent's new completion count."""
-        changes = self._peer_changes, self._completion_changes
-        self._peer_changes, self._completion_changes = {}, {}
+    def take_changes(self) -> bytes:
+        """The journal of every change since the last call."""
+        assert self.journal is not None, "this index keeps no journal"
+        changes = bytes(self.journal)
+        self.journal = bytearray()
         return changes
 
     def has_changes(self) -> bool:
-        return bool(self._peer_changes or self._completion_changes)
+        return bool(self.journal)
 
-    def restore_changes(
-        self, peers: dict[tuple[bytes, bytes], PeerRow], completions: dict[bytes, int]
-    ) -> None:
-        """Put back changes that could not be saved, under any newer ones made since."""
-        for key, row in peers.items():
-            self._peer_changes.setdefault(key, row)
-        for info_hash, downloaded in completions.items():
-            newer = self._completion_changes.get(info_hash, 0)
-            self._completion_changes[info_hash] = max(newer, downloaded)
+    def restore_changes(self, changes: bytes) -> None:
+        """Put back changes that could not be saved, before any made since."""
+        assert self.journal is not None, "this index keeps no journal"
+        self.journal = bytearray(changes) + self.journal
 
-    def load(
-        self,
-        completions: Iterable[tuple[bytes, int]],
-        peers: Iterable[tuple[bytes, bytes, bytes, int, int, int]],
-    ) -> None:
-        """Fill an empty index from stored (info_hash, downloaded) and (info_hash, peer_id,
-        address, seeder, last_seen, completed) rows, recording nothing."""
-        swarms = self.swarms
-        for info_hash, downloaded in completions:
-            swarms[info_hash] = Swarm(downloaded)
-        for info_hash, peer_id, address, seeder, last_seen, completed in peers:
-            swarm = swarms.get(info_hash)
+    def checkpoint(self, written: list[int], chunk: int = 5000) -> Iterator[None]:
+        """
+        Write every swarm into the journal whole (an C{S} record and its peers), so that the
+        journal from here on holds everything: a generator that yields after about C{chunk}
+        peers, so that a large index is written a slice at a time between announces. Swarms
+        are each written at one moment; changes made meanwhile follow their swarm's records.
+        The bytes written are added to C{written[0]}.
+        """
+        peers = 0
+        for info_hash in list(self.swarms):
+            swarm = self.swarms.get(info_hash)
             if swarm is None:
-                swarm = swarms[info_hash] = Swarm()
-            family = 1 if len(address) == _IPV6_WIDTH else 0
-            slot = (_SEEDERS if seeder else _LEECHERS) + family
-            if swarm.find(peer_id, slot)[0] < 0:
-                swarm.group(slot).add(peer_id, address, last_seen, 1 if completed else 0)
+                continue
+            before = len(self.journal or b"")
+            peers += self._write_swarm(info_hash, swarm)
+            written[0] += len(self.journal or b"") - before
+            if peers >= chunk:
+                peers = 0
+                yield None
+
+    def _write_swarm(self, info_hash: bytes, swarm: Swarm) -> int:
+        journal = self.journal
+        assert journal is not None, "this index keeps no journal"
+        journal += COUNT.pack(b"S", info_hash, swarm.downloaded)
+        written = 0
+        for slot, group in enumerate(swarm.groups):
+            if group is None:
+                continue
+            kind = SEEDER if slot & _SEEDERS else 0
+            width = group.width
+            addresses = group.addresses
+            for position, (peer_id, seen) in enumerate(zip(group.ids, group.seen)):
+                flags = kind | (COMPLETED if group.completed[position] else 0)
+                journal += PEER.pack(b"P", info_hash, peer_id, seen, flags, width)
+                journal += addresses[position * width : (position + 1) * width]
+            written += len(group.ids)
+        return written
+
+    # Loading, from a journal (tracker.journal.replay) or older tables; nothing is recorded.
+
+    def load_peer(
+        self, info_hash: bytes, peer_id: bytes, address: bytes, seeder: int, seen: int, done: int
+    ) -> None:
+        swarm = self.swarms.get(info_hash)
+        if swarm is None:
+            swarm = self.swarms[info_hash] = Swarm()
+        slot = (_SEEDERS if seeder else _LEECHERS) + (1 if len(address) == _IPV6_WIDTH else 0)
+        old_slot, position = swarm.find(peer_id, slot)
+        if old_slot >= 0:
+            group = swarm.groups[old_slot]
+            assert group is not None
+            group.remove_at(position)
+        swarm.group(slot).add(peer_id, address, seen, done)
+
+    def load_gone(self, info_hash: bytes, peer_id: bytes) -> None:
+        swarm = self.swarms.get(info_hash)
+        if swarm is None:
+            return
+        old_slot, position = swarm.find(peer_id, 0)
+        if old_slot >= 0:
+            group = swarm.groups[old_slot]
+            assert group is not None
+            group.remove_at(position)
+        if swarm.is_empty() and not swarm.downloaded:
+            del self.swarms[info_hash]
+
+    def load_count(self, info_hash: bytes, downloaded: int, reset: bool = False) -> None:
+        swarm = self.swarms.get(info_hash)
+        if swarm is None or reset:
+            swarm = self.swarms[info_hash] = Swarm()
+        swarm.downloaded = downloaded
 
     def peer_count(self) -> int:
         return sum(len(g.ids) for s in self.swarms.values() for g in s.groups if g is not None)

@@ -17,13 +17,11 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from tracker.interfaces import StoreStopped
+
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 Outcome = tuple[bool, Any]
-
-
-class StoreStopped(Exception):
-    """Work submitted after the store began to stop."""
 
 
 class BatchingConnection:

@@ -2,11 +2,13 @@
 The SQLite peer store: the tracker's embedded default.
 
 Announces and scrapes are answered at once from the swarm index in memory
-(L{tracker.swarms.SwarmIndex}); the SQLite file is its durable copy. Every change the index
-records is written behind, on the database's own thread, in one transaction every
-C{commit_every} seconds (a group commit), so the reactor never waits for the disk and a commit
-costs one thread hop however many announces it carries. At start the file is read back into a
-new index, on the database thread.
+(L{tracker.swarms.SwarmIndex}); the SQLite file is its journal (L{tracker.journal}). The index
+writes down every change as it makes it; every C{commit_every} seconds the changes so far go to
+the database thread and into one row, in one transaction (a group commit), so the reactor never
+waits for the disk and saving a change costs a few bytes, not a B-tree update. When the journal
+has grown to a few times what the index holds, a checkpoint writes the index out whole, a slice
+at a time between announces, and the rows before it are deleted. At start the rows are replayed
+into a new index, on the database thread.
 
 What a crash can lose: the changes of the last C{commit_every} seconds plus those of a commit
 still being written (in WAL mode with C{synchronous=NORMAL}, a committed transaction survives a
@@ -18,7 +20,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -28,60 +30,89 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tracker.announce import AnnounceRequest
-from tracker.interfaces import AnnounceResult, Answer, IPeerStore, SwarmCounts
-from tracker.store.batching import BatchingConnection, StoreStopped
+from tracker.interfaces import AnnounceResult, Answer, IPeerStore, StoreStopped, SwarmCounts
+from tracker.journal import PEER, replay
+from tracker.store.batching import BatchingConnection
 from tracker.store.schema import connect
-from tracker.swarms import PeerRow, SwarmIndex
+from tracker.swarms import SwarmIndex
 
 log = Logger()
 
 #: Seconds between group commits: the most a crash can lose, besides a commit in flight.
 COMMIT_EVERY = 0.1
-#: Peers looked at per slice of expiry, between which announces are answered.
-EXPIRE_CHUNK = 5000
+#: Peers looked at per slice of expiry or checkpoint, between which announces are answered.
+SLICE = 2000
+#: A checkpoint starts when the journal is this many times the size of the last one...
+CHECKPOINT_GROWTH = 2
+#: ... and at least this many bytes.
+CHECKPOINT_MIN_BYTES = 16 * 1024 * 1024
 
-_SAVE = (
-    "INSERT INTO peers (info_hash, peer_id, address, seeder, last_seen, completed)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (info_hash, peer_id) DO UPDATE SET"
-    " address = excluded.address, seeder = excluded.seeder, last_seen = excluded.last_seen,"
-    " completed = excluded.completed"
-)
-_FORGET = "DELETE FROM peers WHERE info_hash = ? AND peer_id = ?"
-_COUNT = (
-    "INSERT INTO torrents (info_hash, downloaded) VALUES (?, ?) ON CONFLICT (info_hash)"
-    " DO UPDATE SET downloaded = max(downloaded, excluded.downloaded)"
-)
-
-PeerChanges = dict[tuple[bytes, bytes], PeerRow]
+_V1_TABLES = ("v1_peers", "v1_torrents")
 
 
-def _thd_load(connection: sqlite3.Connection, rng: random.Random | None) -> SwarmIndex:
+class _Loaded(NamedTuple):
+    swarms: SwarmIndex
+    next_seq: int
+    journal_bytes: int
+    has_v1_tables: bool
+
+
+def _thd_load(connection: sqlite3.Connection, rng: random.Random | None) -> _Loaded:
     """A new index holding everything the file holds."""
     index = SwarmIndex(rng, journal=True)
-    completions = connection.execute("SELECT info_hash, downloaded FROM torrents")
-    peers = connection.execute(
-        "SELECT info_hash, peer_id, address, seeder, last_seen, completed FROM peers"
+    has_v1 = bool(
+        connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_V1_TABLES[0],)
+        ).fetchall()
     )
+    if has_v1:
+        _thd_load_v1(connection, index)
+    next_seq, size = 1, 0
+    # Row by row: a journal can be far larger than the index it rebuilds.
+    rows = connection.execute("SELECT seq, records FROM journal ORDER BY seq")
     try:
-        index.load(completions, peers)
+        for seq, records in rows:
+            replay(records, index)
+            next_seq, size = seq + 1, size + len(records)
     finally:
         # PyPy's sqlite3 keeps an unfinished statement open until it is closed.
-        completions.close()
-        peers.close()
-    return index
+        rows.close()
+    index.take_changes()
+    return _Loaded(index, next_seq, size, has_v1)
+
+
+def _thd_load_v1(connection: sqlite3.Connection, index: SwarmIndex) -> None:
+    for info_hash, downloaded in connection.execute(
+        "SELECT info_hash, downloaded FROM v1_torrents"
+    ).fetchall():
+        index.load_count(bytes(info_hash), downloaded)
+    rows = connection.execute(
+        "SELECT t.info_hash, p.peer_id, p.address, p.seeder, p.last_seen, p.completed"
+        " FROM v1_peers AS p JOIN v1_torrents AS t ON t.id = p.torrent_id"
+    )
+    try:
+        for info_hash, peer_id, address, seeder, seen, completed in rows:
+            index.load_peer(
+                bytes(info_hash), bytes(peer_id), bytes(address), seeder, seen, completed
+            )
+    finally:
+        rows.close()
 
 
 def _thd_save(
-    connection: sqlite3.Connection, peers: PeerChanges, completions: dict[bytes, int]
-) -> None:
-    gone = [key for key, row in peers.items() if row is None]
-    if gone:
-        connection.executemany(_FORGET, gone)
-    saved = [(*key, *row) for key, row in peers.items() if row is not None]
-    if saved:
-        connection.executemany(_SAVE, saved)
-    if completions:
-        connection.executemany(_COUNT, completions.items())
+    connection: sqlite3.Connection, seq: int, records: bytes, obsolete_before: int | None
+) -> int | None:
+    """Append one commit's records; after a checkpoint, delete what it superseded and return
+    the size of the journal left."""
+    if records:
+        connection.execute("INSERT INTO journal (seq, records) VALUES (?, ?)", (seq, records))
+    if obsolete_before is None:
+        return None
+    connection.execute("DELETE FROM journal WHERE seq < ?", (obsolete_before,))
+    for table in _V1_TABLES:
+        connection.execute(f"DROP TABLE IF EXISTS {table}")
+    rows = connection.execute("SELECT coalesce(sum(length(records)), 0) FROM journal").fetchall()
+    return int(rows[0][0])
 
 
 @implementer(IPeerStore)
@@ -115,6 +146,13 @@ class SQLitePeerStore:
         self._commit_pending = False
         self._commit_call: IDelayedCall | None = None
         self._cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
+        self._next_seq = 1
+        #: Bytes in the journal on disk, and in its last checkpoint.
+        self._journal_bytes = 0
+        self._checkpoint_bytes = 0
+        self._checkpointing = False
+        #: Set when a checkpoint is written: the next commit deletes the rows before this seq.
+        self._obsolete_before: int | None = None
 
     def start(self) -> Deferred[None]:
         opened = self._db.open(lambda: connect(self.path))
@@ -122,17 +160,24 @@ class SQLitePeerStore:
         opened.addCallbacks(self._loaded, self._load_failed)
         return opened
 
-    def _loaded(self, index: SwarmIndex) -> None:
-        self._index = index
+    def _loaded(self, loaded: _Loaded) -> None:
+        self._index = loaded.swarms
+        self._next_seq = loaded.next_seq
+        self._journal_bytes = loaded.journal_bytes
+        self._checkpoint_bytes = loaded.swarms.peer_count() * (PEER.size + 6)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(None)
+        if loaded.has_v1_tables or self._journal_grown():
+            self._start_checkpoint()
 
-    def _load_failed(self, failure: Failure) -> Failure:
+    def _load_failed(self, failure: Failure) -> Deferred[None]:
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.errback(failure)
-        return failure
+        # Nothing can use a store that did not load: release its thread and file now.
+        self._stopping = True
+        return self._db.close().addBoth(lambda _: failure)
 
     def _ready(self) -> SwarmIndex | None:
         """The index, or None while it is loading; refuses work once the store is stopping."""
@@ -165,7 +210,7 @@ class SQLitePeerStore:
         if index is None:
             return self._when_loaded().addCallback(lambda _: self.expire(cutoff))
         removed = [0]
-        done = self._cooperator.coiterate(index.expire(cutoff, removed, EXPIRE_CHUNK))
+        done = self._cooperator.coiterate(index.expire(cutoff, removed, SLICE))
 
         def finished(_: object) -> int:
             if removed[0] and not self._commit_pending:
@@ -186,35 +231,76 @@ class SQLitePeerStore:
         self._commit_call = None
         index = self._index
         assert index is not None
-        peers, completions = index.take_changes()
-        if not peers and not completions:
+        obsolete_before, self._obsolete_before = self._obsolete_before, None
+        if not index.has_changes() and obsolete_before is None:
             self._commit_pending = False
             return succeed(None)
-        saved = self._db.run(lambda c: _thd_save(c, peers, completions))
+        records = index.take_changes()
+        seq = self._next_seq
+        self._next_seq += 1
+        saved = self._db.run(lambda c: _thd_save(c, seq, records, obsolete_before))
         return saved.addCallbacks(
-            self._committed, self._commit_failed, errbackArgs=(peers, completions)
+            self._committed,
+            self._commit_failed,
+            callbackArgs=(len(records),),
+            errbackArgs=(records, obsolete_before),
         )
 
-    def _committed(self, _: None) -> None:
+    def _committed(self, journal_left: int | None, written: int) -> None:
         self._commit_pending = False
+        if journal_left is None:
+            self._journal_bytes += written
+        else:
+            self._journal_bytes = journal_left
+            self._checkpointing = False
         assert self._index is not None
+        if not self._checkpointing and self._journal_grown():
+            self._start_checkpoint()
         if self._index.has_changes():
             self._schedule_commit()
 
-    def _commit_failed(
-        self, failure: Failure, peers: PeerChanges, completions: dict[bytes, int]
-    ) -> None:
+    def _commit_failed(self, failure: Failure, records: bytes, obsolete_before: int | None) -> None:
         # Memory still has everything: keep the changes and try again with the next commit.
         log.failure(
-            "could not save {count} peer changes to {path}; will retry",
+            "could not save {size} bytes of changes to {path}; will retry",
             failure,
-            count=len(peers),
+            size=len(records),
             path=self.path,
         )
         assert self._index is not None
-        self._index.restore_changes(peers, completions)
+        self._index.restore_changes(records)
+        if obsolete_before is not None and self._obsolete_before is None:
+            self._obsolete_before = obsolete_before
         self._commit_pending = False
         self._schedule_commit()
+
+    # Checkpoints.
+
+    def _journal_grown(self) -> bool:
+        limit = max(CHECKPOINT_MIN_BYTES, CHECKPOINT_GROWTH * self._checkpoint_bytes)
+        return self._journal_bytes > limit
+
+    def _start_checkpoint(self) -> None:
+        """Write the whole index into the journal, a slice at a time; once that is saved,
+        every row before it is superseded."""
+        assert self._index is not None
+        self._checkpointing = True
+        # Every row from the next commit on holds what was recorded after this moment.
+        first_seq = self._next_seq
+        written = [0]
+        walk = self._cooperator.coiterate(self._index.checkpoint(written, SLICE))
+
+        def walked(_: object) -> None:
+            self._checkpoint_bytes = written[0]
+            self._obsolete_before = first_seq
+            if not self._commit_pending:
+                self._schedule_commit()
+
+        def stopped(failure: Failure) -> None:
+            # The store stopped mid-way: the rows written so far are still a valid journal.
+            self._checkpointing = False
+
+        walk.addCallbacks(walked, stopped)
 
     def stop(self) -> Deferred[None]:
         """Write what is not saved yet, then close the file on its thread."""
@@ -228,14 +314,16 @@ class SQLitePeerStore:
         if self._commit_call is not None and self._commit_call.active():
             self._commit_call.cancel()
         self._commit_call = None
-        if self._index is not None and self._index.has_changes():
+        index = self._index
+        if index is not None and (index.has_changes() or self._obsolete_before is not None):
             # Queued behind any commit being written, so the last state wins.
-            peers, completions = self._index.take_changes()
-            self._db.run(lambda c: _thd_save(c, peers, completions)).addErrback(
+            records = index.take_changes()
+            seq, obsolete_before = self._next_seq, self._obsolete_before
+            self._db.run(lambda c: _thd_save(c, seq, records, obsolete_before)).addErrback(
                 lambda f: log.failure(
-                    "could not save the last {count} peer changes to {path}",
+                    "could not save the last {size} bytes of changes to {path}",
                     f,
-                    count=len(peers),
+                    size=len(records),
                     path=self.path,
                 )
             )

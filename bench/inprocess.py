@@ -1,0 +1,135 @@
+"""The request path's cost without the kernel: HTTP requests fed to a Site through an in-memory
+transport, ours beside the Twisted floor, in one process.
+
+    python bench/inprocess.py [--requests N] [--rounds N] [--profile] [--mode swarms|one|scrape]
+
+Each round sends the same N keep-alive requests (the wrk mix of bench/tracker.lua: announces by a
+population of 50,000 peers into 1000 swarms) over 64 connections, first to the floor
+(bench/floor.py), then to our TrackerSite with the memory store (the same index the SQLite store
+answers from). Prints microseconds per request for each and ours as a fraction of the floor, per
+round; PyPy needs a few rounds to warm up. --profile runs ours under cProfile instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_from_bytes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.testing import StringTransport  # noqa: E402
+from twisted.web.server import Site  # noqa: E402
+
+import benchlib as bl  # noqa: E402
+from floor import floor_site  # noqa: E402
+from tracker.config import TrackerConfig  # noqa: E402
+from tracker.resource import TrackerResource  # noqa: E402
+from tracker.site import TrackerSite  # noqa: E402
+from tracker.store.memory import MemoryPeerStore  # noqa: E402
+
+CONNECTIONS = 64
+SWARMS = 1000
+POPULATION = 50_000
+
+
+def swarms_request(rng: random.Random, hashes: list[bytes]) -> str:
+    info_hash = hashes[rng.randrange(len(hashes))]
+    i = rng.randrange(POPULATION)
+    r = rng.random()
+    if r < 0.05:
+        return bl.announce_path(info_hash, i, "started")
+    if r < 0.07:
+        return bl.announce_path(info_hash, i, "completed", left=0)
+    if r < 0.10:
+        return bl.announce_path(info_hash, i, "stopped")
+    return bl.announce_path(info_hash, i)
+
+
+def requests(mode: str, count: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    hashes = [bl.swarm_hash(k) for k in range(SWARMS)]
+    paths = []
+    for _ in range(count):
+        if mode == "swarms":
+            path = swarms_request(rng, hashes)
+        elif mode == "one":
+            path = bl.announce_path(bl.single_swarm_hash(50000), rng.randrange(50000))
+        else:
+            path = "/scrape?info_hash=" + quote_from_bytes(rng.choice(hashes), safe="")
+        paths.append(path)
+    return [
+        b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:6969\r\n\r\n" % p.encode("ascii") for p in paths
+    ]
+
+
+class Connections:
+    """Keep-alive connections to one site over in-memory transports."""
+
+    def __init__(self, site: Site) -> None:
+        self.channels = []
+        for n in range(CONNECTIONS):
+            transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + n))
+            channel = site.buildProtocol(transport.getPeer())
+            assert channel is not None
+            channel.makeConnection(transport)
+            self.channels.append((channel, transport))
+
+    def send(self, batch: list[bytes]) -> float:
+        channels = self.channels
+        started = time.perf_counter()
+        for k, data in enumerate(batch):
+            channel, transport = channels[k % CONNECTIONS]
+            channel.dataReceived(data)
+            transport.clear()
+        return time.perf_counter() - started
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--mode", default="swarms", choices=("swarms", "one", "scrape"))
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+    batch = requests(args.mode, args.requests)
+    floor = Connections(floor_site())
+    ours = Connections(TrackerSite(TrackerResource(MemoryPeerStore(), TrackerConfig())))
+    if args.mode == "one":
+        ours.send(
+            [
+                b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                % bl.announce_path(bl.single_swarm_hash(50000), i, "started", numwant=0).encode()
+                for i in range(50000)
+            ]
+        )
+    ours.send(batch)  # fill the swarms
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(ours.send, batch)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        return 0
+    per_request: dict[str, Any] = {}
+    for n in range(args.rounds):
+        floor_us = floor.send(batch) / len(batch) * 1e6
+        ours_us = ours.send(batch) / len(batch) * 1e6
+        per_request = {"floor": floor_us, "ours": ours_us}
+        print(
+            f"round {n + 1}: floor {floor_us:.1f} us/request, ours {ours_us:.1f} us/request,"
+            f" ours at {floor_us / ours_us:.2f} of the floor",
+            flush=True,
+        )
+    return 0 if per_request else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
