@@ -23,12 +23,12 @@ from urllib.parse import quote_from_bytes
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import benchlib as bl  # noqa: E402
+from floor import floor_site  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 from twisted.web.server import Site  # noqa: E402
 
-import benchlib as bl  # noqa: E402
-from floor import floor_site  # noqa: E402
 from tracker.config import TrackerConfig  # noqa: E402
 from tracker.resource import TrackerResource  # noqa: E402
 from tracker.site import TrackerSite  # noqa: E402
@@ -64,9 +64,7 @@ def requests(mode: str, count: int, seed: int = 1) -> list[bytes]:
         else:
             path = "/scrape?info_hash=" + quote_from_bytes(rng.choice(hashes), safe="")
         paths.append(path)
-    return [
-        b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:6969\r\n\r\n" % p.encode("ascii") for p in paths
-    ]
+    return [b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:6969\r\n\r\n" % p.encode("ascii") for p in paths]
 
 
 class Connections:

@@ -15,10 +15,10 @@ from tests.helpers import info_hash, peer_id
 from tests.store_contract import StoreContract, announce
 from tracker.announce import COMPLETED
 from tracker.interfaces import StoreStopped, SwarmCounts
+from tracker.journal import JournalError, replay
 from tracker.store import sqlite as sqlite_store
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.schema import SCHEMA_VERSION, SchemaError
-from tracker.journal import JournalError, replay
 from tracker.store.sqlite import SQLitePeerStore
 from tracker.swarms import SwarmIndex
 
@@ -238,9 +238,7 @@ class SQLiteStoreTests(StoreContract, TestCase):
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
         connection.close()
         self.assertEqual(tables, {"journal"})
-        self.assertEqual(
-            self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2, 3)}
-        )
+        self.assertEqual(self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2, 3)})
 
     @inlineCallbacks
     def test_checkpoint_bounds_the_journal(self) -> Any:
