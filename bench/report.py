@@ -7,6 +7,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import goals
+
 REFERENCES = ("opentracker", "bittorrent-tracker")
 RATIO_FIELDS = {
     "rps": "req/s",
@@ -59,6 +61,9 @@ def markdown(doc: Results) -> str:
     parts = [
         "# Tracker benchmark results\n",
         _header(doc),
+        _goals(doc),
+        _floor(doc),
+        _memory(doc),
         _overview(doc),
         _details(doc),
         _ratio_tables(doc),
@@ -90,6 +95,83 @@ def _header(doc: Results) -> str:
         f"compact=1; {c['swarms']} swarms, peer population {c['population']}\n"
         f"- Extra options for our tracker: {' '.join(c['ours_args']) or 'none'}\n"
         f"- Whole run: {doc['elapsed_s']:.0f} s\n"
+    )
+
+
+def _goals(doc: Results) -> str:
+    rows = doc.get("goals")
+    if not rows:
+        return ""
+    verdicts = {True: "met", False: "**missed**", None: "not measured"}
+    table = [[r["goal"], goals.format_value(r["measured"]), r["target"], verdicts[r["met"]]]
+             for r in rows]  # fmt: skip
+    return "## Goals\n\nEach against a figure of this same run.\n\n" + _table(
+        ["goal", "measured", "target", "verdict"], table
+    )
+
+
+def _floor(doc: Results) -> str:
+    floor = doc.get("floor")
+    if not floor:
+        return ""
+    rows = []
+    for key, summary in sorted(floor.items()):
+        label = doc["trackers"][key]["label"]
+        for n, pair in enumerate(summary["pairs"], 1):
+            f, o = pair["floor"], pair["ours"]
+            rows.append([
+                label, str(n), f"{f['rps']:,.0f}", f"{o['rps']:,.0f}", f"{pair['ratio']:.2f}",
+                f"{f['lat_p99_us'] / 1000:.2f}", f"{o['lat_p99_us'] / 1000:.2f}",
+                f"{f['rss_peak_kib'] / 1024:.0f}", f"{o['rss_peak_kib'] / 1024:.0f}",
+            ])  # fmt: skip
+    return (
+        "## Beside the Twisted floor\n\n"
+        "The floor is `bench/floor.py`: a plain twisted.web Site whose leaf resource returns a "
+        "fixed 50-peer compact reply, on the same interpreter. Floor and ours run side by side "
+        "and take the keep-alive announce load over 1000 swarms in turns, so each pair is "
+        "measured a few seconds apart.\n\n"
+        + _table(
+            [
+                "ours",
+                "pair",
+                "floor req/s",
+                "ours req/s",
+                "ours / floor",
+                "floor p99 ms",
+                "ours p99 ms",
+                "floor peak RSS MiB",
+                "ours peak RSS MiB",
+            ],
+            rows,
+        )  # fmt: skip
+    )
+
+
+def _memory(doc: Results) -> str:
+    memory = doc.get("memory")
+    if not memory:
+        return ""
+    rows = [
+        [doc["trackers"][key]["label"], f"{m['rss_empty_kib'] / 1024:.1f}",
+         f"{m['rss_full_kib'] / 1024:.1f}", f"{m['rss_peak_kib'] / 1024:.1f}",
+         f"{m['bytes_per_peer']:.0f}"]
+        for key, m in sorted(memory.items())
+    ]  # fmt: skip
+    return (
+        "## Memory\n\n"
+        "A fresh tracker, warmed up by 30,000 announces of peers that start and stop again, "
+        "then holding 50,000 peers over the 1000 swarms (each announced twice). Bytes per "
+        "peer = (RSS with the peers - RSS without) / 50,000.\n\n"
+        + _table(
+            [
+                "ours",
+                "RSS, no peers, MiB",
+                "RSS, 50,000 peers, MiB",
+                "peak RSS MiB",
+                "bytes per peer",
+            ],
+            rows,
+        )  # fmt: skip
     )
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 import benchlib as bl
+import goals
+import phases
 import report
 
 TRACKER_CORE = 0
@@ -70,6 +72,7 @@ class Config:
     prefill_budget: float
     ours_args: list[str] = field(default_factory=list)
     pypy_nursery: str = PYPY_NURSERY
+    pair_rounds: int = 3
 
 
 # --- environment ------------------------------------------------------------------------
@@ -196,6 +199,56 @@ def start_target(target: Target, workdir: Path, whitelist: list[bytes], cfg: Con
         tail = log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{target.label} did not start: {exc}\n{tail}") from exc
     return running
+
+
+def start_floor(cmd: list[str], workdir: Path, cfg: Config) -> Running:
+    """The Twisted floor (bench/floor.py) on the tracker core; PyPy gets ours's GC setting."""
+    port = int(cmd[-1])
+    if "pypy" in cmd[0] and cfg.pypy_nursery:
+        cmd = ["env", f"PYPY_GC_NURSERY={cfg.pypy_nursery}", *cmd]
+    proc = bl.start_process(cmd, workdir / "floor.log", TRACKER_CORE, bl.BENCH_DIR)
+    try:
+        bl.wait_for_port(port, proc)
+    except RuntimeError:
+        bl.stop_process(proc)
+        raise
+    return Running(proc, port, workdir)
+
+
+def ours_against_floor(
+    target: Target, workdir: Path, hashes: tuple[list[bytes], list[bytes]], cfg: Config,
+    log: Callable[[str], None],
+) -> dict[str, object]:  # fmt: skip
+    """Floor pairs on the keep-alive announce load, then the memory check, for one interpreter."""
+    swarm_hashes, single_hashes = hashes
+    hash_file = workdir / "hashes.txt"
+    write_hash_file(hash_file, swarm_hashes)
+    keep_alive = scenarios(hash_file, cfg.sizes)[0]
+    whitelist = swarm_hashes + single_hashes
+
+    def start(cmd: list[str] | None, where: Path) -> Running:
+        if cmd is None:
+            return start_target(target, where, whitelist, cfg)
+        return start_floor(cmd, where, cfg)
+
+    interpreter = INTERPRETER_ALIASES.get(target.interpreter, target.interpreter)
+    result: dict[str, object] = {}
+    try:
+        result["floor"] = phases.floor_pairs(
+            start, lambda running: measure(running, keep_alive, cfg), interpreter,
+            workdir, cfg.pair_rounds, log,
+        )  # fmt: skip
+        memory_dir = workdir / "memory"
+        memory_dir.mkdir()
+        running = start_target(target, memory_dir, whitelist, cfg)
+        try:
+            result["memory"] = phases.memory(running, log)
+        finally:
+            bl.stop_process(running.proc)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired, asyncio.TimeoutError) as exc:
+        result["error"] = str(exc)
+        log(f"  FAILED: {exc}")
+    return result
 
 
 def opentracker_command(workdir: Path, port: int, whitelist: list[bytes]) -> list[str]:
@@ -439,6 +492,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=PYPY_NURSERY,
         help="PYPY_GC_NURSERY for our tracker under PyPy ('' for PyPy's default)",
     )
+    parser.add_argument(
+        "--pair-rounds", type=int, help="floor/ours measurement pairs per interpreter (default 3)"
+    )
     parser.add_argument("--out", type=Path, default=bl.BENCH_DIR, help="output directory")
     return parser.parse_args(argv)
 
@@ -448,6 +504,7 @@ def make_config(args: argparse.Namespace) -> Config:
     warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     budget = args.prefill_budget or (45.0 if args.quick else 120.0)
     sizes = tuple(int(s) for s in args.sizes.split(",") if s)
+    rounds = args.pair_rounds or (2 if args.quick else 3)
     return Config(
         duration,
         warmup,
@@ -457,6 +514,7 @@ def make_config(args: argparse.Namespace) -> Config:
         budget,
         args.ours_arg,
         args.pypy_nursery,
+        rounds,
     )
 
 
@@ -475,6 +533,21 @@ def main(argv: list[str]) -> int:
             workdir = Path(tmp) / target.key
             workdir.mkdir()
             results[target.key] = bench_target(target, workdir, hashes, cfg, print_flush)
+        floor: dict[str, object] = {}
+        memory: dict[str, object] = {}
+        for target in found:
+            if target.kind != "ours":
+                continue
+            print(f"== {target.label} beside the Twisted floor", flush=True)
+            workdir = Path(tmp) / f"{target.key}-floor"
+            workdir.mkdir()
+            measured = ours_against_floor(target, workdir, hashes, cfg, print_flush)
+            if "floor" in measured:
+                floor[target.key] = measured["floor"]
+            if "memory" in measured:
+                memory[target.key] = measured["memory"]
+            if "error" in measured:
+                results[target.key]["error"] = measured["error"]
     document = {
         "machine": machine_info(interpreters),
         "config": {
@@ -482,15 +555,21 @@ def main(argv: list[str]) -> int:
             "wrk_threads": cfg.wrk_threads, "swarms": SWARM_COUNT, "population": POPULATION,
             "single_swarm_sizes": list(cfg.sizes), "numwant": bl.NUMWANT,
             "ours_args": cfg.ours_args, "prefill_budget_s": cfg.prefill_budget,
+            "pair_rounds": cfg.pair_rounds, "pypy_nursery": cfg.pypy_nursery,
             "tracker_core": TRACKER_CORE, "load_core": LOAD_CORE,
             "scenarios": [s.name for s in scenarios(Path("hashes.txt"), cfg.sizes)],
         },
         "trackers": results,
         "skipped": skipped,
         "ratios": report.ratios(results),
+        "floor": floor,
+        "memory": memory,
         "elapsed_s": time.monotonic() - started,
     }  # fmt: skip
+    document["goals"] = goals.evaluate(document)
     report.write_all(document, args.out)
+    print("== goals (issue 8), each against a figure of this run", flush=True)
+    print(goals.text(document["goals"]), flush=True)
     print(f"done in {document['elapsed_s']:.0f} s; wrote {args.out}/RESULTS.md", flush=True)
     failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
     return 1 if failed or not results else 0

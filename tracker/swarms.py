@@ -27,6 +27,8 @@ _IPV4_WIDTH = 6
 _IPV6_WIDTH = 18
 #: Group slots in a swarm: the kind (leecher 0, seeder 2) plus the family (IPv4 0, IPv6 1).
 _LEECHERS, _SEEDERS = 0, 2
+#: Runs of consecutive peers a large swarm's sample is made of (see SwarmIndex._pick).
+_RUNS = 8
 
 
 class _Group:
@@ -247,43 +249,60 @@ class SwarmIndex:
         with_ids: bool,
     ) -> None:
         """
-        Stratified sampling: the candidates, numbered 0..total-1 across their groups with the
-        requester left out, are cut into C{wanted} runs of nearly equal length, and one peer is
-        drawn at random from each run. Runs cannot overlap, so no peer is chosen twice; the
-        numbering starts at a random candidate, so every candidate is equally likely to be
-        chosen. It costs C{wanted} random numbers however large the swarm.
+        Stratified sampling in short runs: the candidates, numbered 0..total-1 across their
+        groups with the requester left out and from a random one on, are cut into up to
+        C{_RUNS} stretches of nearly equal length, and from each a run of consecutive peers is
+        taken at a random place. Stretches cannot overlap, so no peer is chosen twice; the
+        random starting candidate makes every candidate equally likely to be chosen; and a
+        run is one slice of packed addresses, so it costs a few slices however large the
+        swarm, where picking peers one by one cost a slice each.
         """
         rand = self._random
+        runs = min(wanted, _RUNS)
         offset = int(rand() * total)
-        bounds = [k * total // wanted for k in range(wanted + 1)]
-        chosen = [
-            (low + int(rand() * (high - low)) + offset) % total
-            for low, high in zip(bounds, bounds[1:])
-        ]
-        chosen.sort()
-        index = 0
-        base = 0
+        spans = []
+        carried = 0
+        for k in range(runs):
+            low, high = k * total // runs, (k + 1) * total // runs
+            share = (k + 1) * wanted // runs - k * wanted // runs + carried
+            length = min(share, high - low)
+            carried = share - length
+            start = (low + int(rand() * (high - low - length + 1)) + offset) % total
+            end = start + length
+            if end > total:
+                spans.append((0, end - total))
+                end = total
+            spans.append((start, end))
+        spans.sort()
+        # The candidates as runs of consecutive numbers: (first, past the last, the shift from
+        # a number to its position in the group, group slot, group).
+        segments = []
+        number = 0
         for slot, group in candidates:
             size = len(group.ids)
-            skip = own_position if slot == own_slot else size
-            if skip < size:
-                size -= 1
-            end = base + size
-            width = group.width
-            addresses = group.addresses
-            out = peers[slot & 1]
-            out_ids = ids[slot & 1]
-            group_ids = group.ids
-            while index < wanted and chosen[index] < end:
-                position = chosen[index] - base
-                if position >= skip:
-                    position += 1
-                start = position * width
-                out.append(addresses[start : start + width])
+            if slot == own_slot:
+                segments.append((number, number + own_position, -number, slot, group))
+                number += own_position
+                rest = size - own_position - 1
+                segments.append((number, number + rest, own_position + 1 - number, slot, group))
+                number += rest
+            else:
+                segments.append((number, number + size, -number, slot, group))
+                number += size
+        index = 0
+        for start, end in spans:
+            while start < end:
+                first, past, shift, slot, group = segments[index]
+                if past <= start:
+                    index += 1
+                    continue
+                stop = end if end < past else past
+                width = group.width
+                begin = start + shift
+                peers[slot & 1].append(group.addresses[begin * width : (stop + shift) * width])
                 if with_ids:
-                    out_ids.append(group_ids[position])
-                index += 1
-            base = end
+                    ids[slot & 1] += group.ids[begin : stop + shift]
+                start = stop
 
     def scrape(self, info_hashes: Iterable[bytes]) -> dict[bytes, SwarmCounts]:
         swarms = self.swarms
