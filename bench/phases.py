@@ -95,13 +95,13 @@ def memory(running: Any, log: Callable[[str], None]) -> dict[str, float]:
     """Warm ours up with peers that come and go, then hold exactly MEMORY_PEERS peers."""
     pid, port = running.proc.pid, running.port
     warm = [bl.named_hash(f"warm-{k}") for k in range(100)]
-    for _ in range(3):
-        # Announces that leave nothing behind: each peer starts, then stops.
-        paths = []
-        for i in range(5000):
-            paths.append(bl.announce_path(warm[i % 100], i, "started"))
-            paths.append(bl.announce_path(warm[i % 100], i, "stopped"))
-        _send(port, paths)
+    # As many requests as the fill below makes, of peers that start and stop again, so that
+    # what the interpreter's heap grows to under this load is there before "no peers" is read.
+    paths = []
+    for i in range(MEMORY_PEERS):
+        paths.append(bl.announce_path(warm[i % 100], i, "started"))
+        paths.append(bl.announce_path(warm[i % 100], i, "stopped"))
+    _send(port, paths)
     time.sleep(1)
     empty_kib = _status_kib(pid, "VmRSS")
     fill = [
