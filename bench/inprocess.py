@@ -1,13 +1,15 @@
 """The request path's cost without the kernel: HTTP requests fed to a Site through an in-memory
 transport, ours beside the Twisted floor, in one process.
 
-    python bench/inprocess.py [--requests N] [--rounds N] [--profile] [--mode swarms|one|scrape]
+    python bench/inprocess.py [--requests N] [--rounds N] [--profile] [--mode MODE]
 
 Each round sends the same N keep-alive requests (the wrk mix of bench/tracker.lua: announces by a
 population of 50,000 peers into 1000 swarms) over 64 connections, first to the floor
 (bench/floor.py), then to our TrackerSite with the memory store (the same index the SQLite store
-answers from). Prints microseconds per request for each and ours as a fraction of the floor, per
-round; PyPy needs a few rounds to warm up. --profile runs ours under cProfile instead.
+answers from); --mode one announces into one swarm of 50,000 peers instead, --mode alone as
+the only peer of a swarm, --mode scrape scrapes one hash. Prints microseconds per request for
+each and ours as a fraction of the floor, per round; PyPy needs a few rounds to warm up.
+--profile runs ours under cProfile instead.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def requests(mode: str, count: int, seed: int = 1) -> list[bytes]:
             path = swarms_request(rng, hashes)
         elif mode == "one":
             path = bl.announce_path(bl.single_swarm_hash(50000), rng.randrange(50000))
+        elif mode == "alone":
+            path = bl.announce_path(bl.single_swarm_hash(1), 0)
         else:
             path = "/scrape?info_hash=" + quote_from_bytes(rng.choice(hashes), safe="")
         paths.append(path)
@@ -93,7 +97,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--mode", default="swarms", choices=("swarms", "one", "scrape"))
+    parser.add_argument("--mode", default="swarms", choices=("swarms", "one", "alone", "scrape"))
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
     batch = requests(args.mode, args.requests)

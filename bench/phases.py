@@ -94,14 +94,11 @@ def _send(port: int, paths: list[str]) -> bl.LoadStats:
 def memory(running: Any, log: Callable[[str], None]) -> dict[str, float]:
     """Warm ours up with peers that come and go, then hold exactly MEMORY_PEERS peers."""
     pid, port = running.proc.pid, running.port
-    warm = [bl.named_hash(f"warm-{k}") for k in range(100)]
-    # As many requests as the fill below makes, of peers that start and stop again, so that
-    # what the interpreter's heap grows to under this load is there before "no peers" is read.
-    paths = []
-    for i in range(MEMORY_PEERS):
-        paths.append(bl.announce_path(warm[i % 100], i, "started"))
-        paths.append(bl.announce_path(warm[i % 100], i, "stopped"))
-    _send(port, paths)
+    # The same requests as the fill below, into other swarms, and then every peer stops: the
+    # heap has grown to what this load needs and the code is warm before "no peers" is read.
+    warm = [bl.named_hash(f"warm-{k}") for k in range(1000)]
+    for event in ("started", None, "stopped"):
+        _send(port, [bl.announce_path(warm[i % 1000], i, event) for i in range(MEMORY_PEERS)])
     time.sleep(1)
     empty_kib = _status_kib(pid, "VmRSS")
     fill = [

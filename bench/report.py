@@ -159,9 +159,9 @@ def _memory(doc: Results) -> str:
     ]  # fmt: skip
     return (
         "## Memory\n\n"
-        "A fresh tracker, warmed up by 100,000 announces of peers that start and stop again, "
-        "then holding 50,000 peers over the 1000 swarms (each announced twice). Bytes per "
-        "peer = (RSS with the peers - RSS without) / 50,000.\n\n"
+        "A fresh tracker, warmed up by 50,000 peers that start, announce again and stop in 1000 "
+        "other swarms, then holding 50,000 peers over the 1000 benchmark swarms (each announced "
+        "twice). Bytes per peer = (RSS with the peers - RSS without) / 50,000.\n\n"
         + _table(
             [
                 "ours",

@@ -40,21 +40,15 @@ def fill(database: Path, peers: int, swarms: int) -> float:
             ),
             now,
         )  # fmt: skip
-    # One checkpoint's worth of journal: the whole index, in rows of a few megabytes.
+    # One checkpoint's worth of journal: the whole index.
+    index.take_changes()
     for _ in index.checkpoint([0]):
         pass
     records = index.take_changes()
     connection = connect(str(database))
     try:
         connection.execute("BEGIN IMMEDIATE")
-        step = 4 * 1024 * 1024
-        connection.executemany(
-            "INSERT INTO journal (seq, records) VALUES (?, ?)",
-            (
-                (seq + 1, records[offset : offset + step])
-                for seq, offset in enumerate(range(0, len(records), step))
-            ),
-        )
+        connection.execute("INSERT INTO journal (seq, records) VALUES (1, ?)", (records,))
         connection.execute("COMMIT")
         # What a tracker that was stopped cleanly leaves behind: everything checkpointed.
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

@@ -47,9 +47,9 @@ class TrackerService(MultiService):
     def startService(self) -> None:
         # Running first: a store that opens at once fires _start_expiry right here.
         super().startService()
-        # Expiry starts only once the store is open, so it always finds it open.
-        self.store.start().chainDeferred(self.started)
-        self.started.addCallback(self._start_expiry)
+        # Expiry starts only once the store is open, so it always finds it open; chained here
+        # so that whatever the caller adds to `started` runs after it, and never starts it.
+        self.store.start().addCallback(self._start_expiry).chainDeferred(self.started)
 
     def _start_expiry(self, _: None) -> None:
         if self.running:

@@ -28,7 +28,7 @@ _IPV6_WIDTH = 18
 #: Group slots in a swarm: the kind (leecher 0, seeder 2) plus the family (IPv4 0, IPv6 1).
 _LEECHERS, _SEEDERS = 0, 2
 #: Runs of consecutive peers a large swarm's sample is made of (see SwarmIndex._pick).
-_RUNS = 8
+_RUNS = 4
 
 
 class _Group:
@@ -317,10 +317,10 @@ class SwarmIndex:
     def expire(self, cutoff: int, removed: list[int], chunk: int = 5000) -> Iterator[None]:
         """
         Forget peers last seen before C{cutoff}, adding their number to C{removed[0]}. A
-        generator that yields after about C{chunk} peers were looked at, so a large index is
-        expired a slice at a time between announces.
+        generator that yields after about C{chunk} peers were looked at, even within a swarm,
+        so a large index is expired a slice at a time between announces.
         """
-        looked_at = 0
+        budget = chunk
         for info_hash in list(self.swarms):
             swarm = self.swarms.get(info_hash)
             if swarm is None:
@@ -328,20 +328,24 @@ class SwarmIndex:
             for group in swarm.groups:
                 if group is None:
                     continue
-                seen = group.seen
-                looked_at += len(seen)
-                # Backwards, so the peer moved into a freed slot has been looked at already.
-                for position in range(len(seen) - 1, -1, -1):
-                    if seen[position] < cutoff:
+                # Backwards: when an announce between slices removes a peer, the one moved
+                # into its place comes from the end, which has been looked at already.
+                position = len(group.seen)
+                while True:
+                    position = min(position, len(group.seen)) - 1
+                    if position < 0:
+                        break
+                    if group.seen[position] < cutoff:
                         if self.journal is not None:
                             self.journal += GONE.pack(b"G", info_hash, group.ids[position])
                         group.remove_at(position)
                         removed[0] += 1
-            if swarm.is_empty() and not swarm.downloaded:
+                    budget -= 1
+                    if budget <= 0:
+                        budget = chunk
+                        yield None
+            if swarm.is_empty() and not swarm.downloaded and self.swarms.get(info_hash) is swarm:
                 del self.swarms[info_hash]
-            if looked_at >= chunk:
-                looked_at = 0
-                yield None
 
     # Persistence.
 
@@ -362,41 +366,51 @@ class SwarmIndex:
 
     def checkpoint(self, written: list[int], chunk: int = 5000) -> Iterator[None]:
         """
-        Write every swarm into the journal whole (an C{S} record and its peers), so that the
-        journal from here on holds everything: a generator that yields after about C{chunk}
-        peers, so that a large index is written a slice at a time between announces. Swarms
-        are each written at one moment; changes made meanwhile follow their swarm's records.
-        The bytes written are added to C{written[0]}.
+        Write every swarm into the journal whole (an C{S} record, then a C{P} record per
+        peer), so that the journal from here on holds everything: a generator that yields
+        after about C{chunk} peers, even within a swarm, so that a large index is written a
+        slice at a time between announces. Changes made meanwhile are in the journal after
+        their swarm's C{S} record, and a peer is written as it is when its turn comes, so the
+        records replay to the index as it is. The bytes written are added to C{written[0]}.
         """
-        peers = 0
+        budget = chunk
         for info_hash in list(self.swarms):
             swarm = self.swarms.get(info_hash)
             if swarm is None:
                 continue
-            before = len(self.journal or b"")
-            peers += self._write_swarm(info_hash, swarm)
-            written[0] += len(self.journal or b"") - before
-            if peers >= chunk:
-                peers = 0
-                yield None
+            self._write(COUNT.pack(b"S", info_hash, swarm.downloaded), written)
+            for slot, group in enumerate(swarm.groups):
+                if group is None:
+                    continue
+                kind = SEEDER if slot & _SEEDERS else 0
+                width = group.width
+                # Backwards, as in expire: a peer moved by a removal between slices is written
+                # twice, never missed.
+                position = len(group.ids)
+                while True:
+                    position = min(position, len(group.ids)) - 1
+                    if position < 0:
+                        break
+                    flags = kind | (COMPLETED if group.completed[position] else 0)
+                    start = position * width
+                    self._write(
+                        PEER.pack(
+                            b"P", info_hash, group.ids[position], group.seen[position], flags,
+                            width,
+                        )
+                        + group.addresses[start : start + width],
+                        written,
+                    )  # fmt: skip
+                    budget -= 1
+                    if budget <= 0:
+                        budget = chunk
+                        yield None
 
-    def _write_swarm(self, info_hash: bytes, swarm: Swarm) -> int:
-        journal = self.journal
-        assert journal is not None, "this index keeps no journal"
-        journal += COUNT.pack(b"S", info_hash, swarm.downloaded)
-        written = 0
-        for slot, group in enumerate(swarm.groups):
-            if group is None:
-                continue
-            kind = SEEDER if slot & _SEEDERS else 0
-            width = group.width
-            addresses = group.addresses
-            for position, (peer_id, seen) in enumerate(zip(group.ids, group.seen)):
-                flags = kind | (COMPLETED if group.completed[position] else 0)
-                journal += PEER.pack(b"P", info_hash, peer_id, seen, flags, width)
-                journal += addresses[position * width : (position + 1) * width]
-            written += len(group.ids)
-        return written
+    def _write(self, record: bytes | bytearray, written: list[int]) -> None:
+        # The journal is looked up each time: the store takes it away between slices.
+        assert self.journal is not None, "this index keeps no journal"
+        self.journal += record
+        written[0] += len(record)
 
     # Loading, from a journal (tracker.journal.replay) or older tables; nothing is recorded.
 

@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
@@ -206,7 +206,9 @@ class SQLitePeerStore:
         return index.scrape(info_hashes)
 
     def expire(self, cutoff: int) -> Deferred[int]:
-        index = self._ready()
+        if self._stopping:
+            return fail(StoreStopped("the tracker store is stopping"))
+        index = self._index
         if index is None:
             return self._when_loaded().addCallback(lambda _: self.expire(cutoff))
         removed = [0]
