@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -124,3 +126,23 @@ def memory(running: Any, log: Callable[[str], None]) -> dict[str, float]:
         f" {result['rss_peak_kib'] / 1024:.1f} MiB"
     )
     return result
+
+
+#: Peers for the interpreter's own count of the index's memory: enough that heap granularity
+#: does not show.
+INDEX_PEERS = 500_000
+
+
+def index_memory(interpreter: str, log: Callable[[str], None]) -> dict[str, float]:
+    """bench/index_memory.py under C{interpreter}: the index's bytes per peer, counted."""
+    done = subprocess.run(
+        [interpreter, str(bl.BENCH_DIR / "index_memory.py"), "--peers", str(INDEX_PEERS)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"index_memory.py failed: {done.stderr.strip()[-500:]}")
+    counted = json.loads(done.stdout)
+    log(f"  index alone: {counted['bytes_per_peer']:.0f} bytes/peer over {INDEX_PEERS:,} peers")
+    return {"index_bytes_per_peer": float(counted["bytes_per_peer"])}

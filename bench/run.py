@@ -242,9 +242,10 @@ def ours_against_floor(
         memory_dir.mkdir()
         running = start_target(target, memory_dir, whitelist, cfg)
         try:
-            result["memory"] = phases.memory(running, log)
+            result["memory"] = memory = phases.memory(running, log)
         finally:
             bl.stop_process(running.proc)
+        memory.update(phases.index_memory(interpreter, log))
     except (RuntimeError, OSError, subprocess.TimeoutExpired, asyncio.TimeoutError) as exc:
         result["error"] = str(exc)
         log(f"  FAILED: {exc}")

@@ -347,3 +347,39 @@ class IdleTimeoutTests(NetworkTestCase):
         self.assertLess(elapsed, 3)
         reply = yield deferToThread(get, "127.0.0.1", port, announce_target(1, 6001))
         self.assertEqual(reply.status, 200)
+
+
+class ArgsResource:
+    """A host application's resource that reads request.args, as most twisted.web code does."""
+
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        return repr(sorted(request.args.items())).encode()
+
+
+class HostResourcesTests(NetworkTestCase):
+    """TrackerSite skips parsing request.args for the tracker, yet a host application's own
+    resources mounted beside it still get them, parsed as Twisted parses them."""
+
+    @inlineCallbacks
+    def setUp(self) -> Any:  # type: ignore[override]
+        yield super().setUp()
+        from twisted.web.resource import IResource, Resource
+        from zope.interface import directlyProvides
+
+        root = Resource()
+        root.putChild(b"tracker", TrackerResource(self.store, self.config, reactor))
+        echo = ArgsResource()
+        directlyProvides(echo, IResource)
+        root.putChild(b"echo", echo)  # type: ignore[arg-type]
+        self.site.resource = root
+
+    @inlineCallbacks
+    def test_args_for_host_resources(self) -> Any:
+        """A plain resource sees request.args; the tracker beside it answers announces."""
+        port = self.listen("127.0.0.1")
+        echoed = yield deferToThread(get, "127.0.0.1", port, b"/echo?a=1&b=x+y&a=2")
+        self.assertEqual(echoed.body, repr([(b"a", [b"1", b"2"]), (b"b", [b"x y"])]).encode())
+        answered = yield deferToThread(get, "127.0.0.1", port, b"/tracker" + announce_target(1, 6001))
+        self.assertEqual(answered.decoded()[b"peers"], b"")

@@ -22,7 +22,7 @@ from tests.helpers import info_hash, peer_id
 from tracker.announce import AnnounceRequest
 from tracker.bencode import bdecode
 from tracker.config import TrackerConfig
-from tracker.interfaces import AnnounceResult, IPeerStore, SwarmCounts
+from tracker.interfaces import AnnounceResult, IPeerStore, StoreStopped, SwarmCounts
 from tracker.resource import TrackerResource
 from tracker.store.memory import MemoryPeerStore
 
@@ -87,9 +87,11 @@ class ControlledStore:
     def stop(self) -> Deferred[None]:
         return succeed(None)
 
-    def _answer(self, real: Deferred[Any]) -> Deferred[Any]:
+    def _answer(self, real: Any) -> Any:
         if self.mode == "fail":
             return fail(RuntimeError("the disk is on fire"))
+        if self.mode == "stopping":
+            raise StoreStopped("the tracker store is stopping")
         return real
 
     def announce(self, request: AnnounceRequest, now: int) -> Deferred[AnnounceResult]:
@@ -440,6 +442,17 @@ class LifecycleTests(ResourceTestCase):
             self.assertGreater(decoded[b"retry in"], 0)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
         self.assertEqual(len(self.logged.failures()), 2)
+
+    def test_stopping_store_asks_to_retry(self) -> None:
+        """Requests still arriving while the tracker shuts down get a bencoded failure with
+        'retry in', and nothing is logged as an error."""
+        self.store.mode = "stopping"
+        for rendered in (self.announce(1), self.get(b"/scrape?" + scrape_query(1))):
+            decoded = rendered.decoded()
+            self.assertIn(b"restarting", decoded[b"failure reason"])
+            self.assertGreater(decoded[b"retry in"], 0)
+        self.assertEqual(self.logged.failures(), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_refusal_is_not_logged_as_error(self) -> None:
         """A client's bad request is answered without logging an error."""
