@@ -451,6 +451,8 @@ def bench_target(
                 f"  {scenario.name}: {stats['rps']:.0f} req/s, p99 {stats['lat_p99_us'] / 1000:.1f}"
                 f" ms, cpu {stats['cpu_percent']:.0f}%, errors {stats['errors_total']:.0f}"
             )
+        if target.kind == "ours":
+            result["flat"] = flat_rounds(running, scenarios(hash_file, cfg.sizes), cfg, log)
         # Scrapes change nothing, so this is the state right after the largest swarm.
         result["state"] = stored_state(running, swarm_hashes + single_hashes)
         log(f"    state: {result['state']}")
@@ -464,6 +466,24 @@ def bench_target(
     result["prefill"] = prefills
     result["skipped_scenarios"] = skipped
     return result
+
+
+def flat_rounds(
+    running: Running, found: list[Scenario], cfg: Config, log: Callable[[str], None]
+) -> dict[str, list[float]]:
+    """The single-swarm loads again, in turns (1, 1,000, 50,000, ...), once every swarm is
+    filled: whether an announce costs the same in any swarm is read from measurements taken
+    side by side, as the floor pairs are."""
+    by_size = {s.prefill_size: s for s in found if s.prefill_size}
+    wanted = [by_size[size] for size in (1, 1000, 50000) if size in by_size]
+    rates: dict[str, list[float]] = {s.name: [] for s in wanted}
+    if len(wanted) < 2:
+        return rates
+    for _ in range(cfg.pair_rounds):
+        for scenario in wanted:
+            rates[scenario.name].append(measure(running, scenario, cfg)["rps"])
+    log("    in turns: " + ", ".join(f"{n}: {v[-1]:,.0f}" for n, v in rates.items()))
+    return rates
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
