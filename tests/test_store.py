@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 from typing import Any
 
 from twisted.internet import reactor
@@ -33,12 +35,11 @@ class MemoryStoreTests(StoreContract, TestCase):
 class SQLiteStoreTests(StoreContract, TestCase):
     timeout = 20
 
-    def database_path(self) -> str:
-        return os.path.join(self.mktemp() + "-dir", "tracker.sqlite3")
-
     def setUp(self) -> None:
-        self._path = self.database_path()
-        os.makedirs(os.path.dirname(self._path))
+        # A folder of the system's, not trial's mktemp(), which writes below the current one.
+        directory = tempfile.mkdtemp(prefix="tracker-store-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        self._path = os.path.join(directory, "tracker.sqlite3")
 
     def make_store_at(self, path: str) -> SQLitePeerStore:
         return SQLitePeerStore(path, reactor)
