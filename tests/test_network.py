@@ -381,5 +381,7 @@ class HostResourcesTests(NetworkTestCase):
         port = self.listen("127.0.0.1")
         echoed = yield deferToThread(get, "127.0.0.1", port, b"/echo?a=1&b=x+y&a=2")
         self.assertEqual(echoed.body, repr([(b"a", [b"1", b"2"]), (b"b", [b"x y"])]).encode())
-        answered = yield deferToThread(get, "127.0.0.1", port, b"/tracker" + announce_target(1, 6001))
+        answered = yield deferToThread(
+            get, "127.0.0.1", port, b"/tracker" + announce_target(1, 6001)
+        )
         self.assertEqual(answered.decoded()[b"peers"], b"")

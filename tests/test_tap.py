@@ -159,6 +159,18 @@ class OptionsTests(TestCase):
         for argv in bad:
             self.assertRaises(usage.UsageError, parse, *argv)
 
+    def test_defaults_follow_the_interval(self) -> None:
+        """--interval alone brings the min interval (half of it) and the peer timeout (1.5x)
+        along, so a shorter interval needs no other option."""
+        config = parse("--interval", "600")["config"]
+        self.assertEqual(
+            (config.interval, config.min_interval, config.peer_timeout), (600, 300, 900)
+        )
+        self.assertEqual(parse("--interval", "7200")["config"].min_interval, 3600)
+        self.assertEqual(
+            parse("--interval", "600", "--min-interval", "60")["config"].min_interval, 60
+        )
+
     def test_numwant_default_zero_allowed(self) -> None:
         """--numwant-default 0 (send no peers unless asked) is accepted."""
         self.assertEqual(parse("--numwant-default", "0")["config"].numwant_default, 0)

@@ -60,7 +60,13 @@ class Options(usage.Options):
     optParameters = [
         ["database", "d", DEFAULT_DATABASE, "SQLite database file (created if missing)."],
         ["interval", None, _DEFAULTS.interval, "Seconds clients wait between announces.", int],
-        ["min-interval", None, _DEFAULTS.min_interval, "Minimum seconds between announces.", int],
+        [
+            "min-interval",
+            None,
+            None,
+            "Minimum seconds between announces [default: half the interval].",
+            int,
+        ],
         [
             "peer-timeout",
             None,
@@ -100,6 +106,10 @@ class Options(usage.Options):
             ) from None
 
     def postOptions(self) -> None:
+        if self["min-interval"] is None and isinstance(self["interval"], int):
+            # Follows the interval, as the field's 30 / 15 minutes do; only an explicit
+            # contradiction is an error.
+            self["min-interval"] = max(1, self["interval"] // 2)
         if self["peer-timeout"] is None:
             # The field's rule: a peer that missed about one and a half announces is gone.
             self["peer-timeout"] = int(self["interval"]) * 3 // 2
