@@ -151,6 +151,14 @@ def write_hash_file(path: Path, hashes: list[bytes]) -> None:
     path.write_text("".join(h.hex() + "\n" for h in hashes))
 
 
+def hash_files(workdir: Path, hashes: tuple[list[bytes], list[bytes]]) -> tuple[Path, list[bytes]]:
+    """The 1000 swarms' hash file for wrk, and every hash the run uses (for whitelists)."""
+    swarm_hashes, single_hashes = hashes
+    hash_file = workdir / "hashes.txt"
+    write_hash_file(hash_file, swarm_hashes)
+    return hash_file, swarm_hashes + single_hashes
+
+
 def scenarios(hash_file: Path, sizes: tuple[int, ...]) -> list[Scenario]:
     many = ["swarms", str(hash_file), str(POPULATION)]
     found = [
@@ -220,11 +228,8 @@ def ours_against_floor(
     log: Callable[[str], None],
 ) -> dict[str, object]:  # fmt: skip
     """Floor pairs on the keep-alive announce load, then the memory check, for one interpreter."""
-    swarm_hashes, single_hashes = hashes
-    hash_file = workdir / "hashes.txt"
-    write_hash_file(hash_file, swarm_hashes)
+    hash_file, whitelist = hash_files(workdir, hashes)
     keep_alive = scenarios(hash_file, cfg.sizes)[0]
-    whitelist = swarm_hashes + single_hashes
 
     def start(cmd: list[str] | None, where: Path) -> Running:
         if cmd is None:
@@ -424,10 +429,8 @@ def bench_target(
     target: Target, workdir: Path, hashes: tuple[list[bytes], list[bytes]], cfg: Config,
     log: Callable[[str], None],
 ) -> dict[str, object]:  # fmt: skip
-    swarm_hashes, single_hashes = hashes
-    hash_file = workdir / "hashes.txt"
-    write_hash_file(hash_file, swarm_hashes)
-    running = start_target(target, workdir, swarm_hashes + single_hashes, cfg)
+    hash_file, every_hash = hash_files(workdir, hashes)
+    running = start_target(target, workdir, every_hash, cfg)
     result: dict[str, object] = {"label": target.label, "kind": target.kind, "scenarios": {}}
     measured: dict[str, object] = {}
     prefills: dict[str, object] = {}
@@ -454,7 +457,7 @@ def bench_target(
         if target.kind == "ours":
             result["flat"] = flat_rounds(running, scenarios(hash_file, cfg.sizes), cfg, log)
         # Scrapes change nothing, so this is the state right after the largest swarm.
-        result["state"] = stored_state(running, swarm_hashes + single_hashes)
+        result["state"] = stored_state(running, every_hash)
         log(f"    state: {result['state']}")
         result["vm_hwm_kib"] = float(status_kib(running.proc.pid, "VmHWM"))
     except (RuntimeError, OSError, subprocess.TimeoutExpired, asyncio.TimeoutError) as exc:

@@ -63,8 +63,12 @@ class AnnounceResult(NamedTuple):
 
     def peers(self) -> list[Peer]:
         """The chosen peers as (peer id, address) pairs; the ids are empty if not given."""
-        addresses = [self.peers4[k : k + _IPV4_PEER] for k in range(0, len(self.peers4), 6)]
-        addresses += [self.peers6[k : k + _IPV6_PEER] for k in range(0, len(self.peers6), 18)]
+        addresses = [
+            self.peers4[k : k + _IPV4_PEER] for k in range(0, len(self.peers4), _IPV4_PEER)
+        ]
+        addresses += [
+            self.peers6[k : k + _IPV6_PEER] for k in range(0, len(self.peers6), _IPV6_PEER)
+        ]
         ids = list(self.peer_ids) or [b""] * len(addresses)
         return [Peer(peer_id, address) for peer_id, address in zip(ids, addresses)]
 
