@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -171,6 +172,38 @@ class OptionsTests(TestCase):
             parse("--interval", "600", "--min-interval", "60")["config"].min_interval, 60
         )
 
+    def test_unusable_database_refused(self) -> None:
+        """A --database that cannot be the tracker's database is a usage error naming the path
+        and the reason, and the check changes and creates nothing."""
+        directory = tempfile.mkdtemp(prefix="tracker-baddb-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        text = os.path.join(directory, "notes.txt")
+        with open(text, "w") as f:
+            f.write("these are my notes, not a database\n" * 200)
+        newer = os.path.join(directory, "newer.sqlite3")
+        connection = sqlite3.connect(newer)
+        connection.execute("PRAGMA user_version = 99")
+        connection.commit()
+        connection.close()
+        cases = {
+            directory: "directory",
+            text: "not an SQLite database",
+            os.path.join(directory, "missing", "t.sqlite3"): "does not exist",
+            newer: "upgrade the tracker",
+        }
+        before = sorted(os.listdir(directory))
+        for path, reason in cases.items():
+            with self.assertRaises(usage.UsageError) as caught:
+                parse("--database", path)
+            self.assertIn(repr(path), str(caught.exception))
+            self.assertIn(reason, str(caught.exception))
+        self.assertEqual(sorted(os.listdir(directory)), before)
+        with open(text) as f:
+            self.assertTrue(f.read().startswith("these are my notes"))
+        fresh = os.path.join(directory, "fresh.sqlite3")
+        self.assertEqual(parse("--database", fresh)["database"], fresh)
+        self.assertFalse(os.path.exists(fresh))
+
     def test_numwant_default_zero_allowed(self) -> None:
         """--numwant-default 0 (send no peers unless asked) is accepted."""
         self.assertEqual(parse("--numwant-default", "0")["config"].numwant_default, 0)
@@ -292,6 +325,32 @@ class CommandLineTests(TestCase):
         self.assertIn("Server Shut Down.", log)
         self.assertNotIn("Traceback", log)
         self.assertTrue(os.path.exists(database))
+
+
+class RefusedStartTests(TestCase):
+    timeout = 60
+
+    def test_bad_database_refuses_to_start(self) -> None:
+        """Given a text file as its database, the daemon exits non-zero at once with a line
+        naming the file, never listens, and leaves the file as it was."""
+        directory = tempfile.mkdtemp(prefix="tracker-refused-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        text = os.path.join(directory, "notes.txt")
+        with open(text, "w") as f:
+            f.write("not a database\n" * 300)
+        port = free_port()
+        result = subprocess.run(
+            [sys.executable, "-m", "twisted", "tracker", "--listen",
+             f"tcp:{port}:interface=127.0.0.1", "--database", text],
+            cwd=directory, capture_output=True, timeout=60,
+        )  # fmt: skip
+        output = (result.stdout + result.stderr).decode(errors="replace")
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertIn(f"cannot use the database {text!r}: it is not an SQLite database", output)
+        self.assertNotIn("Traceback", output)
+        with socket.socket() as sock:
+            self.assertNotEqual(sock.connect_ex(("127.0.0.1", port)), 0)
+        self.assertEqual(sorted(os.listdir(directory)), ["notes.txt"])
 
 
 def _fetch_when_up(url: str, process: Any, deadline: float) -> bytes:

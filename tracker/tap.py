@@ -16,6 +16,7 @@ from tracker.config import IPNetwork, TrackerConfig
 from tracker.resource import TrackerResource
 from tracker.service import TrackerService
 from tracker.site import TrackerSite
+from tracker.store.schema import check_usable
 from tracker.store.sqlite import SQLitePeerStore
 
 log = Logger()
@@ -126,6 +127,9 @@ class Options(usage.Options):
         self["numwant-default"] = _positive("numwant-default", str(self["numwant-default"]), 0)
         if not self["listen"]:
             self["listen"] = default_listen()
+        problem = check_usable(self["database"])
+        if problem is not None:
+            raise usage.UsageError(f"cannot use the database {self['database']!r}: {problem}")
         try:
             self["config"] = self.config()
         except ValueError as e:

@@ -9,8 +9,10 @@ leaves the previous version intact.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from importlib import resources
+from urllib.parse import quote
 
 SCHEMA_VERSION = 2
 
@@ -39,6 +41,42 @@ def connect(path: str) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+def check_usable(path: str) -> str | None:
+    """
+    Why C{path} cannot be the tracker's database, or None if it can: run before anything
+    listens, so that a daemon given a bad file refuses to start instead of serving nothing.
+    Reads an existing file without changing it and creates nothing.
+    """
+    if path == ":memory:":
+        return None
+    if os.path.isdir(path):
+        return "it is a directory"
+    if not os.path.exists(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            return f"the folder {folder!r} does not exist"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"the folder {folder!r} is not writable"
+        return None
+    if not os.access(path, os.R_OK | os.W_OK):
+        return "it is not readable and writable"
+    try:
+        connection = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            version = schema_version(connection)
+        finally:
+            connection.close()
+    except sqlite3.Error as e:
+        return f"it is not an SQLite database ({e})"
+    if version > SCHEMA_VERSION:
+        return (
+            f"it has schema version {version} and this tracker knows up to {SCHEMA_VERSION}:"
+            " upgrade the tracker"
+        )
+    return None
 
 
 def schema_version(connection: sqlite3.Connection) -> int:
