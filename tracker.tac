@@ -7,10 +7,15 @@ import os
 import shlex
 
 from twisted.application.service import Application
+from twisted.python import usage
 
 from tracker.tap import Options, makeService
 
 options = Options()
-options.parseOptions(shlex.split(os.environ.get("TRACKER_OPTIONS", "")))
+try:
+    options.parseOptions(shlex.split(os.environ.get("TRACKER_OPTIONS", "")))
+except usage.UsageError as e:
+    # One line and a non-zero exit, rather than twistd's traceback of an application that failed.
+    raise SystemExit(f"TRACKER_OPTIONS: {e} (see `twistd tracker --help`)") from None
 application = Application("tracker")
 makeService(options).setServiceParent(application)

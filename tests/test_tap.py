@@ -352,6 +352,23 @@ class RefusedStartTests(TestCase):
             self.assertNotEqual(sock.connect_ex(("127.0.0.1", port)), 0)
         self.assertEqual(sorted(os.listdir(directory)), ["notes.txt"])
 
+    def test_tac_with_bad_options_says_why(self) -> None:
+        """tracker.tac given a bad TRACKER_OPTIONS exits non-zero with one line that says what
+        is wrong, and no traceback."""
+        directory = tempfile.mkdtemp(prefix="tracker-badtac-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        env = dict(os.environ, TRACKER_OPTIONS=f"--database {directory}")
+        result = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+             "--pidfile=", "--logfile=-", "-y", TAC],
+            cwd=directory, env=env, capture_output=True, timeout=60,
+        )  # fmt: skip
+        output = (result.stdout + result.stderr).decode(errors="replace")
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertIn(f"TRACKER_OPTIONS: cannot use the database {directory!r}", output)
+        self.assertNotIn("Traceback", output)
+        self.assertEqual(os.listdir(directory), [])
+
 
 def _fetch_when_up(url: str, process: Any, deadline: float) -> bytes:
     """GET C{url}, retrying while the daemon is starting; fail if it exits or never answers."""
