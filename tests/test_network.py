@@ -218,13 +218,27 @@ class AbuseTests(NetworkTestCase):
 
     @inlineCallbacks
     def test_oversized_request_line(self) -> Any:
-        """A request line over 16 KiB is not served: the connection is closed (Twisted sends no
-        status for an over-long line); the next client is served."""
+        """A request line over 16 KiB (a scrape of 1000 hashes is 60 KB) gets 414 and a
+        bencoded reason naming the limit, then the connection closes; the next client is
+        served."""
         port = self.listen("127.0.0.1")
-        line = b"GET /announce?" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n"
+        hashes = "&".join(f"info_hash={quote_from_bytes(info_hash(n))}" for n in range(1000))
+        line = b"GET /scrape?" + hashes.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n"
         reply = yield deferToThread(exchange, "127.0.0.1", port, line)
-        self.assertIn(reply.status, (0, 400, 414, 431))
-        self.assertNotIn(b"interval", reply.body)
+        self.assertEqual(reply.status, 414)
+        self.assertIn(b"16384", reply.decoded()[b"failure reason"])
+        self.assertEqual(reply.headers[b"content-length"], b"%d" % len(reply.body))
+        yield self.assertStillServing(port)
+
+    @inlineCallbacks
+    def test_oversized_header(self) -> Any:
+        """A header line over 16 KiB gets 431 and a bencoded reason; the next client is
+        served."""
+        port = self.listen("127.0.0.1")
+        request = b"GET /announce HTTP/1.1\r\nX-Junk: " + b"j" * 20000 + b"\r\n\r\n"
+        reply = yield deferToThread(exchange, "127.0.0.1", port, request)
+        self.assertEqual(reply.status, 431)
+        self.assertIn(b"header", reply.decoded()[b"failure reason"])
         yield self.assertStillServing(port)
 
     @inlineCallbacks

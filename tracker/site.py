@@ -9,6 +9,8 @@ from twisted.web.http import parse_qs
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from tracker.response import failure_body
+
 #: No BitTorrent client sends a request body; anything larger than this is refused unread.
 MAX_BODY = 1024
 _TOO_LARGE = (
@@ -73,6 +75,40 @@ class TrackerRequest(Request):
         self.process()
 
 
+class TrackerChannel(http.HTTPChannel):
+    """
+    An HTTP connection that answers a line too long to read (Twisted's limit is 16 KiB) with a
+    status and a bencoded reason before closing: 414 for the request line (a scrape of a great
+    many hashes, say), 431 for a header. Twisted would close the connection without a word.
+    """
+
+    _in_headers = False
+
+    def lineReceived(self, line: bytes) -> None:
+        if line:
+            # The request line has been read; what follows until the blank line are headers.
+            self._in_headers = True
+        super().lineReceived(line)
+
+    def allHeadersReceived(self) -> None:
+        self._in_headers = False
+        super().allHeadersReceived()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._in_headers:
+            status, what = b"431 Request Header Fields Too Large", "a header line"
+        else:
+            status, what = b"414 URI Too Long", "the request line"
+        body = failure_body(f"{what} is longer than {self.MAX_LENGTH} bytes")
+        transport = self.transport
+        assert transport is not None
+        transport.write(
+            b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (status, len(body), body)
+        )
+        transport.loseConnection()
+
+
 class TrackerSite(Site):
     """
     A L{Site} whose idle connections close after C{timeout} seconds (Twisted's default is 12
@@ -81,6 +117,8 @@ class TrackerSite(Site):
     """
 
     requestFactory = TrackerRequest
+    # Twisted types this as the factory of its own wrapper channel; a channel class serves.
+    protocol = TrackerChannel  # type: ignore[assignment]
 
     def __init__(self, resource: IResource, timeout: float = 30, **kwargs: Any) -> None:
         super().__init__(resource, timeout=timeout, **kwargs)
