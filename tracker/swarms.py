@@ -19,6 +19,7 @@ import random
 from array import array
 from collections.abc import Iterable, Iterator
 
+from tracker.addresses import pack_peer
 from tracker.announce import STOPPED, AnnounceRequest
 from tracker.interfaces import NO_COUNTS, AnnounceResult, SwarmCounts
 from tracker.journal import COMPLETED, COUNT, GONE, PEER, SEEDER
@@ -150,7 +151,7 @@ class SwarmIndex:
         info_hash = request.info_hash
         peer_id = request.peer_id
         swarm = self.swarms.get(info_hash)
-        address = request.ip + request.port.to_bytes(2, "big")
+        address = pack_peer(request.ip, request.port)
         family = 1 if len(address) == _IPV6_WIDTH else 0
         seeder = request.left == 0
         slot = (_SEEDERS if seeder else _LEECHERS) + family

@@ -269,18 +269,20 @@ class SQLitePeerStore:
             self._journal_bytes = journal_left
             self._checkpointing = False
         assert self._index is not None
-        if not self._checkpointing and self._journal_grown():
+        if not self._stopping and not self._checkpointing and self._journal_grown():
             self._start_checkpoint()
         if self._index.has_changes():
             self._schedule_commit()
 
     def _commit_failed(self, failure: Failure, records: bytes, obsolete_before: int | None) -> None:
-        # Memory still has everything: keep the changes and try again with the next commit.
+        # Memory still has everything: keep the changes and try again with the next commit,
+        # unless this was the last one.
         log.failure(
-            "could not save {size} bytes of changes to {path}; will retry",
+            "could not save {size} bytes of changes to {path}{outcome}",
             failure,
             size=len(records),
             path=self.path,
+            outcome=": they are lost" if self._stopping else "; will retry",
         )
         assert self._index is not None
         self._index.restore_changes(records)
@@ -329,17 +331,7 @@ class SQLitePeerStore:
         if self._commit_call is not None and self._commit_call.active():
             self._commit_call.cancel()
         self._commit_call = None
-        index = self._index
-        if index is not None and (index.has_changes() or self._obsolete_before is not None):
+        if self._index is not None:
             # Queued behind any commit being written, so the last state wins.
-            records = index.take_changes()
-            seq, obsolete_before = self._next_seq, self._obsolete_before
-            self._db.run(lambda c: _thd_save(c, seq, records, obsolete_before)).addErrback(
-                lambda f: log.failure(
-                    "could not save the last {size} bytes of changes to {path}",
-                    f,
-                    size=len(records),
-                    path=self.path,
-                )
-            )
+            self._commit()
         return self._db.close()
