@@ -325,6 +325,9 @@ class CommandLineTests(TestCase):
         self.assertIn("Server Shut Down.", log)
         self.assertNotIn("Traceback", log)
         self.assertTrue(os.path.exists(database))
+        # The start-up lines a user reads: where to announce, and which database is in use.
+        self.assertIn(f"tracker listening on http://127.0.0.1:{port}/announce", log)
+        self.assertIn(f"database {database} open, serving", log)
 
 
 class RefusedStartTests(TestCase):
@@ -370,15 +373,158 @@ class RefusedStartTests(TestCase):
         self.assertEqual(os.listdir(directory), [])
 
 
-def _fetch_when_up(url: str, process: Any, deadline: float) -> bytes:
+def _fetch_when_up(url: str, process: Any, deadline: float, context: Any = None) -> bytes:
     """GET C{url}, retrying while the daemon is starting; fail if it exits or never answers."""
     while True:
         if process.poll() is not None:
             raise AssertionError(f"twistd exited early: {process.communicate()[0]!r}")
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
+            with urllib.request.urlopen(url, timeout=5, context=context) as response:
                 return response.read()  # type: ignore[no-any-return]
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def _has_tls() -> bool:
+    try:
+        import OpenSSL  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _self_signed(directory: str) -> tuple[str, str]:
+    """A key and a certificate for 127.0.0.1, valid for a day, written into C{directory}."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_path = os.path.join(directory, "key.pem")
+    cert_path = os.path.join(directory, "cert.pem")
+    with open(key_path, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    with open(cert_path, "wb") as f:
+        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+class ListenTests(TestCase):
+    timeout = 60
+
+    def test_bad_endpoints_refused(self) -> None:
+        """A mistyped --listen is refused while parsing options, with a line naming it."""
+        directory = tempfile.mkdtemp(prefix="tracker-listen-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        missing = os.path.join(directory, "nokey.pem")
+        for description, expected in [
+            ("tcp:notaport", "--listen tcp:notaport: not a valid endpoint"),
+            ("carrier-pigeon:1", "--listen carrier-pigeon:1: not a valid endpoint"),
+            ("tcp:99999", "--listen tcp:99999: port 99999 is out of range 0-65535"),
+            (
+                f"ssl:0:privateKey={missing}",
+                f"cannot read {missing}: No such file or directory"
+                if _has_tls()
+                else "TLS needs pyOpenSSL: run pip install '.[tls]'",
+            ),
+        ]:
+            with self.assertRaises(usage.UsageError) as caught:
+                parse("--listen", description, "--database", os.path.join(directory, "t.db"))
+            self.assertIn(expected, str(caught.exception))
+        self.assertEqual(os.listdir(directory), [])
+
+    def test_port_in_use_refuses_to_start(self) -> None:
+        """A port already taken ends the daemon at once with one line and a non-zero exit,
+        before the database is created."""
+        directory = tempfile.mkdtemp(prefix="tracker-inuse-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = subprocess.run(
+                [sys.executable, "-m", "twisted", "tracker", "--listen",
+                 f"tcp:{port}:interface=127.0.0.1", "--database", "t.sqlite3"],
+                cwd=directory, capture_output=True, timeout=60,
+            )  # fmt: skip
+        output = (result.stdout + result.stderr).decode(errors="replace")
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertIn(
+            f"cannot listen on tcp:{port}:interface=127.0.0.1: address already in use", output
+        )
+        self.assertNotIn("Traceback", output)
+        self.assertEqual(os.listdir(directory), [])
+
+    def test_announce_over_tls(self) -> None:
+        """With pyOpenSSL, an ssl: listener serves announces over HTTPS with the given
+        certificate; without it, asking for one is refused in one line."""
+        directory = tempfile.mkdtemp(prefix="tracker-tls-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        port = free_port()
+        if not _has_tls():
+            result = subprocess.run(
+                [sys.executable, "-m", "twisted", "tracker", "--listen",
+                 f"ssl:{port}:privateKey=key.pem"],
+                cwd=directory, capture_output=True, timeout=60,
+            )  # fmt: skip
+            output = (result.stdout + result.stderr).decode(errors="replace")
+            self.assertNotEqual(result.returncode, 0, output)
+            self.assertIn("TLS needs pyOpenSSL: run pip install '.[tls]'", output)
+            self.assertNotIn("Traceback", output)
+            self.assertEqual(os.listdir(directory), [])
+            return
+        import ssl
+
+        key, cert = _self_signed(directory)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "twisted", "--log-format=text", "tracker", "--listen",
+             f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+             "--database", os.path.join(directory, "t.sqlite3")],
+            cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            context = ssl.create_default_context(cafile=cert)
+            url = (
+                f"https://127.0.0.1:{port}/announce?info_hash={quote_from_bytes(info_hash(1))}"
+                f"&peer_id={quote_from_bytes(peer_id(1))}&port=6881&left=0"
+            )
+            body = _fetch_when_up(url, process, time.monotonic() + 30, context)
+            reply = bdecode(body)
+            assert isinstance(reply, dict)
+            self.assertEqual(reply[b"complete"], 1)
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        log = output.decode(errors="replace")
+        self.assertIn(f"tracker listening on https://127.0.0.1:{port}/announce", log)
+        self.assertNotIn("Traceback", log)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import ipaddress
+import os
+import platform
 import socket
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
 from tracker.config import IPNetwork, TrackerConfig
+from tracker.listening import ListeningService, check_listen
 from tracker.resource import TrackerResource
 from tracker.service import TrackerService
 from tracker.site import TrackerSite
@@ -127,6 +130,10 @@ class Options(usage.Options):
         self["numwant-default"] = _positive("numwant-default", str(self["numwant-default"]), 0)
         if not self["listen"]:
             self["listen"] = default_listen()
+        from twisted.internet import reactor
+
+        for description in self["listen"]:
+            check_listen(description, reactor)
         problem = check_usable(self["database"])
         if problem is not None:
             raise usage.UsageError(f"cannot use the database {self['database']!r}: {problem}")
@@ -159,13 +166,36 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     config: TrackerConfig = options["config"]
     store = SQLitePeerStore(options["database"], reactor)
     root = MultiService()
+    site = TrackerSite(TrackerResource(store, config, reactor), timeout=options["idle-timeout"])
+    # Listeners first: a refused port stops the daemon before the store has opened anything.
+    for endpoint in options["listen"]:
+        ListeningService(endpoint, site, reactor).setServiceParent(root)
     tracker = TrackerService(store, config, reactor)
     tracker.setServiceParent(root)
-    tracker.started.addErrback(_stop_on_failure, reactor)
-    site = TrackerSite(TrackerResource(store, config, reactor), timeout=options["idle-timeout"])
-    for endpoint in options["listen"]:
-        strports.service(endpoint, site, reactor=reactor).setServiceParent(root)
+    tracker.started.addCallbacks(
+        _say_started,
+        _stop_on_failure,
+        callbackArgs=(options["database"],),
+        errbackArgs=(reactor,),
+    )
     return root
+
+
+def _say_started(_: None, database: str) -> None:
+    log.info(
+        "tracker {version} on {interpreter} {python}: database {database} open, serving",
+        version=_version(),
+        interpreter=platform.python_implementation(),
+        python=platform.python_version(),
+        database=os.path.abspath(database),
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("tracker")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _stop_on_failure(failure: Any, reactor: Any) -> None:
