@@ -82,9 +82,17 @@ class EmbeddedSiteTests(TestCase):
                 bdecode(body),
                 {b"files": {info_hash(1): {b"complete": 0, b"incomplete": 2, b"downloaded": 0}}},
             )
-            status, body = fetch(base + "/tracker/stats")
-            self.assertEqual(status, 404)
-            self.assertIn(b"failure reason", bdecode(body))
+            for path in ("/tracker/stats", "/tracker", "/tracker/"):
+                status, body = fetch(base + path)
+                self.assertEqual(status, 404)
+                # The reason names the endpoints where this site mounted them.
+                self.assertEqual(
+                    bdecode(body),
+                    {
+                        b"failure reason": b"not a tracker endpoint: "
+                        b"use /tracker/announce or /tracker/scrape"
+                    },
+                )
             process.send_signal(stop_with)
             output, _ = process.communicate(timeout=30)
         finally:
@@ -95,6 +103,9 @@ class EmbeddedSiteTests(TestCase):
         self.assertEqual(process.returncode, 0, log)
         self.assertNotIn("Traceback", log)
         self.assertTrue(os.path.exists(database))
+        # It tells the terminal where it serves and which database it opened.
+        self.assertIn(f"tracker listening on http://127.0.0.1:{port}/tracker/announce", log)
+        self.assertIn(f"database {database} open", log)
 
     def test_serves_and_stops_on_sigint(self) -> None:
         """The example serves its own page and the tracker under /tracker, and Ctrl-C stops it
@@ -117,3 +128,12 @@ def _when_up(url: str, process: Any, deadline: float) -> tuple[int, bytes]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+class ReadmeTests(TestCase):
+    def test_readme_shows_the_example_as_it_is(self) -> None:
+        """The README's embedding program is examples/embedded_site.py, line for line."""
+        with open(os.path.join(os.path.dirname(EXAMPLE), "..", "README.md")) as f:
+            readme = f.read()
+        with open(EXAMPLE) as f:
+            self.assertIn("```python\n" + f.read() + "```\n", readme)

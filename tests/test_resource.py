@@ -250,6 +250,7 @@ class AnnounceThroughResourceTests(ResourceTestCase):
             rendered = self.get(path)
             self.assertTrackerFailure(rendered, code=404)
             self.assertEqual(rendered.header(b"content-type"), b"text/plain")
+            self.assertIn(b"use /announce or /scrape", rendered.body)
 
     def test_external_ip_is_socket_address(self) -> None:
         """BEP 24: the reply carries the address the tracker saw, packed."""

@@ -121,12 +121,20 @@ class ScrapeResource(_Endpoint):
 
 
 class _NotFound(Resource):
+    """A path under the tracker that is neither endpoint; the reply names both where mounted."""
+
     isLeaf = True
+
+    def __init__(self, mount: list[bytes]) -> None:
+        super().__init__()
+        segments = [segment.decode("ascii", "replace") for segment in mount if segment]
+        base = "".join(f"/{segment}" for segment in segments)
+        self._body = failure_body(f"not a tracker endpoint: use {base}/announce or {base}/scrape")
 
     def render(self, request: Request) -> Any:
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"text/plain")
-        return _send(request, failure_body("not a tracker endpoint: use /announce or /scrape"))
+        return _send(request, self._body)
 
 
 class TrackerResource(Resource):
@@ -151,13 +159,21 @@ class TrackerResource(Resource):
         config = config or TrackerConfig()
         self.putChild(b"announce", AnnounceResource(store, config, clock, rng))
         self.putChild(b"scrape", ScrapeResource(store, config, clock))
-        self._not_found = _NotFound()
+        self._not_found = _NotFound([])
 
     def getChild(self, path: bytes, request: Request) -> Resource:
-        return self._not_found
+        # Twisted has already moved `path` onto prepath: what precedes it is where we are mounted.
+        return self._answer_for(request.prepath[:-1])
 
     def render(self, request: Request) -> Any:
-        return self._not_found.render(request)
+        return self._answer_for(request.prepath).render(request)
+
+    def _answer_for(self, mount: list[bytes]) -> Resource:
+        # Mounted at the root, as the daemon does, one shared answer; elsewhere one naming
+        # the mount point.
+        if not any(mount):
+            return self._not_found
+        return _NotFound(mount)
 
 
 def _send(request: Request, body: bytes) -> Any:
