@@ -355,6 +355,27 @@ class RefusedStartTests(TestCase):
             self.assertNotEqual(sock.connect_ex(("127.0.0.1", port)), 0)
         self.assertEqual(sorted(os.listdir(directory)), ["notes.txt"])
 
+    def test_option_mistakes_say_only_what_is_wrong(self) -> None:
+        """A mistyped option ends twistd and twist alike in one line naming it, pointing at
+        --help, with a non-zero exit and nothing created; not in the whole usage text."""
+        directory = tempfile.mkdtemp(prefix="tracker-mistake-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                  "--pidfile=", "tracker"]  # fmt: skip
+        twist = [sys.executable, "-m", "twisted", "tracker"]
+        for command, expected in [
+            (twistd + ["--interval", "x"], "tracker: --interval must be a whole number, not 'x'"),
+            (twist + ["--listen", "tcp:notaport"], "tracker: --listen tcp:notaport: not a valid"),
+            (twist + ["--bogus"], "tracker: option --bogus not recognized"),
+        ]:
+            result = subprocess.run(command, cwd=directory, capture_output=True, timeout=60)
+            output = (result.stdout + result.stderr).decode(errors="replace")
+            self.assertNotEqual(result.returncode, 0, output)
+            self.assertEqual(output.strip().splitlines(), [output.strip()], output)
+            self.assertIn(expected, output)
+            self.assertIn("--help lists every option", output)
+        self.assertEqual(os.listdir(directory), [])
+
     def test_tac_with_bad_options_says_why(self) -> None:
         """tracker.tac given a bad TRACKER_OPTIONS exits non-zero with one line that says what
         is wrong, and no traceback."""

@@ -163,10 +163,10 @@ class TrackerResource(Resource):
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         # Twisted has already moved `path` onto prepath: what precedes it is where we are mounted.
-        return self._answer_for(request.prepath[:-1])
+        return self._answer_for((request.prepath or [])[:-1])
 
     def render(self, request: Request) -> Any:
-        return self._answer_for(request.prepath).render(request)
+        return self._answer_for(request.prepath or []).render(request)
 
     def _answer_for(self, mount: list[bytes]) -> Resource:
         # Mounted at the root, as the daemon does, one shared answer; elsewhere one naming

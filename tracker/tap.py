@@ -63,32 +63,29 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["database", "d", DEFAULT_DATABASE, "SQLite database file (created if missing)."],
-        ["interval", None, _DEFAULTS.interval, "Seconds clients wait between announces.", int],
+        ["interval", None, _DEFAULTS.interval, "Seconds clients wait between announces."],
         [
             "min-interval",
             None,
             None,
             "Minimum seconds between announces [default: half the interval].",
-            int,
         ],
         [
             "peer-timeout",
             None,
             None,
             "Seconds of silence after which a peer is forgotten [default: 1.5 x interval].",
-            int,
         ],
-        ["expire-every", None, _DEFAULTS.expire_every, "Seconds between expiry runs.", int],
+        ["expire-every", None, _DEFAULTS.expire_every, "Seconds between expiry runs."],
         [
             "numwant-default",
             None,
             _DEFAULTS.numwant_default,
             "Peers returned when the client does not say how many.",
-            int,
         ],
-        ["numwant-max", None, _DEFAULTS.numwant_max, "Most peers returned to one announce.", int],
-        ["max-scrape", None, _DEFAULTS.max_scrape_hashes, "Most info hashes in one scrape.", int],
-        ["idle-timeout", None, 30, "Seconds before an idle or stalled connection is closed.", int],
+        ["numwant-max", None, _DEFAULTS.numwant_max, "Most peers returned to one announce."],
+        ["max-scrape", None, _DEFAULTS.max_scrape_hashes, "Most info hashes in one scrape."],
+        ["idle-timeout", None, 30, "Seconds before an idle or stalled connection is closed."],
     ]
 
     def __init__(self) -> None:
@@ -110,13 +107,15 @@ class Options(usage.Options):
             ) from None
 
     def postOptions(self) -> None:
-        if self["min-interval"] is None and isinstance(self["interval"], int):
+        # Checked here rather than by a coercer, so that the message names the option.
+        self["interval"] = _positive("interval", str(self["interval"]))
+        if self["min-interval"] is None:
             # Follows the interval, as the field's 30 / 15 minutes do; only an explicit
             # contradiction is an error.
             self["min-interval"] = max(1, self["interval"] // 2)
         if self["peer-timeout"] is None:
             # The field's rule: a peer that missed about one and a half announces is gone.
-            self["peer-timeout"] = int(self["interval"]) * 3 // 2
+            self["peer-timeout"] = self["interval"] * 3 // 2
         for name in (
             "interval",
             "min-interval",

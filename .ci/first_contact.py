@@ -1,0 +1,234 @@
+"""
+A newcomer's first contact, walked as the README writes it: in a copy of the repository in a
+temporary folder, with a fresh virtualenv, run the quick start, each documented mistake, TLS
+and the embedding example, and check what a user sees: one clear line, the exit status, no
+traceback, nothing left listening after a refused start, no stray files.
+
+    python3 .ci/first_contact.py
+
+Talks to 127.0.0.1 only; every step is bounded in time. Exits non-zero on the first surprise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ANNOUNCE = "/announce?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=6881&left=0"
+SKIP = {".git", ".venv", ".venv-pypy", "build", "__pycache__", "tracker.egg-info"}
+
+
+def step(title: str) -> None:
+    print(f"== {title}", flush=True)
+
+
+def fail(message: str) -> None:
+    raise SystemExit(f"first contact FAILED: {message}")
+
+
+def shell(command: str, cwd: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, shell=True, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def fetch(url: str, context: Any = None) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
+            return response.read()  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as e:
+        return e.read()
+
+
+class Daemon:
+    """A long-running command from the README, stopped as a user would: Ctrl-C."""
+
+    running: list[Daemon] = []
+
+    def __init__(self, command: str, cwd: str, env: dict[str, str] | None = None) -> None:
+        self.command = command
+        Daemon.running.append(self)
+        self.process = subprocess.Popen(
+            command, shell=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+
+    def wait_for(self, url: str, context: Any = None, seconds: float = 60) -> bytes:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                fail(f"{self.command!r} exited early:\n{self.process.communicate()[0]}")
+            try:
+                return fetch(url, context)
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        fail(f"{self.command!r} never answered {url}")
+        raise AssertionError  # unreachable
+
+    @classmethod
+    def kill_all(cls) -> None:
+        """After a failed step: nothing this script started outlives it."""
+        for daemon in cls.running:
+            if daemon.process.poll() is None:
+                os.killpg(daemon.process.pid, signal.SIGKILL)
+                daemon.process.communicate()
+
+    def stop(self) -> str:
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            output, _ = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            output, _ = self.process.communicate()
+            fail(f"{self.command!r} did not stop on Ctrl-C within 30 s:\n{output}")
+        if "Traceback" in output:
+            fail(f"{self.command!r} logged a traceback:\n{output}")
+        return output
+
+
+def refused(command: str, cwd: str, expected: str, port: int | None = None) -> None:
+    """A mistake: one line naming it, a non-zero exit, nothing new on disk or on the port."""
+    before = sorted(os.listdir(cwd))
+    result = shell(command, cwd, timeout=60)
+    output = result.stdout + result.stderr
+    if result.returncode == 0:
+        fail(f"{command!r} exited 0:\n{output}")
+    if expected not in output:
+        fail(f"{command!r} did not say {expected!r}:\n{output}")
+    if "Traceback" in output:
+        fail(f"{command!r} printed a traceback:\n{output}")
+    if sorted(os.listdir(cwd)) != before:
+        fail(f"{command!r} left files behind: {sorted(set(os.listdir(cwd)) - set(before))}")
+    if port is not None and listening(port):
+        fail(f"{command!r} left port {port} listening")
+    print(f"   refused as it should: {expected}")
+
+
+def self_signed(venv_python: str, cwd: str) -> None:
+    """key.pem and cert.pem for 127.0.0.1, made with the venv's own cryptography."""
+    code = (
+        "import datetime, ipaddress\n"
+        "from cryptography import x509\n"
+        "from cryptography.hazmat.primitives import hashes, serialization\n"
+        "from cryptography.hazmat.primitives.asymmetric import ec\n"
+        "from cryptography.x509.oid import NameOID\n"
+        "key = ec.generate_private_key(ec.SECP256R1())\n"
+        "name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, '127.0.0.1')])\n"
+        "now = datetime.datetime.now(datetime.timezone.utc)\n"
+        "cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)\n"
+        "    .public_key(key.public_key()).serial_number(x509.random_serial_number())\n"
+        "    .not_valid_before(now - datetime.timedelta(minutes=5))\n"
+        "    .not_valid_after(now + datetime.timedelta(days=1))\n"
+        "    .add_extension(x509.SubjectAlternativeName(\n"
+        "        [x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]), critical=False)\n"
+        "    .sign(key, hashes.SHA256()))\n"
+        "open('key.pem', 'wb').write(key.private_bytes(serialization.Encoding.PEM,\n"
+        "    serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))\n"
+        "open('cert.pem', 'wb').write(cert.public_bytes(serialization.Encoding.PEM))\n"
+    )
+    result = subprocess.run([venv_python, "-c", code], cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        fail(f"could not make a test certificate:\n{result.stderr}")
+
+
+def main() -> None:
+    home = tempfile.mkdtemp(prefix="tracker-first-contact-")
+    try:
+        walk(os.path.join(home, "tracker"))
+    finally:
+        Daemon.kill_all()
+        shutil.rmtree(home, ignore_errors=True)
+    print("first contact: every step as the README says")
+
+
+def walk(copy: str) -> None:
+    shutil.copytree(REPOSITORY, copy, ignore=lambda _, names: [n for n in names if n in SKIP])
+    if listening(6969):
+        fail("port 6969 is already in use on this machine; the quick start needs it")
+
+    step("quick start: install and start on the embedded default")
+    daemon = Daemon(
+        "python3 -m venv .venv && .venv/bin/pip install --quiet . && "
+        ".venv/bin/twistd --pidfile= -ny tracker.tac",
+        copy,
+    )
+    body = daemon.wait_for("http://127.0.0.1:6969" + ANNOUNCE, seconds=300)
+    if not body.startswith(b"d") or b"interval" not in body:
+        fail(f"the quick-start announce was not a tracker reply: {body!r}")
+    scrape = fetch("http://127.0.0.1:6969/scrape?info_hash=aaaaaaaaaaaaaaaaaaaa")
+    if b"files" not in scrape:
+        fail(f"the quick-start scrape was not a scrape reply: {scrape!r}")
+    if not os.path.exists(os.path.join(copy, "tracker.sqlite3")):
+        fail("the quick start did not create tracker.sqlite3 in the current directory")
+
+    step("mistakes, while the quick-start tracker holds port 6969")
+    twistd = ".venv/bin/twistd --pidfile= -n tracker"
+    refused(f"{twistd} --database tracker.sqlite3", copy, "address already in use", port=None)
+    refused(f"{twistd} --database nowhere/x.sqlite3 --listen tcp:6971", copy,
+            "cannot use the database 'nowhere/x.sqlite3'", port=6971)  # fmt: skip
+    refused(f"{twistd} --listen tcp:notaport", copy, "--listen tcp:notaport: not a valid endpoint")
+    refused(f"{twistd} --listen ssl:6972:privateKey=key.pem:certKey=cert.pem", copy,
+            "TLS needs pyOpenSSL: run pip install '.[tls]'", port=6972)  # fmt: skip
+    refused(".venv/bin/python examples/embedded_site.py 6969 tracker.sqlite3", copy,
+            "cannot listen on port 6969", port=None)  # fmt: skip
+    output = daemon.stop()
+    if "tracker listening on" not in output or "open, serving" not in output:
+        fail(f"the quick start never said where it listens and which database:\n{output}")
+    if listening(6969):
+        fail("port 6969 still listening after Ctrl-C")
+
+    step("TLS: the tls extra, then an announce over HTTPS")
+    result = shell(".venv/bin/pip install --quiet '.[tls]'", copy)
+    if result.returncode != 0:
+        fail(f"pip install '.[tls]' failed:\n{result.stdout}{result.stderr}")
+    self_signed(os.path.join(copy, ".venv", "bin", "python"), copy)
+    daemon = Daemon(
+        f"{twistd} --listen ssl:6973:interface=127.0.0.1:privateKey=key.pem:certKey=cert.pem",
+        copy,
+    )
+    context = ssl.create_default_context(cafile=os.path.join(copy, "cert.pem"))
+    body = daemon.wait_for("https://127.0.0.1:6973" + ANNOUNCE, context)
+    if b"interval" not in body:
+        fail(f"the HTTPS announce was not a tracker reply: {body!r}")
+    output = daemon.stop()
+    if "https://127.0.0.1:6973/announce" not in output:
+        fail(f"the TLS tracker did not log its https URL:\n{output}")
+
+    step("embedding: the example, as the README runs it")
+    daemon = Daemon(".venv/bin/python examples/embedded_site.py 8080 tracker.sqlite3", copy)
+    body = daemon.wait_for("http://127.0.0.1:8080/tracker" + ANNOUNCE)
+    if b"interval" not in body:
+        fail(f"the embedded announce was not a tracker reply: {body!r}")
+    if b"use /tracker/announce" not in fetch("http://127.0.0.1:8080/tracker/nothing"):
+        fail("the embedded tracker's 404 does not name its mount point")
+    output = daemon.stop()
+    if "tracker listening on http://127.0.0.1:8080/tracker/announce" not in output:
+        fail(f"the example did not say where it listens:\n{output}")
+
+    expected = {"tracker.sqlite3", "key.pem", "cert.pem", ".venv", "build"}
+    stray = set(os.listdir(copy)) - set(os.listdir(REPOSITORY)) - expected
+    stray = {name for name in stray if not name.startswith("tracker.sqlite3")}
+    if stray:
+        fail(f"files left behind in the working folder: {sorted(stray)}")
+
+
+if __name__ == "__main__":
+    main()

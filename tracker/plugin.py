@@ -1,0 +1,22 @@
+"""
+The C{twistd tracker} plugin: C{tracker.tap}'s options and service, with a mistake on the
+command line ending in its one line instead of after the whole usage text, as twistd and
+twist would print it.
+"""
+
+from __future__ import annotations
+
+from twisted.python import usage
+
+from tracker import tap
+from tracker.tap import makeService
+
+__all__ = ["Options", "makeService"]
+
+
+class Options(tap.Options):
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"tracker: {e} (--help lists every option)") from None
