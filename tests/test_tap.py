@@ -17,17 +17,20 @@ from typing import Any
 from urllib.parse import quote_from_bytes
 
 from twisted.application.service import IServiceCollection
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash, peer_id
+from tests.test_udp import Client, announce_packet, parse_announce_reply
 from tracker.bencode import bdecode
 from tracker.config import TrackerConfig
 from tracker.resource import TrackerResource
 from tracker.service import TrackerService
 from tracker.site import TrackerSite
 from tracker.tap import DEFAULT_DATABASE, Options, default_listen, makeService
+from tracker.udp import UDPTracker
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAC = os.path.join(REPOSITORY, "tracker.tac")
@@ -44,6 +47,8 @@ EVERY_OPTION = [
     "--idle-timeout",
     "--trusted-proxy",
     "--allow-ip-param",
+    "--listen-udp",
+    "--no-udp",
 ]
 
 
@@ -68,6 +73,33 @@ class OptionsTests(TestCase):
         self.assertEqual(options["idle-timeout"], 30)
         self.assertEqual(options["listen"], default_listen())
         self.assertEqual(options["trusted-proxy"], [])
+        # UDP on the same port and addresses as HTTP.
+        self.assertEqual(
+            options["listen-udp"],
+            ["udp:6969:interface=\\:\\:" if "tcp6" in default_listen()[0] else "udp:6969"],
+        )
+
+    def test_udp_listeners(self) -> None:
+        """UDP follows each TCP --listen unless --listen-udp says where, or --no-udp."""
+        twins = parse("--listen", "tcp:7000", "--listen", "tcp6:7001:interface=\\:\\:1")
+        self.assertEqual(twins["listen-udp"], ["udp:7000", "udp:7001:interface=\\:\\:1"])
+        tls = parse("--listen", "tcp:0", "--listen", "unix:/tmp/t.sock")
+        self.assertEqual(tls["listen-udp"], [])
+        chosen = parse("--listen", "tcp:7000", "--listen-udp", "udp:7100:interface=::1")
+        self.assertEqual(chosen["listen-udp"], ["udp:7100:interface=::1"])
+        self.assertEqual(parse("--no-udp")["listen-udp"], [])
+
+    def test_bad_udp_listeners(self) -> None:
+        for description, reason in [
+            ("udp:x", "port must be a number 0-65535"),
+            ("udp:70000", "port must be a number 0-65535"),
+            ("tcp:6969", "not udp:PORT or udp:PORT:interface=ADDRESS"),
+            ("udp:6969:interface=localhost", "interface= must be an IPv4 or IPv6 address"),
+            ("udp:6969:port=1", "interface= must be an IPv4 or IPv6 address"),
+        ]:
+            with self.assertRaises(usage.UsageError) as raised:
+                parse("--listen-udp", description)
+            self.assertEqual(str(raised.exception), f"--listen-udp {description}: {reason}")
 
     def test_every_option(self) -> None:
         """Every option reaches the configuration."""
@@ -209,10 +241,36 @@ class OptionsTests(TestCase):
         self.assertEqual(parse("--numwant-default", "0")["config"].numwant_default, 0)
 
 
+class _UDPPort:
+    def __init__(self, port: int, interface: str) -> None:
+        self._address = IPv4Address("UDP", interface or "0.0.0.0", port)
+
+    def getHost(self) -> IPv4Address:
+        return self._address
+
+    def stopListening(self) -> None:
+        pass
+
+
+class _Reactor(MemoryReactorClock):
+    """Records UDP listeners as MemoryReactor records TCP ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udpServers: list[tuple[int, Any, str, int]] = []
+
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> _UDPPort:
+        self.udpServers.append((port, protocol, interface, maxPacketSize))
+        return _UDPPort(port, interface)
+
+
 class MakeServiceTests(TestCase):
     def test_wiring(self) -> None:
-        """makeService builds a tracker service on the database and one listener per --listen,
-        each serving the tracker site with the configured idle timeout."""
+        """makeService builds a tracker service on the database, one listener per --listen,
+        each serving the tracker site with the configured idle timeout, and beside each a UDP
+        tracker on the same port and interface."""
         directory = tempfile.mkdtemp(prefix="tracker-tap-")
         self.addCleanup(shutil.rmtree, directory, True)
         database = os.path.join(directory, "t.sqlite3")
@@ -230,14 +288,14 @@ class MakeServiceTests(TestCase):
             "--min-interval",
             "60",
         )
-        reactor = MemoryReactor()
+        reactor = _Reactor()
         root = makeService(options, reactor)
         self.assertTrue(IServiceCollection.providedBy(root))
         children = list(root)  # type: ignore[call-overload]
         trackers = [c for c in children if isinstance(c, TrackerService)]
         listeners = [c for c in children if not isinstance(c, TrackerService)]
         self.assertEqual(len(trackers), 1)
-        self.assertEqual(len(listeners), 2)
+        self.assertEqual(len(listeners), 4)
         self.assertEqual(trackers[0].config, options["config"])
         self.assertEqual(trackers[0].store.path, database)  # type: ignore[attr-defined]
         # Start only the listeners: the store would start a real database thread.
@@ -253,6 +311,12 @@ class MakeServiceTests(TestCase):
             self.assertEqual(factory.timeOut, 7)
             self.assertIsInstance(factory.resource, TrackerResource)
         self.assertIs(reactor.tcpServers[0][1], reactor.tcpServers[1][1])
+        self.assertEqual(
+            [(port, interface) for port, _, interface, _ in reactor.udpServers],
+            [(7000, "127.0.0.1"), (7001, "")],
+        )
+        for _, protocol, _, _ in reactor.udpServers:
+            self.assertIsInstance(protocol, UDPTracker)
         for listener in listeners:
             listener.stopService()
         self.assertFalse(os.path.exists(database))
@@ -312,6 +376,14 @@ class CommandLineTests(TestCase):
             assert isinstance(reply, dict)
             self.assertIn(b"interval", reply)
             self.assertEqual(reply[b"complete"], 1)
+            # The same port over UDP (BEP 15), in the same swarm: the HTTP seeder is its peer.
+            client = Client("127.0.0.1", port)
+            try:
+                udp = client.exchange(announce_packet(client.connect(), 2, torrent=1))
+            finally:
+                client.close()
+            seeder = socket.inet_aton("127.0.0.1") + (6881).to_bytes(2, "big")
+            self.assertEqual(parse_announce_reply(udp)[1:], (1, 1, [seeder]))
             process.send_signal(signal.SIGTERM)
             output, _ = process.communicate(timeout=30)
         finally:
@@ -327,6 +399,7 @@ class CommandLineTests(TestCase):
         self.assertTrue(os.path.exists(database))
         # The start-up lines a user reads: where to announce, and which database is in use.
         self.assertIn(f"tracker listening on http://127.0.0.1:{port}/announce", log)
+        self.assertIn(f"tracker listening on udp://127.0.0.1:{port}/announce", log)
         self.assertIn(f"database {database} open, serving", log)
 
 

@@ -44,5 +44,13 @@ class TrackerConfig:
         if self.max_scrape_hashes < 1:
             raise ValueError("scrape hash cap must be at least 1")
 
+    def jittered_interval(self, fraction: float) -> int:
+        """
+        The interval given to one announce, C{fraction} (in [0, 1)) of the way across a band of
+        +-5 %: a swarm that all arrived at once, after a restart say, spreads out again.
+        """
+        spread = self.interval // 20
+        return max(self.min_interval, self.interval - spread + int(fraction * (2 * spread + 1)))
+
     def is_trusted_proxy(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in network for network in self.trusted_proxies)

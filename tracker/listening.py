@@ -6,6 +6,9 @@ service that either listens or stops the daemon with one line saying why.
 from __future__ import annotations
 
 import errno
+import ipaddress
+import re
+import socket
 from typing import Any
 
 from twisted.application.service import Service
@@ -45,13 +48,60 @@ def check_listen(description: str, reactor: Any) -> None:
         raise usage.UsageError(f"--listen {description}: port {port} is out of range 0-65535")
 
 
+def parse_udp(description: str) -> tuple[int, str]:
+    """
+    C{udp:PORT} or C{udp:PORT:interface=ADDRESS}, written like Twisted's TCP endpoints (an IPv6
+    address's colons escaped, C{udp:6969:interface=\\:\\:}, or not): the port and the
+    interface. Raises L{usage.UsageError} with the reason.
+    """
+    # An IPv6 interface may also be written unescaped: everything after "interface=" is it.
+    fields = [field.replace("\\:", ":") for field in re.split(r"(?<!\\):", description, maxsplit=2)]
+    if fields[0] != "udp" or len(fields) not in (2, 3):
+        raise usage.UsageError(
+            f"--listen-udp {description}: not udp:PORT or udp:PORT:interface=ADDRESS"
+        )
+    if not fields[1].isdigit() or int(fields[1]) > 65535:
+        raise usage.UsageError(f"--listen-udp {description}: port must be a number 0-65535")
+    interface = ""
+    if len(fields) == 3:
+        name, _, interface = fields[2].partition("=")
+        try:
+            ipaddress.ip_address(interface)
+        except ValueError:
+            interface = ""
+        if name != "interface" or not interface:
+            raise usage.UsageError(
+                f"--listen-udp {description}: interface= must be an IPv4 or IPv6 address"
+            )
+    return int(fields[1]), interface
+
+
+def udp_twin(description: str, reactor: Any) -> str | None:
+    """
+    The UDP listener beside a TCP one, on the same port and interface, so that one address
+    serves C{http://} and C{udp://} announces alike; None for other endpoints (TLS, UNIX
+    sockets) and for port 0, whose TCP and UDP ports would differ.
+    """
+    endpoint = endpoints.serverFromString(reactor, description)
+    if not isinstance(endpoint, (endpoints.TCP4ServerEndpoint, endpoints.TCP6ServerEndpoint)):
+        return None
+    port, interface = endpoint._port, endpoint._interface
+    if not port:
+        return None
+    if not interface:
+        return f"udp:{port}"
+    escaped = interface.replace(":", "\\:")
+    return f"udp:{port}:interface={escaped}"
+
+
 def url_of(description: str, port: IListeningPort) -> str:
     """Where clients announce to, for the start-up log: C{http://127.0.0.1:6969/announce}."""
     address = port.getHost()
     host = getattr(address, "host", None)
     if host is None:
         return f"{description} (path {getattr(address, 'name', '?')!r})"
-    scheme = "https" if description.split(":", 1)[0] in ("ssl", "tls") else "http"
+    kind = description.split(":", 1)[0]
+    scheme = {"ssl": "https", "tls": "https", "udp": "udp"}.get(kind, "http")
     port_number = getattr(address, "port", "?")
     if host in ("0.0.0.0", "::"):
         return f"{scheme}://localhost:{port_number}/announce (every address of this host)"
@@ -97,11 +147,14 @@ class ListeningService(Service):
             self._listen()
         super().startService()
 
-    def _listen(self) -> None:
+    def _open(self) -> Deferred[IListeningPort]:
         endpoint = endpoints.serverFromString(self._reactor, self.description)
-        outcome: list[Any] = []
         listening: Deferred[IListeningPort] = endpoint.listen(self._factory)
-        listening.addBoth(outcome.append)
+        return listening
+
+    def _listen(self) -> None:
+        outcome: list[Any] = []
+        self._open().addBoth(outcome.append)
         if not outcome:
             raise SystemExit(f"cannot listen on {self.description}: the endpoint did not answer")
         if isinstance(outcome[0], Failure):
@@ -116,3 +169,26 @@ class ListeningService(Service):
             return succeed(None)
         stopped: Deferred[None] = maybeDeferred(port.stopListening)  # type: ignore[call-overload]
         return stopped
+
+
+#: A receive buffer that rides out a burst of announces (the kernel caps it at rmem_max).
+_UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+class UDPListeningService(ListeningService):
+    """L{ListeningService} for a C{udp:PORT[:interface=ADDRESS]} listener of a protocol."""
+
+    def _open(self) -> Deferred[IListeningPort]:
+        port, interface = parse_udp(self.description)
+        listening: Deferred[IListeningPort] = maybeDeferred(
+            self._reactor.listenUDP, port, self._factory, interface=interface
+        )
+        return listening.addCallback(_with_large_buffer)
+
+
+def _with_large_buffer(port: Any) -> Any:
+    # Reactors whose ports have no socket of their own (test reactors) keep their buffer.
+    sock = getattr(port, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RECEIVE_BUFFER)
+    return port

@@ -92,7 +92,7 @@ class AnnounceResource(_Endpoint):
             self._config,
         )
         announce = parse_announce(params, ip, self._config)
-        interval = self._interval()
+        interval = self._config.jittered_interval(self._random())
         min_interval = self._config.min_interval
         result = self._store.announce(announce, self._now())
         if isinstance(result, Deferred):
@@ -100,13 +100,6 @@ class AnnounceResource(_Endpoint):
                 lambda later: announce_body(announce, later, interval, min_interval)
             )
         return announce_body(announce, result, interval, min_interval)
-
-    def _interval(self) -> int:
-        # A little jitter spreads out a swarm that all arrived at once, after a restart say.
-        config = self._config
-        spread = config.interval // 20
-        jittered = config.interval - spread + int(self._random() * (2 * spread + 1))
-        return max(config.min_interval, jittered)
 
 
 class ScrapeResource(_Endpoint):

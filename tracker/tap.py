@@ -15,12 +15,19 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from tracker.config import IPNetwork, TrackerConfig
-from tracker.listening import ListeningService, check_listen
+from tracker.listening import (
+    ListeningService,
+    UDPListeningService,
+    check_listen,
+    parse_udp,
+    udp_twin,
+)
 from tracker.resource import TrackerResource
 from tracker.service import TrackerService
 from tracker.site import TrackerSite
 from tracker.store.schema import check_usable
 from tracker.store.sqlite import SQLitePeerStore
+from tracker.udp import UDPTracker
 
 log = Logger()
 
@@ -54,12 +61,13 @@ def _positive(name: str, text: str, minimum: int = 1) -> int:
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
-        "An HTTP BitTorrent tracker: announce (BEP 3, 7, 23, 24) and scrape (BEP 48) "
+        "A BitTorrent tracker over HTTP (BEP 3, 7, 23, 24, 48) and UDP (BEP 15, 41) "
         "on an embedded SQLite database."
     )
 
     optFlags = [
         ["allow-ip-param", None, "Honour the client's ip= parameter (spoofable; off by default)."],
+        ["no-udp", None, "Serve HTTP only: no UDP listener."],
     ]
     optParameters = [
         ["database", "d", DEFAULT_DATABASE, "SQLite database file (created if missing)."],
@@ -91,11 +99,17 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["listen-udp"] = []
         self["trusted-proxy"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """Endpoint to listen on, e.g. tcp:6969 (repeatable; default: 6969, IPv4 and IPv6)."""
         self["listen"].append(endpoint)
+
+    def opt_listen_udp(self, description: str) -> None:
+        """UDP as udp:PORT[:interface=ADDRESS] (repeatable; default: each tcp --listen's port)."""
+        parse_udp(description)
+        self["listen-udp"].append(description)
 
     def opt_trusted_proxy(self, network: str) -> None:
         """Reverse proxy (address or CIDR) whose X-Forwarded-For is believed (repeatable)."""
@@ -133,6 +147,11 @@ class Options(usage.Options):
 
         for description in self["listen"]:
             check_listen(description, reactor)
+        if self["no-udp"]:
+            self["listen-udp"] = []
+        elif not self["listen-udp"]:
+            twins = (udp_twin(description, reactor) for description in self["listen"])
+            self["listen-udp"] = [twin for twin in twins if twin]
         problem = check_usable(self["database"])
         if problem is not None:
             raise usage.UsageError(f"cannot use the database {self['database']!r}: {problem}")
@@ -169,6 +188,9 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     # Listeners first: a refused port stops the daemon before the store has opened anything.
     for endpoint in options["listen"]:
         ListeningService(endpoint, site, reactor).setServiceParent(root)
+    for description in options["listen-udp"]:
+        udp = UDPTracker(store, config, reactor)
+        UDPListeningService(description, udp, reactor).setServiceParent(root)
     tracker = TrackerService(store, config, reactor)
     tracker.setServiceParent(root)
     tracker.started.addCallbacks(
