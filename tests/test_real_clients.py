@@ -6,6 +6,12 @@ implementation and downloads it with another.  All clients are bound to
 torrent is private, so the only way the leecher and the seeder can meet is
 the tracker's peer list.  The download is checked byte for byte (SHA-256).
 
+Tests marked with :data:`over_http_and_udp` run twice: once with a torrent
+whose only tracker is the HTTP announce URL, once with the UDP (BEP 15) one
+on the same port, so that the peers must find each other over ``udp://``.
+Either way the assertions read the swarm's counters over HTTP scrape: a swarm
+is one swarm, whatever protocol its peers announce with.
+
 The clients come from ``.ci/install-clients.sh``.  A missing client skips its
 tests with a loud reason, unless REALCLIENTS_REQUIRED=1 is set (as in CI),
 which turns the skip into a failure.
@@ -69,11 +75,28 @@ def tracker(tmp_path: Path) -> Iterator[RunningTracker]:
 
 
 @pytest.fixture
-def payload(tmp_path: Path, tracker: RunningTracker) -> Payload:
-    """A random file in ``seed/`` and a private v1 torrent announcing to the tracker."""
+def scheme() -> str:
+    """How the torrent reaches the tracker: "http", unless a test parametrizes it."""
+    return "http"
+
+
+#: Runs a test once over HTTP and once over UDP (the ``scheme`` fixture).
+over_http_and_udp = pytest.mark.parametrize("scheme", ["http", "udp"])
+
+
+@pytest.fixture
+def payload(tmp_path: Path, tracker: RunningTracker, scheme: str) -> Payload:
+    """A random file in ``seed/`` and a private v1 torrent announcing to the tracker.
+
+    The torrent names exactly one tracker URL, over ``scheme``: with "udp"
+    there is no HTTP URL a client could fall back to.
+    """
     # libtorrent builds the torrent, so every test needs it.
     require_libtorrent()
-    return make_payload(tmp_path / "seed", tracker.announce_url)
+    urls = {"http": tracker.announce_url, "udp": tracker.udp_announce_url}
+    made = make_payload(tmp_path / "seed", urls[scheme])
+    assert torrent_trackers(made) == [urls[scheme]], "the torrent must name one tracker"
+    return made
 
 
 @pytest.fixture
@@ -90,6 +113,15 @@ def seed_dir(payload: Payload) -> Path:
     return payload.path.parent
 
 
+def torrent_trackers(payload: Payload) -> list[str]:
+    """Every tracker URL in the .torrent file: ``announce`` and ``announce-list``."""
+    meta = bdecode(payload.torrent.read_bytes())
+    urls = [meta[b"announce"]] if b"announce" in meta else []
+    urls += [url for tier in meta.get(b"announce-list", []) for url in tier]
+    return [url.decode() for url in urls]
+
+
+@over_http_and_udp
 def test_libtorrent_seeder_to_aria2_leecher(swarm: Swarm, payload: Payload, tmp_path: Path) -> None:
     """aria2 finds a libtorrent seeder through the tracker and downloads the file intact.
 
@@ -111,6 +143,7 @@ def test_libtorrent_seeder_to_aria2_leecher(swarm: Swarm, payload: Payload, tmp_
     )
 
 
+@over_http_and_udp
 def test_aria2_seeder_to_libtorrent_leecher(swarm: Swarm, payload: Payload, tmp_path: Path) -> None:
     """libtorrent finds an aria2 seeder through the tracker and downloads the file intact.
 
@@ -131,6 +164,7 @@ def test_aria2_seeder_to_libtorrent_leecher(swarm: Swarm, payload: Payload, tmp_
     )
 
 
+@over_http_and_udp
 def test_transmission_seeder_to_libtorrent_leecher(
     swarm: Swarm, payload: Payload, tmp_path: Path
 ) -> None:
@@ -144,6 +178,7 @@ def test_transmission_seeder_to_libtorrent_leecher(
     swarm.wait_for_download(leech_dir)
 
 
+@over_http_and_udp
 def test_transmission_seeder_to_aria2_leecher(
     swarm: Swarm, payload: Payload, tmp_path: Path
 ) -> None:
@@ -159,6 +194,7 @@ def test_transmission_seeder_to_aria2_leecher(
     assert leecher.wait(15.0) == 0, swarm.diagnostics()
 
 
+@over_http_and_udp
 def test_libtorrent_seeder_to_transmission_leecher(
     swarm: Swarm, payload: Payload, tmp_path: Path
 ) -> None:

@@ -24,14 +24,24 @@ def aria2_argv(
     log_file: Path,
     seed: bool,
     extra: list[str] | None = None,
+    udp_trackers: bool = False,
 ) -> list[str]:
     """aria2c arguments: loopback only, tracker as the sole peer source.
 
     As a seeder it checks the existing data and seeds until stopped; as a
     leecher it exits once the download is complete (``--seed-time=0``),
     announcing ``stopped`` on the way out.
+
+    ``udp_trackers`` lets it announce to ``udp://`` trackers.  aria2 has no
+    switch for that alone: its UDP tracker client lives on the DHT socket and
+    exists only with ``--enable-dht=true``.  So the DHT node runs, on
+    127.0.0.1 at ``listen_port`` (UDP), with no entry point and a routing
+    table file of its own in ``log_file``'s directory (empty at start), so it
+    knows no other node; and aria2 does not use DHT for private torrents,
+    which is all the tests make.  The tracker stays the only peer source.
     """
     binary = aria2c_path() or "aria2c"
+    dht = _udp_tracker_options(listen_port, log_file) if udp_trackers else ["--enable-dht=false"]
     argv = [
         binary,
         "--no-conf=true",
@@ -39,7 +49,7 @@ def aria2_argv(
         f"--interface={LOOPBACK}",
         "--disable-ipv6=true",
         f"--listen-port={listen_port}",
-        "--enable-dht=false",
+        *dht,
         "--enable-dht6=false",
         "--enable-peer-exchange=false",
         "--bt-enable-lpd=false",
@@ -63,3 +73,14 @@ def aria2_argv(
     argv += list(extra or [])
     argv.append(str(torrent))
     return argv
+
+
+def _udp_tracker_options(listen_port: int, log_file: Path) -> list[str]:
+    """A DHT node that knows nobody, for its UDP socket (see :func:`aria2_argv`)."""
+    routing_table = log_file.with_name(f"{log_file.stem}-dht.dat")
+    routing_table.unlink(missing_ok=True)
+    return [
+        "--enable-dht=true",
+        f"--dht-listen-port={listen_port}",
+        f"--dht-file-path={routing_table}",
+    ]

@@ -9,6 +9,7 @@ client's tracker traffic goes through this proxy, which rewrites the
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import urllib.error
 import urllib.parse
@@ -42,14 +43,21 @@ def force_compact_zero(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query="&".join(fields)))
 
 
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return ipaddress.IPv4Address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _ProxyServer
 
     def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
         target = urllib.parse.urlsplit(self.path)
         # Only ever forward to the tracker on loopback, never anywhere else.
-        if target.scheme != "http" or target.hostname != LOOPBACK:
-            self.send_error(403, "this proxy only forwards to http://127.0.0.1")
+        if target.scheme != "http" or not _is_loopback(target.hostname):
+            self.send_error(403, "this proxy only forwards to http:// on 127.0.0.0/8")
             return
         forwarded = force_compact_zero(self.path)
         try:

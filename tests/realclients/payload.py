@@ -23,6 +23,12 @@ class Payload:
     sha256: str
     torrent: Path
     info_hash: bytes  # SHA-1 of the bencoded info dictionary (v1)
+    announce_url: str  # the torrent's one tracker URL: http:// or udp://
+
+    @property
+    def over_udp(self) -> bool:
+        """True when peers reach the tracker over BEP 15 (a ``udp://`` announce URL)."""
+        return self.announce_url.startswith("udp://")
 
     @property
     def name(self) -> str:
@@ -50,7 +56,8 @@ def make_payload(seed_dir: Path, announce_url: str, size: int = PAYLOAD_SIZE) ->
 
     The torrent is v1-only (Transmission 3 and aria2 do not read v2 torrents)
     and private, which makes every client keep DHT, PEX and LSD off for it on
-    top of the settings the tests pass.
+    top of the settings the tests pass.  ``announce_url`` is its only tracker
+    (no announce-list), so an ``udp://`` URL leaves clients no HTTP fallback.
     """
     import libtorrent as lt
 
@@ -69,7 +76,13 @@ def make_payload(seed_dir: Path, announce_url: str, size: int = PAYLOAD_SIZE) ->
     torrent.write_bytes(data)
     info = lt.torrent_info(str(torrent))
     info_hash = bytes.fromhex(str(info.info_hashes().v1))
-    return Payload(path=path, sha256=sha256_file(path), torrent=torrent, info_hash=info_hash)
+    return Payload(
+        path=path,
+        sha256=sha256_file(path),
+        torrent=torrent,
+        info_hash=info_hash,
+        announce_url=announce_url,
+    )
 
 
 def _file_list(lt: Any, size: int) -> Any:

@@ -15,15 +15,25 @@ from typing import Callable
 LOOPBACK = "127.0.0.1"
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now.
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a port on ``host`` that is free for both TCP and UDP right now.
 
-    The port is released before it is used, so another program could take it
-    in between; on a test machine that race is rare enough to accept.
+    Both, because every program here binds the two: the tracker serves UDP
+    announces on its HTTP port, and libtorrent, aria2 and Transmission keep a
+    UDP socket (uTP, UDP trackers) on their peer port.  The port is released
+    before it is used, so another program could take it in between; on a
+    test machine that race is rare enough to accept.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagrams:
+                try:
+                    datagrams.bind((host, port))
+                except OSError:
+                    continue
+                return port
 
 
 def free_ports(count: int) -> list[int]:

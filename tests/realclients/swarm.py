@@ -49,8 +49,14 @@ class Swarm:
         return peer
 
     def aria2(self, name: str, directory: Path, seed: bool) -> ManagedProcess:
+        """An aria2c process; with a ``udp://`` payload it gets the UDP tracker client."""
         argv = aria2_argv(
-            self.payload.torrent, directory, self._port(name), self.workdir / f"{name}.log", seed
+            self.payload.torrent,
+            directory,
+            self._port(name),
+            self.workdir / f"{name}.log",
+            seed,
+            udp_trackers=self.payload.over_udp,
         )
         return self._spawn(name, argv)
 
