@@ -23,7 +23,13 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash, peer_id
-from tests.test_udp import Client, announce_packet, parse_announce_reply
+from tests.test_udp import (
+    Client,
+    announce_packet,
+    connect_packet,
+    error_message,
+    parse_announce_reply,
+)
 from tracker.bencode import bdecode
 from tracker.config import TrackerConfig
 from tracker.resource import TrackerResource
@@ -266,6 +272,19 @@ class _Reactor(MemoryReactorClock):
         return _UDPPort(port, interface)
 
 
+class _Datagrams:
+    """A UDP transport that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def write(self, datagram: bytes, addr: Any) -> None:
+        self.sent.append(datagram)
+
+
+UNKNOWN_ID = b"connection ID expired or unknown; connect again"
+
+
 class MakeServiceTests(TestCase):
     def test_wiring(self) -> None:
         """makeService builds a tracker service on the database, one listener per --listen,
@@ -317,6 +336,16 @@ class MakeServiceTests(TestCase):
         )
         for _, protocol, _, _ in reactor.udpServers:
             self.assertIsInstance(protocol, UDPTracker)
+        # An ID issued on one port is good on the other: an unknown ID is refused at once,
+        # that one waits for the store, which is not started here.
+        first, second = (protocol for _, protocol, _, _ in reactor.udpServers)
+        first.transport, second.transport = _Datagrams(), _Datagrams()
+        first.datagramReceived(connect_packet(), ("127.0.0.1", 5000))
+        connection = first.transport.sent[0][8:]
+        second.datagramReceived(announce_packet(b"\x00" * 8, 1), ("127.0.0.1", 5000))
+        self.assertEqual(error_message(second.transport.sent.pop()), UNKNOWN_ID)
+        second.datagramReceived(announce_packet(connection, 1), ("127.0.0.1", 5000))
+        self.assertEqual(second.transport.sent, [])
         for listener in listeners:
             listener.stopService()
         self.assertFalse(os.path.exists(database))

@@ -130,8 +130,12 @@ class UDPTestCase(TestCase):
         self.clock = Clock()
         self.clock.advance(1_000_000)
 
-    def listen(self, interface: str = "127.0.0.1", store: Any = None) -> int:
-        self.protocol = UDPTracker(store or self.store, self.config, self.clock, random.Random(2))
+    def listen(
+        self, interface: str = "127.0.0.1", store: Any = None, ids: ConnectionIds | None = None
+    ) -> int:
+        self.protocol = UDPTracker(
+            store or self.store, self.config, self.clock, random.Random(2), connection_ids=ids
+        )
         port = reactor.listenUDP(0, self.protocol, interface=interface)  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
         return int(port.getHost().port)
@@ -184,6 +188,16 @@ class ConnectTests(UDPTestCase):
         self.addCleanup(other.close)
         reply = yield self.exchange(other, announce_packet(connection, 1))
         self.assertEqual(error_message(reply), b"connection ID expired or unknown; connect again")
+
+    @inlineCallbacks
+    def test_listeners_sharing_ids_accept_each_others(self) -> Any:
+        """An ID from one port works on another of the same tracker: libtorrent keeps one ID
+        per tracker IP address, whichever port it came from."""
+        ids = ConnectionIds(self.clock)
+        first, second = self.listen(ids=ids), self.listen(ids=ids)
+        connection = yield deferToThread(self.client(first).connect)
+        reply = yield self.exchange(self.client(second), announce_packet(connection, 1))
+        self.assertEqual(len(parse_announce_reply(reply)), 4)
 
 
 class AnnounceTests(UDPTestCase):

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from tracker.config import IPNetwork, TrackerConfig
+from tracker.connection_ids import ConnectionIds
 from tracker.listening import (
     ListeningService,
     UDPListeningService,
@@ -188,8 +189,9 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     # Listeners first: a refused port stops the daemon before the store has opened anything.
     for endpoint in options["listen"]:
         ListeningService(endpoint, site, reactor).setServiceParent(root)
+    connection_ids = ConnectionIds(reactor)
     for description in options["listen-udp"]:
-        udp = UDPTracker(store, config, reactor)
+        udp = UDPTracker(store, config, reactor, connection_ids=connection_ids)
         UDPListeningService(description, udp, reactor).setServiceParent(root)
     tracker = TrackerService(store, config, reactor)
     tracker.setServiceParent(root)

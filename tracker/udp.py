@@ -72,6 +72,7 @@ class UDPTracker(DatagramProtocol):
         config: TrackerConfig | None = None,
         clock: IReactorTime | None = None,
         rng: random.Random | None = None,
+        connection_ids: ConnectionIds | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as default_reactor
@@ -82,7 +83,9 @@ class UDPTracker(DatagramProtocol):
         self._config = config or TrackerConfig()
         self._clock = clock
         self._random = (rng or random.Random()).random
-        self._ids = ConnectionIds(clock)
+        # Listeners of one tracker share theirs: libtorrent keeps one ID per tracker IP address,
+        # whatever the port it was issued on.
+        self._ids = connection_ids or ConnectionIds(clock)
         self._refusals: Counter[str] = Counter()
         self._report_at = 0.0
 
