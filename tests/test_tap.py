@@ -339,7 +339,8 @@ class MakeServiceTests(TestCase):
         # An ID issued on one port is good on the other: an unknown ID is refused at once,
         # that one waits for the store, which is not started here.
         first, second = (protocol for _, protocol, _, _ in reactor.udpServers)
-        first.transport, second.transport = _Datagrams(), _Datagrams()
+        first.makeConnection(_Datagrams())
+        second.makeConnection(_Datagrams())
         first.datagramReceived(connect_packet(), ("127.0.0.1", 5000))
         connection = first.transport.sent[0][8:]
         second.datagramReceived(announce_packet(b"\x00" * 8, 1), ("127.0.0.1", 5000))
