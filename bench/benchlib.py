@@ -316,6 +316,23 @@ def ours_command(interpreter: str, port: int, database: Path, extra: list[str]) 
     ]  # fmt: skip
 
 
+def opentracker_command(workdir: Path, listen: list[str], whitelist: list[bytes]) -> list[str]:
+    """opentracker listening as ``listen`` says (``-p PORT`` TCP, ``-P PORT`` UDP).
+
+    It is built whitelist-only; as root it chroots to -d and drops to -u.
+    """
+    root = workdir / "otroot"
+    root.mkdir()
+    root.chmod(0o755)
+    (root / "whitelist.txt").write_text("".join(h.hex() + "\n" for h in whitelist))
+    (root / "whitelist.txt").chmod(0o644)
+    cmd = ["opentracker", "-i", HOST, *listen, "-d", str(root)]
+    if os.geteuid() == 0:
+        # The whitelist is read after the chroot, so its path is relative to the new root.
+        return [*cmd, "-u", "nobody", "-w", "/whitelist.txt"]
+    return [*cmd, "-w", str(root / "whitelist.txt")]
+
+
 def interpreter_ready(interpreter: str) -> str | None:
     """None if the interpreter can run our tracker, else the reason it cannot."""
     try:

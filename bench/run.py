@@ -193,7 +193,7 @@ def start_target(target: Target, workdir: Path, whitelist: list[bytes], cfg: Con
             cmd = ["env", f"PYPY_GC_NURSERY={cfg.pypy_nursery}", *cmd]
         cwd = bl.REPO_DIR
     elif target.kind == "opentracker":
-        cmd = opentracker_command(workdir, port, whitelist)
+        cmd = bl.opentracker_command(workdir, ["-p", str(port)], whitelist)
         cwd = workdir
     else:
         cmd = ["node", str(bl.BENCH_DIR / "bt_tracker.mjs"), str(port)]
@@ -255,20 +255,6 @@ def ours_against_floor(
         result["error"] = str(exc)
         log(f"  FAILED: {exc}")
     return result
-
-
-def opentracker_command(workdir: Path, port: int, whitelist: list[bytes]) -> list[str]:
-    """opentracker is built whitelist-only; as root it chroots to -d and drops to -u."""
-    root = workdir / "otroot"
-    root.mkdir()
-    root.chmod(0o755)
-    write_hash_file(root / "whitelist.txt", whitelist)
-    (root / "whitelist.txt").chmod(0o644)
-    cmd = ["opentracker", "-i", bl.HOST, "-p", str(port), "-d", str(root)]
-    if os.geteuid() == 0:
-        # The whitelist is read after the chroot, so its path is relative to the new root.
-        return [*cmd, "-u", "nobody", "-w", "/whitelist.txt"]
-    return [*cmd, "-w", str(root / "whitelist.txt")]
 
 
 def targets(interpreters: list[str], wanted: list[str]) -> tuple[list[Target], dict[str, str]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 import socket
@@ -55,16 +54,8 @@ def build_load_generator(where: Path) -> Path:
 
 def tracker_command(target: Target, port: int, workdir: Path, swarms: int) -> list[str]:
     if target.interpreter is None:
-        root = workdir / "otroot"
-        root.mkdir()
-        root.chmod(0o755)
-        whitelist = root / "whitelist.txt"
-        whitelist.write_text("".join(udp_swarm_hash(k).hex() + "\n" for k in range(swarms)))
-        whitelist.chmod(0o644)
-        cmd = ["opentracker", "-i", bl.HOST, "-P", str(port), "-d", str(root)]
-        if os.geteuid() == 0:  # it chroots to -d and reads the whitelist after
-            return [*cmd, "-u", "nobody", "-w", "/whitelist.txt"]
-        return [*cmd, "-w", str(whitelist)]
+        hashes = [udp_swarm_hash(k) for k in range(swarms)]
+        return bl.opentracker_command(workdir, ["-P", str(port)], hashes)
     cmd = bl.ours_command(target.interpreter, port, workdir / "db.sqlite3", [])
     if "pypy" in target.interpreter:
         cmd = ["env", "PYPY_GC_NURSERY=64M", *cmd]
