@@ -6,8 +6,10 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tests.helpers import announce, info_hash
+from tests.helpers import announce, info_hash, peer_id
 from tracker.announce import COMPLETED, STOPPED, AnnounceRequest
 from tracker.journal import COUNT, GONE, JournalError, replay
 from tracker.swarms import SwarmIndex
@@ -23,11 +25,11 @@ def state(index: SwarmIndex) -> dict[bytes, tuple[int, set[tuple[bytes, bytes, i
         for slot, group in enumerate(swarm.groups):
             if group is None:
                 continue
-            for position, peer_id in enumerate(group.ids):
+            for position, member in enumerate(group.ids):
                 address = bytes(
                     group.addresses[position * group.width : (position + 1) * group.width]
                 )
-                peers.add((peer_id, address, slot, group.seen[position], group.completed[position]))
+                peers.add((member, address, slot, group.seen[position], group.completed[position]))
         if peers or swarm.downloaded:
             found[hash_] = (swarm.downloaded, peers)
     return found
@@ -110,3 +112,78 @@ def test_truncated_journal_is_refused(cut: int) -> None:
 def test_unknown_record_is_refused() -> None:
     with pytest.raises(JournalError):
         replay(b"X" + bytes(40), SwarmIndex())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.tuples(*[st.integers(0, 40)] * 4),
+    asker=st.integers(0, 200),
+    asker_left=st.sampled_from([0, 7]),
+    asker_v6=st.booleans(),
+    numwant=st.integers(1, 60),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sample_is_distinct_complete_and_excludes_the_asker(
+    sizes: tuple[int, int, int, int],
+    asker: int,
+    asker_left: int,
+    asker_v6: bool,
+    numwant: int,
+    seed: int,
+) -> None:
+    """Whatever the mix of leechers and seeders over IPv4 and IPv6, and wherever the asker sits
+    among them: an answer holds min(numwant, candidates) distinct peers, never the asker, only
+    leechers for a seeder, each with its own address, and ids in the order of the addresses."""
+    index = SwarmIndex(random.Random(seed))
+    kinds = {}
+    n = 0
+    for slot, size in enumerate(sizes):
+        for _ in range(size):
+            n += 1
+            kinds[peer_id(n)] = slot
+            index.announce(
+                announce(n, ip=IP6 if slot & 1 else b"\x7f\x00\x00\x01", left=0 if slot & 2 else 5),
+                1000,
+            )
+    asker_id = peer_id(asker) if asker <= n else peer_id(10_000)
+    request = announce(
+        asker if asker <= n else 10_000,
+        ip=IP6 if asker_v6 else b"\x7f\x00\x00\x01",
+        left=asker_left,
+        numwant=numwant,
+        compact=False,
+    )
+    kinds[asker_id] = (2 if asker_left == 0 else 0) + asker_v6
+    result = index.announce(request, 1000)
+    ids = list(result.peer_ids)
+    allowed = [
+        p for p, slot in kinds.items() if p != asker_id and not (asker_left == 0 and slot & 2)
+    ]
+    assert len(ids) == min(numwant, len(allowed))
+    assert len(set(ids)) == len(ids)
+    assert asker_id not in ids
+    assert set(ids) <= set(allowed)
+    addresses = [result.peers4[k : k + 6] for k in range(0, len(result.peers4), 6)]
+    addresses += [result.peers6[k : k + 18] for k in range(0, len(result.peers6), 18)]
+    assert len(addresses) == len(ids)
+    for peer, address in zip(ids, addresses):
+        number = int.from_bytes(peer[8:], "big")
+        assert address[-2:] == (10000 + number).to_bytes(2, "big")
+        assert len(address) == (18 if kinds[peer] & 1 else 6)
+
+
+def test_samples_from_mixed_groups_are_uniform() -> None:
+    """Leechers and seeders over both families, the asker among them: every other peer is
+    handed out about equally often, whichever group it is in."""
+    index = SwarmIndex(random.Random(3))
+    for n in range(1, 241):
+        index.announce(announce(n, ip=IP6 if n % 4 == 0 else b"\x7f\x00\x00\x01", left=n % 3), 1000)
+    handed: dict[bytes, int] = dict.fromkeys((peer_id(n) for n in range(1, 241) if n != 7), 0)
+    draws = 600
+    for _ in range(draws):
+        result = index.announce(announce(7, left=1, numwant=48, compact=False), 1000)
+        for peer in result.peer_ids:
+            handed[peer] += 1
+    # 48 of 239 per draw: about 120.5 times each; binomial sd ~9.8, so +-5 sd.
+    assert min(handed.values()) > 120.5 - 50
+    assert max(handed.values()) < 120.5 + 50

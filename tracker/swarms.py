@@ -28,8 +28,12 @@ _IPV4_WIDTH = 6
 _IPV6_WIDTH = 18
 #: Group slots in a swarm: the kind (leecher 0, seeder 2) plus the family (IPv4 0, IPv6 1).
 _LEECHERS, _SEEDERS = 0, 2
-#: Runs of consecutive peers a large swarm's sample is made of (see SwarmIndex._pick).
-_RUNS = 4
+#: A group's share of a sample is taken in two runs of consecutive peers (SwarmIndex._take).
+_TWO_RUNS = (0, 1)
+_LEECHER_SLOTS = (0, 1)
+_ALL_SLOTS = (0, 1, 2, 3)
+#: Building the answer's tuples without their generated __new__, which costs more than the rest.
+_new_tuple = tuple.__new__
 
 
 class _Group:
@@ -94,16 +98,14 @@ class Swarm:
         self.downloaded = downloaded
 
     def counts(self) -> SwarmCounts:
-        leechers = seeders = 0
-        groups = self.groups
-        for slot in (0, 1):
-            group = groups[_LEECHERS + slot]
-            if group is not None:
-                leechers += len(group.ids)
-            group = groups[_SEEDERS + slot]
-            if group is not None:
-                seeders += len(group.ids)
-        return SwarmCounts(seeders, leechers, self.downloaded)
+        leechers4, leechers6, seeders4, seeders6 = self.groups
+        leechers = len(leechers4.ids) if leechers4 is not None else 0
+        if leechers6 is not None:
+            leechers += len(leechers6.ids)
+        seeders = len(seeders4.ids) if seeders4 is not None else 0
+        if seeders6 is not None:
+            seeders += len(seeders6.ids)
+        return _new_tuple(SwarmCounts, (seeders, leechers, self.downloaded))
 
     def is_empty(self) -> bool:
         return all(group is None or not group.ids for group in self.groups)
@@ -217,9 +219,10 @@ class SwarmIndex:
     ) -> AnnounceResult:
         """Up to numwant other peers, chosen at random: leechers only for a seeder."""
         groups = swarm.groups
-        slots = (0, 1) if request.wants_only_leechers else (0, 1, 2, 3)
-        candidates = [(slot, group) for slot in slots if (group := groups[slot]) and group.ids]
-        total = sum(len(group.ids) for _, group in candidates)
+        slots = _LEECHER_SLOTS if request.wants_only_leechers else _ALL_SLOTS
+        total = (
+            counts.incomplete if slots is _LEECHER_SLOTS else counts.incomplete + counts.complete
+        )
         if own_slot in slots:
             total -= 1
         wanted = request.numwant
@@ -229,81 +232,108 @@ class SwarmIndex:
         ids: list[list[bytes]] = [[], []]
         if total <= wanted:
             # Everyone fits: the groups as they are, less the requester.
-            for slot, group in candidates:
-                skip = own_position if slot == own_slot else -1
-                peers[slot & 1].append(group.addresses_without(skip))
-                if with_ids:
-                    ids[slot & 1] += group.ids_without(skip)
-        elif total > 0:
-            self._pick(candidates, own_slot, own_position, total, wanted, peers, ids, with_ids)
-        return AnnounceResult(counts, b"".join(peers[0]), b"".join(peers[1]), ids[0] + ids[1])
+            for slot in slots:
+                group = groups[slot]
+                if group is not None:
+                    skip = own_position if slot == own_slot else -1
+                    peers[slot & 1].append(group.addresses_without(skip))
+                    if with_ids:
+                        ids[slot & 1] += group.ids_without(skip)
+        else:
+            # Systematic allocation: each group's share is wanted * its size / total, rounded
+            # up or down at random, and the shares add up to wanted exactly.
+            offset = int(self._random() * total)
+            before = taken = 0
+            for slot in slots:
+                group = groups[slot]
+                if group is None:
+                    continue
+                size = len(group.ids)
+                skip = -1
+                if slot == own_slot:
+                    skip = own_position
+                    size -= 1
+                before += size
+                upto = (wanted * before + offset) // total
+                if upto > taken:
+                    family = slot & 1
+                    self._take(
+                        group, upto - taken, size, skip, peers[family],
+                        ids[family] if with_ids else None,
+                    )  # fmt: skip
+                    taken = upto
+        return _new_tuple(
+            AnnounceResult, (counts, b"".join(peers[0]), b"".join(peers[1]), ids[0] + ids[1])
+        )
 
-    def _pick(
+    def _take(
         self,
-        candidates: list[tuple[int, _Group]],
-        own_slot: int,
-        own_position: int,
-        total: int,
+        group: _Group,
         wanted: int,
-        peers: list[list[bytes | bytearray]],
-        ids: list[list[bytes]],
-        with_ids: bool,
+        size: int,
+        skip: int,
+        peers: list[bytes | bytearray],
+        ids: list[bytes] | None,
     ) -> None:
         """
-        Stratified sampling in short runs: the candidates, numbered 0..total-1 across their
-        groups with the requester left out and from a random one on, are cut into up to
-        C{_RUNS} stretches of nearly equal length, and from each a run of consecutive peers is
-        taken at a random place. Stretches cannot overlap, so no peer is chosen twice; the
-        random starting candidate makes every candidate equally likely to be chosen; and a
-        run is one slice of packed addresses, so it costs a few slices however large the
-        swarm, where picking peers one by one cost a slice each.
+        C{wanted} of a group's C{size} candidates (its peers less the one at C{skip}), in two
+        runs of consecutive peers: the candidates, numbered from a random one on, are cut into
+        two halves, and from each half a run is taken at a random place. The halves cannot
+        overlap, so no peer is chosen twice; the random first number makes every candidate
+        equally likely to be chosen; and a run is a slice of packed addresses, so a sample
+        costs a few slices however large the swarm.
         """
         rand = self._random
-        runs = min(wanted, _RUNS)
-        offset = int(rand() * total)
-        spans = []
-        carried = 0
-        for k in range(runs):
-            low, high = k * total // runs, (k + 1) * total // runs
-            share = (k + 1) * wanted // runs - k * wanted // runs + carried
-            length = min(share, high - low)
-            carried = share - length
-            start = (low + int(rand() * (high - low - length + 1)) + offset) % total
+        rotation = int(rand() * size)
+        half = size >> 1
+        # wanted <= size, so neither half of wanted exceeds its half of the candidates.
+        length = wanted >> 1
+        low = 0
+        room = half
+        addresses = group.addresses
+        width = group.width
+        for _ in _TWO_RUNS:
+            start = (rotation + low + int(rand() * (room - length + 1))) % size
             end = start + length
-            if end > total:
-                spans.append((0, end - total))
-                end = total
-            spans.append((start, end))
-        spans.sort()
-        # The candidates as runs of consecutive numbers: (first, past the last, the shift from
-        # a number to its position in the group, group slot, group).
-        segments = []
-        number = 0
-        for slot, group in candidates:
-            size = len(group.ids)
-            if slot == own_slot:
-                segments.append((number, number + own_position, -number, slot, group))
-                number += own_position
-                rest = size - own_position - 1
-                segments.append((number, number + rest, own_position + 1 - number, slot, group))
-                number += rest
+            if end > size:
+                # Past the last candidate the numbering goes on from the first.
+                self._append(group, start, size, skip, peers, ids)
+                start = 0
+                end -= size
+            if 0 <= skip < end:
+                self._append(group, start, end, skip, peers, ids)
             else:
-                segments.append((number, number + size, -number, slot, group))
-                number += size
-        index = 0
-        for start, end in spans:
-            while start < end:
-                first, past, shift, slot, group = segments[index]
-                if past <= start:
-                    index += 1
-                    continue
-                stop = end if end < past else past
-                width = group.width
-                begin = start + shift
-                peers[slot & 1].append(group.addresses[begin * width : (stop + shift) * width])
-                if with_ids:
-                    ids[slot & 1] += group.ids[begin : stop + shift]
-                start = stop
+                peers.append(addresses[start * width : end * width])
+                if ids is not None:
+                    ids += group.ids[start:end]
+            low = half
+            room = size - half
+            length = wanted - length
+
+    @staticmethod
+    def _append(
+        group: _Group,
+        first: int,
+        past: int,
+        skip: int,
+        peers: list[bytes | bytearray],
+        ids: list[bytes] | None,
+    ) -> None:
+        """The candidates numbered C{first} to C{past}; from the skipped peer on, a candidate's
+        position in the group is one more than its number."""
+        width = group.width
+        if 0 <= skip < past:
+            if first < skip:
+                peers.append(group.addresses[first * width : skip * width])
+                if ids is not None:
+                    ids += group.ids[first:skip]
+                first = skip
+            first += 1
+            past += 1
+        if first < past:
+            peers.append(group.addresses[first * width : past * width])
+            if ids is not None:
+                ids += group.ids[first:past]
 
     def scrape(self, info_hashes: Iterable[bytes]) -> dict[bytes, SwarmCounts]:
         swarms = self.swarms
