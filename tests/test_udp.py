@@ -482,21 +482,33 @@ class ConnectionIdTests(TestCase):
     def test_ids_differ_by_address_and_secret(self) -> None:
         clock = Clock()
         ids = ConnectionIds(clock)
-        self.assertEqual(len(ids.issue(b"1.2.3.4")), 8)
-        self.assertNotEqual(ids.issue(b"1.2.3.4"), ids.issue(b"1.2.3.5"))
-        self.assertNotEqual(ids.issue(b"1.2.3.4"), ConnectionIds(clock).issue(b"1.2.3.4"))
+        self.assertEqual(len(ids.issue("1.2.3.4")), 8)
+        self.assertNotEqual(ids.issue("1.2.3.4"), ids.issue("1.2.3.5"))
+        self.assertNotEqual(ids.issue("1.2.3.4"), ConnectionIds(clock).issue("1.2.3.4"))
 
     def test_secret_rotates(self) -> None:
         """After two windows an ID is refused, and a new one is not the old one again."""
         clock = Clock()
         ids = ConnectionIds(clock)
-        first = ids.issue(b"h")
+        first = ids.issue("h")
         clock.advance(WINDOW)
-        self.assertTrue(ids.valid(first, b"h"))
-        second = ids.issue(b"h")
+        self.assertTrue(ids.valid(first, "h"))
+        second = ids.issue("h")
         self.assertNotEqual(first, second)
         clock.advance(WINDOW)
-        self.assertFalse(ids.valid(first, b"h"))
-        self.assertTrue(ids.valid(second, b"h"))
+        self.assertFalse(ids.valid(first, "h"))
+        self.assertTrue(ids.valid(second, "h"))
         clock.advance(10 * WINDOW)
-        self.assertFalse(ids.valid(second, b"h"))
+        self.assertFalse(ids.valid(second, "h"))
+
+    def test_remembered_ids_are_bounded(self) -> None:
+        """IDs are remembered for at most so many clients a window; past that the memory
+        starts again and every ID issued is still accepted, a forged one still refused."""
+        ids = ConnectionIds(Clock(), remembered=8)
+        issued = {f"10.0.0.{n}": ids.issue(f"10.0.0.{n}") for n in range(20)}
+        self.assertLessEqual(len(ids._issued), 8)
+        for host, connection_id in issued.items():
+            self.assertTrue(ids.valid(connection_id, host))
+            self.assertFalse(ids.valid(connection_id, "10.0.1.1"))
+        self.assertLessEqual(len(ids._issued), 8)
+        self.assertEqual(ids.issue("10.0.0.3"), issued["10.0.0.3"])

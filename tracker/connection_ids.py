@@ -19,30 +19,51 @@ from twisted.internet.interfaces import IReactorTime
 WINDOW = 120
 
 
+#: IDs remembered per window, so that a client's next datagrams cost a lookup rather than a
+#: hash; past this many clients in one window the memory starts again empty.
+REMEMBERED = 65536
+
+
 class ConnectionIds:
     def __init__(
         self,
         clock: IReactorTime,
         window: int = WINDOW,
         secret: Callable[[], bytes] = lambda: os.urandom(16),
+        remembered: int = REMEMBERED,
     ) -> None:
         self._clock = clock
+        self._remembered = remembered
         self._window = window
         self._new_secret = secret
         self._current_window = self._now()
         self._current = secret()
         self._previous = secret()
+        #: Client address -> its ID in the current window.
+        self._issued: dict[str, bytes] = {}
 
-    def issue(self, host: bytes) -> bytes:
-        """The 8-byte ID for a client at C{host} (its address as text, encoded)."""
+    def issue(self, host: str) -> bytes:
+        """The 8-byte ID for a client at C{host} (its address as text)."""
         self._rotate()
-        return _digest(self._current, host)
+        connection_id = self._issued.get(host)
+        if connection_id is None:
+            connection_id = self._remember(host, _digest(self._current, host))
+        return connection_id
 
-    def valid(self, connection_id: bytes, host: bytes) -> bool:
+    def valid(self, connection_id: bytes, host: str) -> bool:
         self._rotate()
-        return connection_id == _digest(self._current, host) or connection_id == _digest(
-            self._previous, host
-        )
+        if self._issued.get(host) == connection_id:
+            return True
+        if connection_id == _digest(self._current, host):
+            self._remember(host, connection_id)
+            return True
+        return connection_id == _digest(self._previous, host)
+
+    def _remember(self, host: str, connection_id: bytes) -> bytes:
+        if len(self._issued) >= self._remembered:
+            self._issued = {}
+        self._issued[host] = connection_id
+        return connection_id
 
     def _now(self) -> int:
         return int(self._clock.seconds()) // self._window
@@ -55,7 +76,8 @@ class ConnectionIds:
         self._previous = self._current if now == self._current_window + 1 else self._new_secret()
         self._current = self._new_secret()
         self._current_window = now
+        self._issued = {}
 
 
-def _digest(secret: bytes, host: bytes) -> bytes:
-    return hashlib.blake2b(host, key=secret, digest_size=8).digest()
+def _digest(secret: bytes, host: str) -> bytes:
+    return hashlib.blake2b(host.encode("ascii"), key=secret, digest_size=8).digest()
