@@ -99,13 +99,14 @@ class UDPTracker(DatagramProtocol):
         action = data[8:12]
         transaction = data[12:16]
         host = addr[0]
+        now = self._clock.seconds()
         try:
             if action == CONNECT:
-                self._connect(data, transaction, host, addr)
-            elif not self._ids.valid(data[:8], host):
+                self._connect(data, transaction, host, addr, now)
+            elif not self._ids.valid(data[:8], host, now):
                 self._refuse(data, addr, "connection ID expired or unknown; connect again")
             elif action == ANNOUNCE:
-                self._announce(data, transaction, addr)
+                self._announce(data, transaction, addr, int(now))
             elif action == SCRAPE:
                 self._scrape(data, transaction, addr)
             else:
@@ -118,17 +119,17 @@ class UDPTracker(DatagramProtocol):
             log.failure("unexpected error handling a UDP datagram from {host}", host=addr[0])
             self._refuse(data, addr, "internal tracker error; try again later")
 
-    def _connect(self, data: bytes, transaction: bytes, host: str, addr: Any) -> None:
+    def _connect(self, data: bytes, transaction: bytes, host: str, addr: Any, now: float) -> None:
         if data[:8] != PROTOCOL_ID:
             # Not BitTorrent: an error reply would be noise toward whoever this is.
             self._refused("connect without the protocol ID")
             return
-        self._send(CONNECT + transaction + self._ids.issue(host), addr)
+        self._send(CONNECT + transaction + self._ids.issue(host, now), addr)
 
-    def _announce(self, data: bytes, transaction: bytes, addr: Any) -> None:
+    def _announce(self, data: bytes, transaction: bytes, addr: Any, now: int) -> None:
         request = self._parse_announce(data, addr[0])
         v6 = len(request.ip) == 16
-        result = self._store.announce(request, int(self._clock.seconds()))
+        result = self._store.announce(request, now)
         if isinstance(result, Deferred):
             sent = result.addCallback(self._send_announce, transaction, v6, addr)
             self._answer_later(sent, data, addr)
