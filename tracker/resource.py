@@ -59,10 +59,11 @@ class _Endpoint(Resource):
         except Exception:
             log.failure("unexpected error handling {uri!r}", uri=request.uri)
             return _send(request, _internal_error())
-        if isinstance(answer, Deferred):
-            _finish_later(request, answer)
-            return NOT_DONE_YET
-        return _send(request, answer)
+        # Asked as "is it the answer" rather than "is it a Deferred", an ABC and so a slow check.
+        if isinstance(answer, bytes):
+            return _send(request, answer)
+        _finish_later(request, answer)
+        return NOT_DONE_YET
 
     def answer(self, request: Request, params: Params) -> bytes | Deferred[bytes]:
         raise NotImplementedError
@@ -95,11 +96,11 @@ class AnnounceResource(_Endpoint):
         interval = self._config.jittered_interval(self._random())
         min_interval = self._config.min_interval
         result = self._store.announce(announce, self._now())
-        if isinstance(result, Deferred):
-            return result.addCallback(
-                lambda later: announce_body(announce, later, interval, min_interval)
-            )
-        return announce_body(announce, result, interval, min_interval)
+        if isinstance(result, tuple):
+            return announce_body(announce, result, interval, min_interval)
+        return result.addCallback(
+            lambda later: announce_body(announce, later, interval, min_interval)
+        )
 
 
 class ScrapeResource(_Endpoint):
@@ -108,9 +109,9 @@ class ScrapeResource(_Endpoint):
     def answer(self, request: Request, params: Params) -> bytes | Deferred[bytes]:
         scrape = parse_scrape(params, self._config)
         counts = self._store.scrape(scrape.info_hashes)
-        if isinstance(counts, Deferred):
-            return counts.addCallback(scrape_body)
-        return scrape_body(counts)
+        if isinstance(counts, dict):
+            return scrape_body(counts)
+        return counts.addCallback(scrape_body)
 
 
 class _NotFound(Resource):

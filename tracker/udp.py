@@ -130,11 +130,12 @@ class UDPTracker(DatagramProtocol):
         request = self._parse_announce(data, addr[0])
         v6 = len(request.ip) == 16
         result = self._store.announce(request, now)
-        if isinstance(result, Deferred):
+        # Asked as "is it the answer" rather than "is it a Deferred", an ABC and so a slow check.
+        if isinstance(result, tuple):
+            self._send_announce(result, transaction, v6, addr)
+        else:
             sent = result.addCallback(self._send_announce, transaction, v6, addr)
             self._answer_later(sent, data, addr)
-        else:
-            self._send_announce(result, transaction, v6, addr)
 
     def _parse_announce(self, data: bytes, host: str) -> AnnounceRequest:
         size = len(data)
@@ -202,11 +203,11 @@ class UDPTracker(DatagramProtocol):
             raise TrackerError(f"at most {most} info hashes per scrape")
         info_hashes = [data[k : k + 20] for k in range(_HEADER, len(data), 20)]
         counts = self._store.scrape(info_hashes)
-        if isinstance(counts, Deferred):
+        if isinstance(counts, dict):
+            self._send_scrape(counts, info_hashes, transaction, addr)
+        else:
             sent = counts.addCallback(self._send_scrape, info_hashes, transaction, addr)
             self._answer_later(sent, data, addr)
-        else:
-            self._send_scrape(counts, info_hashes, transaction, addr)
 
     def _send_scrape(
         self,
