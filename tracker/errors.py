@@ -7,3 +7,16 @@ class TrackerError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class KeyMismatch(TrackerError):
+    """
+    An announce for a known peer that does not carry the key the peer registered with: it may
+    come from anyone who learnt the peer id, so it must neither move nor remove the peer.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this peer id is registered with another key; announce with the key you started"
+            " with, or with a new peer id"
+        )
