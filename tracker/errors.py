@@ -16,7 +16,7 @@ class KeyMismatch(TrackerError):
     """
 
     def __init__(self) -> None:
+        # Short enough for a UDP error reply, which is cut to the size of the announce.
         super().__init__(
-            "this peer id is registered with another key; announce with the key you started"
-            " with, or with a new peer id"
+            "this peer id is registered with another key: announce with the key it started with"
         )
