@@ -327,12 +327,16 @@ class StoreContract:
 
     @inlineCallbacks
     def test_stopped_with_another_key_refused(self) -> Any:
-        """A stopped announce with another key than the peer registered with is refused, from
-        the peer's own address too, and the peer stays in the swarm."""
+        """A stopped announce from another address (IP or port) with another key than the peer
+        registered with, or with none, is refused, and the peer stays in the swarm."""
         store = yield self.started_store()
         yield store.announce(announce(1, key=KEY, port=1111), 1000)
-        with self.assertRaises(KeyMismatch):
-            yield store.announce(announce(1, key=OTHER_KEY, port=1111, event=STOPPED), 1001)
+        for ip, port, key in (
+            (b"\x7f\x00\x00\x01", 2222, OTHER_KEY),
+            (b"\x0a\x00\x00\x07", 1111, 0),
+        ):
+            with self.assertRaises(KeyMismatch):
+                yield store.announce(announce(1, ip=ip, port=port, key=key, event=STOPPED), 1001)
         listed = yield self.listed(store)
         self.assertEqual(listed, {peer_id(1): b"\x7f\x00\x00\x01\x04\x57"})
 
@@ -363,11 +367,12 @@ class StoreContract:
 
     @inlineCallbacks
     def test_peer_without_key_takes_none_later(self) -> Any:
-        """A peer that registered without a key stays without one: any announce for it is
-        accepted, and the first key sent for it is not adopted (whoever sent it first could
-        otherwise lock the peer out)."""
+        """A peer that registered without a key stays without one, even when a key comes from
+        its own address: any announce for it is accepted, and the first key sent for it is not
+        adopted (whoever sent it first could otherwise lock the peer out)."""
         store = yield self.started_store()
         yield store.announce(announce(1, port=1111), 1000)
+        yield store.announce(announce(1, key=KEY, port=1111), 1001)
         yield store.announce(announce(1, key=KEY, port=2222), 1001)
         yield store.announce(announce(1, key=OTHER_KEY, port=3333), 1002)
         listed = yield self.listed(store)
@@ -408,3 +413,22 @@ class StoreContract:
         yield store.announce(announce(1, key=KEY, event=STOPPED), 1003)
         listed = yield self.listed(store)
         self.assertNotIn(peer_id(1), listed)
+
+    @inlineCallbacks
+    def test_own_address_may_change_the_key(self) -> Any:
+        """From the address a peer is listed at (IP and port) another key is accepted and
+        becomes the peer's: aria2 sends a new random key with each UDP announce, and
+        libtorrent's changes with its local address. An announce there without a key keeps
+        the key; elsewhere only the new key is accepted."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, key=KEY, port=1111), 1000)
+        yield store.announce(announce(1, key=OTHER_KEY, port=1111), 1001)
+        yield store.announce(announce(1, key=0, port=1111, left=0), 1002)
+        with self.assertRaises(KeyMismatch):
+            yield store.announce(announce(1, key=KEY, port=2222), 1003)
+        yield store.announce(announce(1, key=OTHER_KEY, port=2222, left=0), 1004)
+        listed = yield self.listed(store)
+        self.assertEqual(listed, {peer_id(1): b"\x7f\x00\x00\x01\x08\xae"})
+        stopped = yield store.announce(announce(1, key=12345, port=2222, event=STOPPED), 1005)
+        # Left: the newcomer that looked.
+        self.assertEqual(stopped.counts, SwarmCounts(0, 1, 0))

@@ -289,7 +289,7 @@ class SQLiteStoreTests(StoreContract, TestCase):
         yield first.stop()
         second = yield self.started_store()
         with self.assertRaises(KeyMismatch):
-            yield second.announce(announce(1, key=0xBEEF, event=STOPPED), 1001)
+            yield second.announce(announce(1, key=0xBEEF, port=1, event=STOPPED), 1001)
         result = yield second.announce(announce(1, key=0xCAFE, event=STOPPED), 1002)
         self.assertEqual(result.counts, SwarmCounts(0, 0, 0))
 
@@ -321,6 +321,6 @@ class SQLiteStoreTests(StoreContract, TestCase):
         self.assertEqual(version, SCHEMA_VERSION)
         reopened = yield self.started_store()
         with self.assertRaises(KeyMismatch):
-            yield reopened.announce(announce(3, key=0xBEEF), 1003)
+            yield reopened.announce(announce(3, key=0xBEEF, port=3), 1003)
         yield reopened.announce(announce(1, key=0xF00D, event=STOPPED), 1003)
         self.assertEqual(reopened.scrape([info_hash(1)])[info_hash(1)], SwarmCounts(0, 2, 0))

@@ -53,8 +53,9 @@ def random_announce(rng: random.Random) -> AnnounceRequest:
         left=rng.choice([0, 0, 10, 500]),
         event=event,
         numwant=rng.choice([0, 5, 50]),
-        # Mostly the peer's own key; sometimes none, sometimes a wrong one.
+        # Mostly the peer's own key and port; sometimes no key or a wrong one, or another port.
         key=rng.choice([peer + 1, peer + 1, peer + 1, peer + 1, 0, 77]),
+        port=rng.choice([None, None, None, 9]),
     )
 
 
@@ -160,10 +161,11 @@ def test_keys_survive_replay_and_checkpoint() -> None:
     replay(index.take_changes(), from_checkpoint)
     for rebuilt in (from_journal, from_checkpoint):
         assert state(rebuilt) == state(index)
+        # From other ports: the peers' own addresses could change their keys.
         with pytest.raises(KeyMismatch):
-            rebuilt.announce(announce(1, key=1, event=STOPPED), 1001)
+            rebuilt.announce(announce(1, port=1, key=1, event=STOPPED), 1001)
         with pytest.raises(KeyMismatch):
-            rebuilt.announce(announce(2, ip=IP6, key=0, event=STOPPED), 1001)
+            rebuilt.announce(announce(2, ip=IP6, port=2, key=0, event=STOPPED), 1001)
         rebuilt.announce(announce(1, key=0xDEADBEEF, event=STOPPED), 1001)
         rebuilt.announce(announce(3, key=5, event=STOPPED), 1001)
         assert rebuilt.scrape([info_hash(1)])[info_hash(1)] == (1, 0, 0)
@@ -196,4 +198,4 @@ def test_version_2_records_load_as_peers_without_keys() -> None:
     assert state(rebuilt) == state(index)
     rebuilt.announce(announce(1, key=7, port=1234), 1001)
     with pytest.raises(KeyMismatch):
-        rebuilt.announce(announce(3, key=7), 1001)
+        rebuilt.announce(announce(3, key=7, port=3), 1001)

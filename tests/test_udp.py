@@ -343,11 +343,11 @@ class KeyTests(UDPTestCase):
 
     @inlineCallbacks
     def test_another_key_refused_peer_kept(self) -> Any:
-        """Over a real socket, a stopped or an update with another key than the peer's gets an
-        error reply naming the reason, and the peer stays where it was."""
+        """Over a real socket, a stopped or an update for another port with another key than
+        the peer's gets an error reply naming the reason, and the peer stays where it was."""
         client = self.client(self.listen())
         yield self.announce(client, 1, key=0xABCD)
-        stopped = yield self.announce(client, 1, key=0x1234, event=3)
+        stopped = yield self.announce(client, 1, key=0x1234, event=3, port=7777)
         moved = yield self.announce(client, 1, key=0, port=7777)
         for reply in (stopped, moved):
             self.assertEqual(error_message(reply), KeyMismatch().reason.encode())
@@ -357,17 +357,29 @@ class KeyTests(UDPTestCase):
     @inlineCallbacks
     def test_http_hex_key_is_the_udp_number(self) -> Any:
         """A peer that started over HTTP with key=0000ABCD is the same peer, with the same key,
-        when it announces over UDP with key 0xABCD: accepted, where another key is refused."""
+        when it announces over UDP with key 0xABCD: accepted from another port, where another
+        key is refused."""
         site = TrackerSite(TrackerResource(self.store, self.config, reactor))
         http = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(http.stopListening)
         client = self.client(self.listen())
         started = announce_target(1, 10001) + b"&key=0000ABCD&event=started"
         yield deferToThread(get, "127.0.0.1", http.getHost().port, started)
-        refused = yield self.announce(client, 1, key=0xABCE, event=3)
+        refused = yield self.announce(client, 1, key=0xABCE, event=3, port=6000)
         self.assertEqual(error_message(refused), KeyMismatch().reason.encode())
-        accepted = yield self.announce(client, 1, key=0xABCD, event=3)
+        accepted = yield self.announce(client, 1, key=0xABCD, event=3, port=6000)
         self.assertEqual(parse_announce_reply(accepted)[1:3], (0, 0))
+
+    @inlineCallbacks
+    def test_new_key_every_announce_from_the_same_address(self) -> Any:
+        """aria2 sends a new random key with every UDP announce: from the address the peer is
+        listed at, each is accepted, and its stopped removes it."""
+        client = self.client(self.listen())
+        for event, key in ((2, 0x11111111), (0, 0x22222222), (1, 0x33333333)):
+            reply = yield self.announce(client, 1, key=key, event=event, left=0)
+            self.assertEqual(reply[:4], b"\x00\x00\x00\x01")
+        stopped = yield self.announce(client, 1, key=0x44444444, event=3, left=0)
+        self.assertEqual(parse_announce_reply(stopped)[1:3], (0, 0))
 
 
 class ScrapeTests(UDPTestCase):
@@ -519,7 +531,7 @@ class StoreTests(UDPTestCase):
         client = self.client(self.listen(store=_LateStore()))
         connection = yield deferToThread(client.connect)
         yield self.exchange(client, announce_packet(connection, 1, key=7))
-        reply = yield self.exchange(client, announce_packet(connection, 1, key=8))
+        reply = yield self.exchange(client, announce_packet(connection, 1, key=8, port=2))
         self.assertEqual(error_message(reply), KeyMismatch().reason.encode())
 
     @inlineCallbacks

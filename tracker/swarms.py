@@ -175,11 +175,10 @@ class SwarmIndex:
             old_group = swarm.groups[old_slot]
             assert old_group is not None
             registered = old_group.keys[position]
-            if registered != key and registered:
-                return self._other_key(swarm, request, slot, old_slot, position)
-            # A peer that registered without a key keeps none: taking the first key it is sent
-            # would let whoever sends one first lock the peer out of its own entry.
-            key = registered
+            if registered != key:
+                key = self._key_kept(old_group, position, address, key, (slot ^ old_slot) & 1)
+                if key < 0:
+                    return self._unchanged(swarm, request, old_slot, position)
             completed = old_group.completed[position]
             if request.event == STOPPED:
                 old_group.remove_at(position)
@@ -221,23 +220,45 @@ class SwarmIndex:
             return AnnounceResult(counts)
         return self._sample(swarm, request, slot, position, counts)
 
-    def _other_key(
-        self, swarm: Swarm, request: AnnounceRequest, slot: int, old_slot: int, position: int
+    def _key_kept(
+        self, group: _Group, position: int, address: bytes, key: int, other_family: int
+    ) -> int:
+        """
+        The key a known peer keeps after an announce that carries another key than the one it
+        registered with; -1 if the announce must leave the peer as it is. Raises L{KeyMismatch}
+        when the announce is refused.
+        """
+        registered = group.keys[position]
+        if not registered:
+            # A peer that registered without a key keeps none: taking the first key sent for it
+            # would let whoever sent it first lock the peer out of its own entry.
+            return 0
+        width = group.width
+        if group.addresses[position * width : (position + 1) * width] == address:
+            # From the address the peer is listed at, IP and port: the peer itself (or someone
+            # who shares its address and port, and so could speak for it anyway). aria2 sends
+            # a new random key with each UDP announce, and libtorrent's key changes with its
+            # local address; the peer keeps its key when it sends none.
+            if key:
+                group.keys[position] = key
+                return key
+            return registered
+        if other_family:
+            # libtorrent (1.2 on) keys each listen socket apart, so one client's IPv4 and IPv6
+            # announces carry one peer id and two keys: refusing either would show its user a
+            # tracker error for nothing.
+            return -1
+        raise KeyMismatch()
+
+    def _unchanged(
+        self, swarm: Swarm, request: AnnounceRequest, own_slot: int, own_position: int
     ) -> AnnounceResult:
-        """
-        An announce for a known peer with another key than it registered with, which must not
-        change the peer. From the peer's own address family it is refused. From the other
-        family it is answered, with the peer left as it is: libtorrent (1.2 on) keys each of
-        its listen sockets apart, so one client's IPv4 and IPv6 announces carry one peer id and
-        two keys, and refusing either would show its user a tracker error for nothing.
-        """
-        if not (slot ^ old_slot) & 1:
-            raise KeyMismatch()
+        """The answer to an announce that changes nothing; its peer's entry is left out of the
+        sample, as on any announce."""
         counts = swarm.counts()
         if request.event == STOPPED or not request.numwant:
             return AnnounceResult(counts)
-        # The peer's own entry is left out of its sample, as on any announce.
-        return self._sample(swarm, request, old_slot, position, counts)
+        return self._sample(swarm, request, own_slot, own_position, counts)
 
     def _sample(
         self,
