@@ -220,46 +220,6 @@ class SwarmIndex:
             return AnnounceResult(counts)
         return self._sample(swarm, request, slot, position, counts)
 
-    def _key_kept(
-        self, group: _Group, position: int, address: bytes, key: int, other_family: int
-    ) -> int:
-        """
-        The key a known peer keeps after an announce that carries another key than the one it
-        registered with; -1 if the announce must leave the peer as it is. Raises L{KeyMismatch}
-        when the announce is refused.
-        """
-        registered = group.keys[position]
-        if not registered:
-            # A peer that registered without a key keeps none: taking the first key sent for it
-            # would let whoever sent it first lock the peer out of its own entry.
-            return 0
-        width = group.width
-        if group.addresses[position * width : (position + 1) * width] == address:
-            # From the address the peer is listed at, IP and port: the peer itself (or someone
-            # who shares its address and port, and so could speak for it anyway). aria2 sends
-            # a new random key with each UDP announce, and libtorrent's key changes with its
-            # local address; the peer keeps its key when it sends none.
-            if key:
-                group.keys[position] = key
-                return key
-            return registered
-        if other_family:
-            # libtorrent (1.2 on) keys each listen socket apart, so one client's IPv4 and IPv6
-            # announces carry one peer id and two keys: refusing either would show its user a
-            # tracker error for nothing.
-            return -1
-        raise KeyMismatch()
-
-    def _unchanged(
-        self, swarm: Swarm, request: AnnounceRequest, own_slot: int, own_position: int
-    ) -> AnnounceResult:
-        """The answer to an announce that changes nothing; its peer's entry is left out of the
-        sample, as on any announce."""
-        counts = swarm.counts()
-        if request.event == STOPPED or not request.numwant:
-            return AnnounceResult(counts)
-        return self._sample(swarm, request, own_slot, own_position, counts)
-
     def _sample(
         self,
         swarm: Swarm,
@@ -365,6 +325,46 @@ class SwarmIndex:
             swarm = swarms.get(info_hash)
             counts[info_hash] = NO_COUNTS if swarm is None else swarm.counts()
         return counts
+
+    def _key_kept(
+        self, group: _Group, position: int, address: bytes, key: int, other_family: int
+    ) -> int:
+        """
+        The key a known peer keeps after an announce that carries another key than the one it
+        registered with; -1 if the announce must leave the peer as it is. Raises L{KeyMismatch}
+        when the announce is refused.
+        """
+        registered = group.keys[position]
+        if not registered:
+            # A peer that registered without a key keeps none: taking the first key sent for it
+            # would let whoever sent it first lock the peer out of its own entry.
+            return 0
+        width = group.width
+        if group.addresses[position * width : (position + 1) * width] == address:
+            # From the address the peer is listed at, IP and port: the peer itself (or someone
+            # who shares its address and port, and so could speak for it anyway). aria2 sends
+            # a new random key with each UDP announce, and libtorrent's key changes with its
+            # local address; the peer keeps its key when it sends none.
+            if key:
+                group.keys[position] = key
+                return key
+            return registered
+        if other_family:
+            # libtorrent (1.2 on) keys each listen socket apart, so one client's IPv4 and IPv6
+            # announces carry one peer id and two keys: refusing either would show its user a
+            # tracker error for nothing.
+            return -1
+        raise KeyMismatch()
+
+    def _unchanged(
+        self, swarm: Swarm, request: AnnounceRequest, own_slot: int, own_position: int
+    ) -> AnnounceResult:
+        """The answer to an announce that changes nothing; its peer's entry is left out of the
+        sample, as on any announce."""
+        counts = swarm.counts()
+        if request.event == STOPPED or not request.numwant:
+            return AnnounceResult(counts)
+        return self._sample(swarm, request, own_slot, own_position, counts)
 
     # Expiry.
 
