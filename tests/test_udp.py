@@ -333,14 +333,6 @@ class AnnounceTests(UDPTestCase):
         peers = over_http.decoded()[b"peers"]
         self.assertEqual(sorted([peers[:6], peers[6:]]), [loopback_peer(6001), loopback_peer(6002)])
 
-
-class KeyTests(UDPTestCase):
-    @inlineCallbacks
-    def announce(self, client: Client, peer: int, **fields: Any) -> Any:
-        connection = yield deferToThread(client.connect)
-        reply = yield self.exchange(client, announce_packet(connection, peer, **fields))
-        return reply
-
     @inlineCallbacks
     def test_another_key_refused_peer_kept(self) -> Any:
         """Over a real socket, a stopped or an update for another port with another key than
