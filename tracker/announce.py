@@ -44,7 +44,8 @@ class AnnounceRequest(NamedTuple):
     compact: bool
     no_peer_id: bool
     #: The client's key as a 32-bit number (BEP 15's key field; see L{parse_key}), 0 for none.
-    #: A known peer's later announces must carry the key it registered with.
+    #: A known peer's announces from elsewhere must carry the key it registered with (see
+    #: L{tracker.interfaces.IPeerStore.announce}).
     key: int = 0
 
     @property

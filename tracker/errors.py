@@ -11,8 +11,9 @@ class TrackerError(Exception):
 
 class KeyMismatch(TrackerError):
     """
-    An announce for a known peer that does not carry the key the peer registered with: it may
-    come from anyone who learnt the peer id, so it must neither move nor remove the peer.
+    An announce for a known peer, from another address than the peer's, that does not carry
+    the key the peer registered with: it may come from anyone who learnt the peer id, so it
+    must neither move nor remove the peer.
     """
 
     def __init__(self) -> None:
