@@ -69,7 +69,7 @@ def announce_path(
     left_value = peer_left(i) if left is None else left
     path = (
         f"/announce?info_hash={quote_from_bytes(info_hash, safe='')}"
-        f"&peer_id={quote_from_bytes(peer_id(i), safe='')}&port={peer_port(i)}"
+        f"&peer_id={quote_from_bytes(peer_id(i), safe='')}&port={peer_port(i)}&key={i + 1:08X}"
         f"&uploaded=0&downloaded=0&left={left_value}&compact=1&numwant={numwant}"
     )
     if event:

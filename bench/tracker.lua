@@ -53,12 +53,14 @@ local function uint32_be(n)
                       math.floor(n / 256) % 256, n % 256)
 end
 
--- Encoded "peer_id=...&port=..." for peer i, cached because most peers announce repeatedly.
+-- Encoded "peer_id=...&port=...&key=..." for peer i, cached because most peers announce repeatedly.
 local function peer_params(i)
    local cached = peer_cache[i]
    if cached == nil then
       local peer_id = "-BM0001-" .. uint32_be(i) .. PEER_ID_TAIL
-      cached = "&peer_id=" .. pct_encode(peer_id) .. "&port=" .. (PORT_BASE + i)
+      -- The key as libtorrent sends it, 8 hex digits; the same for all of the peer's announces.
+      cached = "&peer_id=" .. pct_encode(peer_id) .. "&port=" .. (PORT_BASE + i) ..
+         "&key=" .. string.format("%08X", i + 1)
       peer_cache[i] = cached
    end
    return cached

@@ -24,6 +24,7 @@ def announce(
     numwant: int = 50,
     compact: bool = True,
     no_peer_id: bool = False,
+    key: int = 0,
 ) -> AnnounceRequest:
     return AnnounceRequest(
         info_hash=info_hash(torrent),
@@ -37,4 +38,5 @@ def announce(
         numwant=numwant,
         compact=compact,
         no_peer_id=no_peer_id,
+        key=key,
     )

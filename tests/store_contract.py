@@ -14,6 +14,7 @@ from zope.interface.verify import verifyObject
 from tests import helpers
 from tests.helpers import info_hash, peer_id
 from tracker.announce import COMPLETED, PAUSED, STARTED, STOPPED, AnnounceRequest
+from tracker.errors import KeyMismatch
 from tracker.interfaces import AnnounceResult, IPeerStore, Peer, SwarmCounts
 
 
@@ -25,6 +26,11 @@ def announce(*args: Any, **kwargs: Any) -> AnnounceRequest:
 
 def peers(result: AnnounceResult) -> list[Peer]:
     return result.peers()
+
+
+KEY = 0x565E1D1F
+OTHER_KEY = 0x10A1814A
+IP6 = bytes(15) + b"\x01"
 
 
 class StoreContract:
@@ -312,3 +318,117 @@ class StoreContract:
         yield store.announce(announce(1, left=0, event=COMPLETED), 1003)
         counts = yield store.scrape([info_hash(1)])
         self.assertEqual(counts[info_hash(1)], SwarmCounts(1, 0, 1))
+
+    @inlineCallbacks
+    def listed(self, store: Any) -> Any:
+        """Every other peer of torrent 1 as (peer id, address), seen by a newcomer."""
+        result = yield store.announce(announce(999, numwant=200), 2000)
+        return {p.peer_id: p.address for p in peers(result)}
+
+    @inlineCallbacks
+    def test_stopped_with_another_key_refused(self) -> Any:
+        """A stopped announce from another address (IP or port) with another key than the peer
+        registered with, or with none, is refused, and the peer stays in the swarm."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, key=KEY, port=1111), 1000)
+        for ip, port, key in (
+            (b"\x7f\x00\x00\x01", 2222, OTHER_KEY),
+            (b"\x0a\x00\x00\x07", 1111, 0),
+        ):
+            with self.assertRaises(KeyMismatch):
+                yield store.announce(announce(1, ip=ip, port=port, key=key, event=STOPPED), 1001)
+        listed = yield self.listed(store)
+        self.assertEqual(listed, {peer_id(1): b"\x7f\x00\x00\x01\x04\x57"})
+
+    @inlineCallbacks
+    def test_update_with_another_key_refused(self) -> Any:
+        """An update with another key, or with none, neither moves the peer nor changes it from
+        leecher to seeder."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, key=KEY, port=1111), 1000)
+        for key in (OTHER_KEY, 0):
+            with self.assertRaises(KeyMismatch):
+                yield store.announce(announce(1, key=key, port=2222, left=0), 1001)
+        listed = yield self.listed(store)
+        self.assertEqual(listed, {peer_id(1): b"\x7f\x00\x00\x01\x04\x57"})
+        counts = yield store.scrape([info_hash(1)])
+        self.assertEqual(counts[info_hash(1)], SwarmCounts(0, 2, 0))
+
+    @inlineCallbacks
+    def test_right_key_updates_and_stops(self) -> Any:
+        """With the key it registered with, a peer moves, completes and stops as ever."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, key=KEY, port=1111), 1000)
+        yield store.announce(announce(1, key=KEY, port=2222, left=0, event=COMPLETED), 1001)
+        listed = yield self.listed(store)
+        self.assertEqual(listed, {peer_id(1): b"\x7f\x00\x00\x01\x08\xae"})
+        stopped = yield store.announce(announce(1, key=KEY, event=STOPPED), 1002)
+        self.assertEqual(stopped.counts, SwarmCounts(0, 1, 1))
+
+    @inlineCallbacks
+    def test_peer_without_key_takes_none_later(self) -> Any:
+        """A peer that registered without a key stays without one, even when a key comes from
+        its own address: any announce for it is accepted, and the first key sent for it is not
+        adopted (whoever sent it first could otherwise lock the peer out)."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, port=1111), 1000)
+        yield store.announce(announce(1, key=KEY, port=1111), 1001)
+        yield store.announce(announce(1, key=KEY, port=2222), 1001)
+        yield store.announce(announce(1, key=OTHER_KEY, port=3333), 1002)
+        listed = yield self.listed(store)
+        self.assertEqual(listed, {peer_id(1): b"\x7f\x00\x00\x01\x0d\x05"})
+        yield store.announce(announce(1, event=STOPPED), 1003)
+        listed = yield self.listed(store)
+        self.assertEqual(listed, {})
+
+    @inlineCallbacks
+    def test_key_forgotten_with_the_peer(self) -> Any:
+        """Once a peer has stopped or expired, its peer id registers afresh with any key."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, key=KEY), 1000)
+        yield store.announce(announce(1, key=KEY, event=STOPPED), 1001)
+        yield store.announce(announce(1, key=OTHER_KEY), 1002)
+        yield store.expire(1500)
+        yield store.announce(announce(1, key=KEY, port=4444), 2000)
+        listed = yield self.listed(store)
+        self.assertEqual(listed, {peer_id(1): b"\x7f\x00\x00\x01\x11\x5c"})
+
+    @inlineCallbacks
+    def test_other_family_with_another_key_leaves_peer_alone(self) -> Any:
+        """libtorrent keys its IPv4 and IPv6 sockets apart: an announce with another key from
+        the other address family is answered with peers, not refused, and neither moves nor
+        removes the peer registered from the first."""
+        store = yield self.started_store()
+        yield store.announce(announce(2), 1000)
+        yield store.announce(announce(1, key=KEY, port=1111), 1000)
+        from_v6 = yield store.announce(announce(1, ip=IP6, key=OTHER_KEY, port=1111), 1001)
+        self.assertEqual([p.peer_id for p in peers(from_v6)], [peer_id(2)])
+        self.assertEqual(from_v6.counts, SwarmCounts(0, 2, 0))
+        stopped_v6 = yield store.announce(
+            announce(1, ip=IP6, key=OTHER_KEY, port=1111, event=STOPPED), 1002
+        )
+        self.assertEqual(stopped_v6.counts, SwarmCounts(0, 2, 0))
+        listed = yield self.listed(store)
+        self.assertEqual(listed[peer_id(1)], b"\x7f\x00\x00\x01\x04\x57")
+        yield store.announce(announce(1, key=KEY, event=STOPPED), 1003)
+        listed = yield self.listed(store)
+        self.assertNotIn(peer_id(1), listed)
+
+    @inlineCallbacks
+    def test_own_address_may_change_the_key(self) -> Any:
+        """From the address a peer is listed at (IP and port) another key is accepted and
+        becomes the peer's: aria2 sends a new random key with each UDP announce, and
+        libtorrent's changes with its local address. An announce there without a key keeps
+        the key; elsewhere only the new key is accepted."""
+        store = yield self.started_store()
+        yield store.announce(announce(1, key=KEY, port=1111), 1000)
+        yield store.announce(announce(1, key=OTHER_KEY, port=1111), 1001)
+        yield store.announce(announce(1, key=0, port=1111, left=0), 1002)
+        with self.assertRaises(KeyMismatch):
+            yield store.announce(announce(1, key=KEY, port=2222), 1003)
+        yield store.announce(announce(1, key=OTHER_KEY, port=2222, left=0), 1004)
+        listed = yield self.listed(store)
+        self.assertEqual(listed, {peer_id(1): b"\x7f\x00\x00\x01\x08\xae"})
+        stopped = yield store.announce(announce(1, key=12345, port=2222, event=STOPPED), 1005)
+        # Left: the newcomer that looked.
+        self.assertEqual(stopped.counts, SwarmCounts(0, 1, 0))

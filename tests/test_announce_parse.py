@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import zlib
 
 import pytest
 
@@ -15,6 +16,7 @@ from tracker.announce import (
     STOPPED,
     AnnounceRequest,
     parse_announce,
+    parse_key,
     parse_scrape,
 )
 from tracker.config import TrackerConfig
@@ -371,6 +373,43 @@ def test_invalid_ip_param_refused_when_allowed(text: bytes) -> None:
     """With allow_ip_param, an ip= that is not an IP literal is refused, never resolved."""
     error = refused(params(ip=text), ALLOW_IP)
     assert "ip" in error.reason
+
+
+# --- the key ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "number"),
+    [
+        (b"565E1D1F", 0x565E1D1F),  # libtorrent, qBittorrent: upper-case hex
+        (b"10a1814a", 0x10A1814A),  # Transmission: lower-case hex
+        (b"FFFFFFFF", 0xFFFFFFFF),
+        (b"00000001", 1),
+        (b"1", 1),
+    ],
+)
+def test_hex_key_is_the_number_udp_would_carry(raw: bytes, number: int) -> None:
+    """A key of up to 8 hex digits is read as the 32-bit number a UDP announce carries, so
+    a client's HTTP and UDP announces carry the same key."""
+    assert announce(key=raw).key == number
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"(\x91\x9d\xbe~\x18W`", b"not-hex!", b"-1", b"123456789", b"x" * 300, b"\xff"],
+)
+def test_other_keys_are_hashed_to_32_bits(raw: bytes) -> None:
+    """Anything but hex (aria2 sends 8 raw bytes), or longer than 8 characters, becomes a
+    stable 32-bit hash of its bytes."""
+    key = announce(key=raw).key
+    assert key == zlib.crc32(raw) == parse_key(raw)
+    assert 0 <= key <= 0xFFFFFFFF
+
+
+def test_missing_or_empty_key_is_none() -> None:
+    """Without a key, or with an empty one, the announce carries key 0: none."""
+    assert announce().key == 0
+    assert announce(key=b"").key == 0
 
 
 # --- parse_scrape -----------------------------------------------------------------------------

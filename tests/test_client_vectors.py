@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -11,6 +12,7 @@ import pytest
 from tracker.announce import COMPLETED, NONE, STARTED, STOPPED, parse_announce, parse_scrape
 from tracker.config import TrackerConfig
 from tracker.query import parse_query, split_query
+from tracker.store.memory import MemoryPeerStore
 
 _IN_REPO = Path(__file__).resolve().parent / "vectors" / "client_announces.txt"
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "client_announces.txt"
@@ -202,3 +204,40 @@ def test_same_torrent_across_a_clients_session() -> None:
         by_client.setdefault(sample.client, set()).add((parsed.info_hash, parsed.peer_id))
     assert len(by_client) == 4
     assert all(len(pairs) == 1 for pairs in by_client.values())
+
+
+#: Each client's key as the 32-bit number it would send over UDP: libtorrent, Transmission and
+#: qBittorrent send theirs in hex, which is read as that number; aria2's 8 raw bytes are hashed.
+EXPECTED_KEYS = {
+    "aria2/1.36.0": zlib.crc32(b"(\x91\x9d\xbe~\x18W`"),
+    "libtorrent/2.1.1.0": 0x565E1D1F,
+    "Transmission/3.00": 0x10A1814A,
+    "qBittorrent/4.5.2": 0x555F8FBB,
+}
+
+
+def test_each_client_sends_one_key_read_as_its_number() -> None:
+    """Every announce of a client's session parses to the same 32-bit key, the number its hex
+    spells (or aria2's hashed bytes)."""
+    keys: dict[str, set[int]] = {}
+    for sample in ANNOUNCE_SAMPLES:
+        if sample.tag == "announce event=(none)" and sample.client.startswith("libtorrent/"):
+            continue  # libtorrent's regular announce was for a second torrent, with its own key
+        request = parse_announce(parse_query(split_query(sample.uri)), SOCKET_IP, CONFIG)
+        keys.setdefault(sample.client, set()).add(request.key)
+    assert keys == {client: {key} for client, key in EXPECTED_KEYS.items()}
+
+
+def test_client_sessions_pass_the_key_check() -> None:
+    """Each client's recorded session, replayed in order into a store, is accepted at every
+    step, and its stopped removes it."""
+    store = MemoryPeerStore()
+    for now, sample in enumerate(ANNOUNCE_SAMPLES):
+        request = parse_announce(parse_query(split_query(sample.uri)), SOCKET_IP, CONFIG)
+        store.announce(request, 1000 + now)
+    hashes = [SHARED_TORRENT, LT_OTHER_TORRENT, TR_TORRENT, QB_TORRENT]
+    counts = store.scrape(hashes)
+    # Only libtorrent's second torrent, which it did not stop, still has its peer.
+    assert [(c.complete, c.incomplete) for c in (counts[h] for h in hashes)] == [
+        (0, 0), (1, 0), (0, 0), (0, 0)
+    ]  # fmt: skip

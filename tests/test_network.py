@@ -190,6 +190,26 @@ class ServingTests(NetworkTestCase):
         self.assertEqual(files.decoded()[b"files"][info_hash(1)][b"incomplete"], 2)
 
     @inlineCallbacks
+    def test_stopped_with_another_key_refused(self) -> Any:
+        """Over a real port, a stopped announce for another port with another key than the
+        peer started with gets a bencoded failure and the peer stays; its own key, in either
+        case, removes it."""
+        port = self.listen("127.0.0.1")
+        target = announce_target(1, 6001)
+        yield deferToThread(get, "127.0.0.1", port, target + b"&key=565E1D1F&event=started")
+        elsewhere = announce_target(1, 6002) + b"&key=DEADBEEF&event=stopped"
+        wrong = yield deferToThread(get, "127.0.0.1", port, elsewhere)
+        self.assertEqual(wrong.status, 200)
+        self.assertIn(b"registered with another key", wrong.decoded()[b"failure reason"])
+        scrape = b"/scrape?info_hash=" + quote_from_bytes(info_hash(1)).encode()
+        kept = yield deferToThread(get, "127.0.0.1", port, scrape)
+        self.assertEqual(kept.decoded()[b"files"][info_hash(1)][b"incomplete"], 1)
+        right = yield deferToThread(get, "127.0.0.1", port, target + b"&key=565e1d1f&event=stopped")
+        self.assertNotIn(b"failure reason", right.decoded())
+        gone = yield deferToThread(get, "127.0.0.1", port, scrape)
+        self.assertEqual(gone.decoded()[b"files"][info_hash(1)][b"incomplete"], 0)
+
+    @inlineCallbacks
     def test_head_and_post(self) -> Any:
         """HEAD is answered without a body; POST with a small body gets 405."""
         port = self.listen("127.0.0.1")

@@ -22,6 +22,7 @@ from tests.helpers import info_hash, peer_id
 from tracker.announce import AnnounceRequest
 from tracker.bencode import bdecode
 from tracker.config import TrackerConfig
+from tracker.errors import KeyMismatch
 from tracker.interfaces import AnnounceResult, IPeerStore, StoreStopped, SwarmCounts
 from tracker.resource import TrackerResource
 from tracker.store.memory import MemoryPeerStore
@@ -92,6 +93,8 @@ class ControlledStore:
             return fail(RuntimeError("the disk is on fire"))
         if self.mode == "stopping":
             raise StoreStopped("the tracker store is stopping")
+        if self.mode == "refuse":
+            return fail(KeyMismatch())
         return real
 
     def announce(self, request: AnnounceRequest, now: int) -> Deferred[AnnounceResult]:
@@ -452,6 +455,18 @@ class LifecycleTests(ResourceTestCase):
             decoded = rendered.decoded()
             self.assertIn(b"restarting", decoded[b"failure reason"])
             self.assertGreater(decoded[b"retry in"], 0)
+        self.assertEqual(self.logged.failures(), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_late_key_refusal_is_a_failure_reason(self) -> None:
+        """A store that refuses an announce's key after it had to wait (a SQLite store still
+        loading) gives the client that reason, not an internal error, and logs no error."""
+        self.store.mode = "refuse"
+        rendered = self.announce(1)
+        self.assertIsNone(self.successResultOf(rendered.finished))
+        decoded = rendered.decoded()
+        self.assertEqual(decoded[b"failure reason"], KeyMismatch().reason.encode())
+        self.assertNotIn(b"retry in", decoded)
         self.assertEqual(self.logged.failures(), [])
         self.assertEqual(self.flushLoggedErrors(), [])
 

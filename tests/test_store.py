@@ -15,9 +15,10 @@ from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash, peer_id
 from tests.store_contract import StoreContract, announce
-from tracker.announce import COMPLETED
+from tracker.announce import COMPLETED, STOPPED
+from tracker.errors import KeyMismatch
 from tracker.interfaces import StoreStopped, SwarmCounts
-from tracker.journal import JournalError, replay
+from tracker.journal import KEYLESS_PEER, JournalError, replay
 from tracker.store import sqlite as sqlite_store
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.schema import SCHEMA_VERSION, SchemaError
@@ -277,3 +278,49 @@ class SQLiteStoreTests(StoreContract, TestCase):
         connection.close()
         with self.assertRaises(JournalError):
             yield self.make_store().start()
+
+    @inlineCallbacks
+    def test_keys_survive_restart(self) -> Any:
+        """A store reopened on the same file still refuses a peer's wrong key, and accepts its
+        right one."""
+        first = self.make_store_at(self._path)
+        yield first.start()
+        yield first.announce(announce(1, key=0xCAFE), 1000)
+        yield first.stop()
+        second = yield self.started_store()
+        with self.assertRaises(KeyMismatch):
+            yield second.announce(announce(1, key=0xBEEF, port=1, event=STOPPED), 1001)
+        result = yield second.announce(announce(1, key=0xCAFE, event=STOPPED), 1002)
+        self.assertEqual(result.counts, SwarmCounts(0, 0, 0))
+
+    @inlineCallbacks
+    def test_version_2_database_is_upgraded_with_its_peers(self) -> Any:
+        """A database written by schema version 2, whose journal holds peers without keys,
+        keeps them: they load as peers without a key, a backup is written first, and the
+        file is at the current version after."""
+        records = b""
+        for n, port in ((1, 1111), (2, 2222)):
+            address = b"\x7f\x00\x00\x01" + port.to_bytes(2, "big")
+            records += KEYLESS_PEER.pack(b"P", info_hash(1), peer_id(n), 1000, 0, 6) + address
+        connection = sqlite3.connect(self._path)
+        connection.execute("CREATE TABLE journal (seq INTEGER PRIMARY KEY, records BLOB NOT NULL)")
+        connection.execute("INSERT INTO journal (seq, records) VALUES (1, ?)", (records,))
+        connection.execute("PRAGMA user_version = 2")
+        connection.commit()
+        connection.close()
+        store = yield self.started_store()
+        self.assertTrue(os.path.exists(self._path + ".v2.bak"))
+        result = store.announce(announce(3, key=0xCAFE), 1001)
+        self.assertEqual({p.peer_id for p in result.peers()}, {peer_id(1), peer_id(2)})
+        # Registered without a key, peer 1 accepts any.
+        store.announce(announce(1, key=0xBEEF, port=1234), 1002)
+        yield store.stop()
+        connection = sqlite3.connect(self._path)
+        version = connection.execute("PRAGMA user_version").fetchall()[0][0]
+        connection.close()
+        self.assertEqual(version, SCHEMA_VERSION)
+        reopened = yield self.started_store()
+        with self.assertRaises(KeyMismatch):
+            yield reopened.announce(announce(3, key=0xBEEF, port=3), 1003)
+        yield reopened.announce(announce(1, key=0xF00D, event=STOPPED), 1003)
+        self.assertEqual(reopened.scrape([info_hash(1)])[info_hash(1)], SwarmCounts(0, 2, 0))

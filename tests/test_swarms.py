@@ -3,6 +3,7 @@ changes made while a checkpoint or an expiry is written a slice at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -11,13 +12,17 @@ from hypothesis import strategies as st
 
 from tests.helpers import announce, info_hash, peer_id
 from tracker.announce import COMPLETED, STOPPED, AnnounceRequest
-from tracker.journal import COUNT, GONE, JournalError, replay
+from tracker.errors import KeyMismatch
+from tracker.journal import COUNT, GONE, KEYLESS_PEER, SEEDER, JournalError, replay
 from tracker.swarms import SwarmIndex
 
 IP6 = bytes(15) + b"\x01"
 
 
-def state(index: SwarmIndex) -> dict[bytes, tuple[int, set[tuple[bytes, bytes, int, int, int]]]]:
+Peer = tuple[bytes, bytes, int, int, int, int]
+
+
+def state(index: SwarmIndex) -> dict[bytes, tuple[int, set[Peer]]]:
     """Everything the index holds, in a form that compares equal whatever the peers' order."""
     found = {}
     for hash_, swarm in index.swarms.items():
@@ -29,7 +34,12 @@ def state(index: SwarmIndex) -> dict[bytes, tuple[int, set[tuple[bytes, bytes, i
                 address = bytes(
                     group.addresses[position * group.width : (position + 1) * group.width]
                 )
-                peers.add((member, address, slot, group.seen[position], group.completed[position]))
+                peers.add(
+                    (
+                        member, address, slot, group.seen[position], group.completed[position],
+                        group.keys[position],
+                    )
+                )  # fmt: skip
         if peers or swarm.downloaded:
             found[hash_] = (swarm.downloaded, peers)
     return found
@@ -37,14 +47,24 @@ def state(index: SwarmIndex) -> dict[bytes, tuple[int, set[tuple[bytes, bytes, i
 
 def random_announce(rng: random.Random) -> AnnounceRequest:
     event = rng.choice(["", "", "", STOPPED, COMPLETED, "started"])
+    peer = rng.randrange(40)
     return announce(
-        rng.randrange(40),
+        peer,
         rng.randrange(5),
         ip=IP6 if rng.random() < 0.2 else b"\x7f\x00\x00\x01",
         left=rng.choice([0, 0, 10, 500]),
         event=event,
         numwant=rng.choice([0, 5, 50]),
+        # Mostly the peer's own key and port; sometimes no key or a wrong one, or another port.
+        key=rng.choice([peer + 1, peer + 1, peer + 1, peer + 1, 0, 77]),
+        port=rng.choice([None, None, None, 9]),
     )
+
+
+def announce_any(index: SwarmIndex, request: AnnounceRequest, now: int) -> None:
+    """Announce, whether or not the key is accepted."""
+    with contextlib.suppress(KeyMismatch):
+        index.announce(request, now)
 
 
 def test_journal_replays_to_the_same_index() -> None:
@@ -52,7 +72,7 @@ def test_journal_replays_to_the_same_index() -> None:
     rng = random.Random(5)
     index = SwarmIndex(random.Random(1), journal=True)
     for step in range(3000):
-        index.announce(random_announce(rng), 1000 + step // 10)
+        announce_any(index, random_announce(rng), 1000 + step // 10)
     for _ in index.expire(1200, [0], chunk=7):
         pass
     rebuilt = SwarmIndex()
@@ -67,14 +87,14 @@ def test_checkpoint_interleaved_with_announces(seed: int) -> None:
     rng = random.Random(seed)
     index = SwarmIndex(random.Random(seed), journal=True)
     for _ in range(400):
-        index.announce(random_announce(rng), 1000)
+        announce_any(index, random_announce(rng), 1000)
     index.take_changes()  # what came before the checkpoint is not replayed
     walk = index.checkpoint([0], chunk=3)
     expiry = index.expire(1001, [0], chunk=5)
     now = 1001
     for _ in walk:
         for _ in range(rng.randrange(4)):
-            index.announce(random_announce(rng), now)
+            announce_any(index, random_announce(rng), now)
         next(expiry, None)
         now += 1
     for _ in expiry:
@@ -99,7 +119,7 @@ def test_records_each_kind() -> None:
     assert rebuilt.scrape([info_hash(1)])[info_hash(1)] == (0, 0, 9)
 
 
-@pytest.mark.parametrize("cut", [1, 10, 41, 52, 56])
+@pytest.mark.parametrize("cut", [1, 10, 41, 52, 56, 60])
 def test_truncated_journal_is_refused(cut: int) -> None:
     """A journal cut inside a record is an error, not a silently shorter index."""
     index = SwarmIndex(journal=True)
@@ -112,6 +132,75 @@ def test_truncated_journal_is_refused(cut: int) -> None:
 def test_unknown_record_is_refused() -> None:
     with pytest.raises(JournalError):
         replay(b"X" + bytes(40), SwarmIndex())
+
+
+def test_random_announces_do_meet_wrong_keys() -> None:
+    """The random announces above do try wrong keys on known peers, so the replay tests cover
+    refused announces too."""
+    rng = random.Random(5)
+    index = SwarmIndex(random.Random(1))
+    refused = 0
+    for step in range(3000):
+        try:
+            index.announce(random_announce(rng), 1000 + step // 10)
+        except KeyMismatch:
+            refused += 1
+    assert refused > 100
+
+
+def test_keys_survive_replay_and_checkpoint() -> None:
+    """A peer's key is in the journal and in a checkpoint: the rebuilt index refuses the wrong
+    key and accepts the right one."""
+    index = SwarmIndex(journal=True)
+    index.announce(announce(1, key=0xDEADBEEF), 1000)
+    index.announce(announce(2, ip=IP6, left=0, key=0xFFFFFFFF), 1000)
+    index.announce(announce(3), 1000)
+    from_journal = SwarmIndex()
+    replay(index.take_changes(), from_journal)
+    for _ in index.checkpoint([0]):
+        pass
+    from_checkpoint = SwarmIndex()
+    replay(index.take_changes(), from_checkpoint)
+    for rebuilt in (from_journal, from_checkpoint):
+        assert state(rebuilt) == state(index)
+        # From other ports: the peers' own addresses could change their keys.
+        with pytest.raises(KeyMismatch):
+            rebuilt.announce(announce(1, port=1, key=1, event=STOPPED), 1001)
+        with pytest.raises(KeyMismatch):
+            rebuilt.announce(announce(2, ip=IP6, port=2, key=0, event=STOPPED), 1001)
+        rebuilt.announce(announce(1, key=0xDEADBEEF, event=STOPPED), 1001)
+        rebuilt.announce(announce(3, key=5, event=STOPPED), 1001)
+        assert rebuilt.scrape([info_hash(1)])[info_hash(1)] == (1, 0, 0)
+
+
+def keyless_record(peer: int, seen: int, port: int, seeder: bool = False) -> bytes:
+    """A peer as schema version 2 wrote it: a P record, without a key."""
+    request = announce(peer)
+    address = request.ip + port.to_bytes(2, "big")
+    flags = SEEDER if seeder else 0
+    return (
+        KEYLESS_PEER.pack(b"P", request.info_hash, request.peer_id, seen, flags, len(address))
+        + address
+    )
+
+
+def test_version_2_records_load_as_peers_without_keys() -> None:
+    """A journal of version 2's P records loads as peers without keys, which accept any key;
+    a K record written later for the same peer replaces it, key and all."""
+    old = keyless_record(1, 900, 1111) + keyless_record(2, 950, 2222, seeder=True)
+    index = SwarmIndex(journal=True)
+    replay(old, index)
+    assert index.scrape([info_hash(1)])[info_hash(1)] == (1, 1, 0)
+    group = index.swarms[info_hash(1)].groups[0]
+    assert group is not None and list(group.keys) == [0]
+    # New records after the old ones: peer 3 registers with a key.
+    index.announce(announce(3, key=42), 1000)
+    rebuilt = SwarmIndex()
+    replay(old + index.take_changes(), rebuilt)
+    assert state(rebuilt) == state(index)
+    rebuilt.announce(announce(1, key=7, port=1234), 1001)
+    with pytest.raises(KeyMismatch):
+        rebuilt.announce(announce(3, key=7, port=3), 1001)
 
 
 @settings(max_examples=300, deadline=None)

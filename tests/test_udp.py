@@ -15,12 +15,14 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash, peer_id
 from tests.test_network import announce_target, get
 from tracker.config import TrackerConfig
 from tracker.connection_ids import WINDOW, ConnectionIds
+from tracker.errors import KeyMismatch, TrackerError
 from tracker.interfaces import StoreStopped
 from tracker.resource import TrackerResource
 from tracker.site import TrackerSite
@@ -46,6 +48,7 @@ def announce_packet(
     ip: bytes = b"\x00" * 4,
     options: bytes = b"",
     transaction: bytes = b"TXID",
+    key: int = 0,
 ) -> bytes:
     return (
         connection_id
@@ -60,7 +63,7 @@ def announce_packet(
             0,
             event,
             ip,
-            0,
+            key,
             numwant,
             port if port is not None else 10000 + peer,
         )
@@ -330,6 +333,46 @@ class AnnounceTests(UDPTestCase):
         peers = over_http.decoded()[b"peers"]
         self.assertEqual(sorted([peers[:6], peers[6:]]), [loopback_peer(6001), loopback_peer(6002)])
 
+    @inlineCallbacks
+    def test_another_key_refused_peer_kept(self) -> Any:
+        """Over a real socket, a stopped or an update for another port with another key than
+        the peer's gets an error reply naming the reason, and the peer stays where it was."""
+        client = self.client(self.listen())
+        yield self.announce(client, 1, key=0xABCD)
+        stopped = yield self.announce(client, 1, key=0x1234, event=3, port=7777)
+        moved = yield self.announce(client, 1, key=0, port=7777)
+        for reply in (stopped, moved):
+            self.assertEqual(error_message(reply), KeyMismatch().reason.encode())
+        other = yield self.announce(client, 2)
+        self.assertEqual(parse_announce_reply(other)[3], [loopback_peer(10001)])
+
+    @inlineCallbacks
+    def test_http_hex_key_is_the_udp_number(self) -> Any:
+        """A peer that started over HTTP with key=0000ABCD is the same peer, with the same key,
+        when it announces over UDP with key 0xABCD: accepted from another port, where another
+        key is refused."""
+        site = TrackerSite(TrackerResource(self.store, self.config, reactor))
+        http = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(http.stopListening)
+        client = self.client(self.listen())
+        started = announce_target(1, 10001) + b"&key=0000ABCD&event=started"
+        yield deferToThread(get, "127.0.0.1", http.getHost().port, started)
+        refused = yield self.announce(client, 1, key=0xABCE, event=3, port=6000)
+        self.assertEqual(error_message(refused), KeyMismatch().reason.encode())
+        accepted = yield self.announce(client, 1, key=0xABCD, event=3, port=6000)
+        self.assertEqual(parse_announce_reply(accepted)[1:3], (0, 0))
+
+    @inlineCallbacks
+    def test_new_key_every_announce_from_the_same_address(self) -> Any:
+        """aria2 sends a new random key with every UDP announce: from the address the peer is
+        listed at, each is accepted, and its stopped removes it."""
+        client = self.client(self.listen())
+        for event, key in ((2, 0x11111111), (0, 0x22222222), (1, 0x33333333)):
+            reply = yield self.announce(client, 1, key=key, event=event, left=0)
+            self.assertEqual(reply[:4], b"\x00\x00\x00\x01")
+        stopped = yield self.announce(client, 1, key=0x44444444, event=3, left=0)
+        self.assertEqual(parse_announce_reply(stopped)[1:3], (0, 0))
+
 
 class ScrapeTests(UDPTestCase):
     @inlineCallbacks
@@ -451,7 +494,11 @@ class _LateStore(MemoryPeerStore):
 
     def announce(self, request: Any, now: int) -> Any:
         answer: Deferred[Any] = Deferred()
-        self.waiting.append((answer, super().announce(request, now)))
+        try:
+            result = super().announce(request, now)
+        except TrackerError:
+            result = Failure()
+        self.waiting.append((answer, result))
         reactor.callLater(0.05, self.release)  # type: ignore[attr-defined]
         return answer
 
@@ -468,6 +515,16 @@ class StoreTests(UDPTestCase):
         connection = yield deferToThread(client.connect)
         reply = yield self.exchange(client, announce_packet(connection, 1))
         self.assertEqual(error_message(reply), b"the tracker is restarting; try again shortly")
+
+    @inlineCallbacks
+    def test_key_refusal_that_comes_later(self) -> Any:
+        """A store that refuses a key after it had to wait gets the client an error reply
+        with that reason."""
+        client = self.client(self.listen(store=_LateStore()))
+        connection = yield deferToThread(client.connect)
+        yield self.exchange(client, announce_packet(connection, 1, key=7))
+        reply = yield self.exchange(client, announce_packet(connection, 1, key=8, port=2))
+        self.assertEqual(error_message(reply), KeyMismatch().reason.encode())
 
     @inlineCallbacks
     def test_answer_that_comes_later(self) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import NamedTuple
 
 from tracker.addresses import pack_ip
@@ -42,6 +43,10 @@ class AnnounceRequest(NamedTuple):
     numwant: int
     compact: bool
     no_peer_id: bool
+    #: The client's key as a 32-bit number (BEP 15's key field; see L{parse_key}), 0 for none.
+    #: A known peer's announces from elsewhere must carry the key it registered with (see
+    #: L{tracker.interfaces.IPeerStore.announce}).
+    key: int = 0
 
     @property
     def is_seeder(self) -> bool:
@@ -102,6 +107,27 @@ def _flag(value: bytes | None, name: str, default: bool) -> bool:
     raise TrackerError(f"'{name}' must be 0 or 1")
 
 
+def parse_key(value: bytes) -> int:
+    """
+    An HTTP C{key} as the number a UDP announce would carry for it. libtorrent, qBittorrent
+    and Transmission send their 32-bit key as 8 hex digits over HTTP and as the number itself
+    over UDP, so the hex is read as that number: a client's HTTP and UDP announces then carry
+    the same key. Anything else (aria2 sends 8 raw bytes) is hashed to 32 bits, which keeps a
+    peer's stored key at 4 bytes whatever a client sends. 0 means no key.
+    """
+    if len(value) <= 8:
+        try:
+            number = int(value, 16)
+        except ValueError:
+            pass
+        else:
+            if number >= 0:
+                return number
+    # CRC-32 is cheap and stable across restarts, where hash() is not; that it is easy to
+    # invert does not matter: a stored key is never shown, so there is nothing to invert.
+    return zlib.crc32(value)
+
+
 def _peer_ip(claimed: bytes | None, socket_ip: bytes, config: TrackerConfig) -> bytes:
     if not config.allow_ip_param or not claimed:
         # ip= lets anyone point a swarm at a third party: ignored unless the operator opts in.
@@ -122,6 +148,7 @@ def parse_announce(params: Params, socket_ip: bytes, config: TrackerConfig) -> A
     if port < 1:
         raise TrackerError("'port' must be between 1 and 65535")
     numwant = _integer(get(b"numwant"), "numwant", default=config.numwant_default)
+    key = get(b"key")
     # Positional: building a named tuple from keywords costs more than the rest of this.
     return AnnounceRequest(
         info_hash,
@@ -136,6 +163,7 @@ def parse_announce(params: Params, socket_ip: bytes, config: TrackerConfig) -> A
         min(numwant, config.numwant_max),
         _flag(get(b"compact"), "compact", default=True),
         _flag(get(b"no_peer_id"), "no_peer_id", default=False),
+        parse_key(key) if key else 0,
     )
 
 

@@ -97,6 +97,13 @@ class IPeerStore(Interface):
         Record the announce (a C{stopped} one removes the peer) and answer with the swarm's
         counts after it and up to C{request.numwant} other peers, chosen at random. A seeder is
         given only leechers. A completion is counted once per peer and only when C{left} is 0.
+
+        A peer keeps the key it registered with. An announce for it with another key (or
+        none) from another address of the same family is refused with
+        L{tracker.errors.KeyMismatch} (raised, or the Deferred fails with it) and changes
+        nothing; from the other family it is answered but changes nothing; from the peer's own
+        address (IP and port) it is accepted and its key, if any, becomes the peer's. A peer
+        registered without a key (0) accepts any announce and keeps no key.
         """
 
     def scrape(info_hashes: Sequence[bytes]) -> Answer[dict[bytes, SwarmCounts]]:

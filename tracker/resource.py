@@ -209,6 +209,10 @@ def _finish_later(request: Request, answer: Deferred[bytes]) -> None:
     def failed(failure: Failure) -> bytes:
         if failure.check(StoreStopped):
             return _shutting_down()
+        refusal = failure.value
+        if isinstance(refusal, TrackerError):
+            # A refusal by the store (a key that does not match) after it had to wait.
+            return failure_body(refusal.reason)
         log.failure("announce or scrape failed in the store", failure)
         return _internal_error()
 

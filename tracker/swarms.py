@@ -2,8 +2,9 @@
 Live swarms in memory: the index every announce and scrape is answered from.
 
 Each swarm keeps its peers in up to four groups (leechers and seeders, IPv4 and IPv6). A group
-stores its peers packed: a list of peer ids, one byte string of compact addresses, an array of
-last-seen times and a byte of completion flags per peer, plus a dict from peer id to position.
+stores its peers packed: a list of peer ids, one byte string of compact addresses, arrays of
+last-seen times and of keys, a byte of completion flags per peer, plus a dict from peer id to
+position.
 Adding and removing a peer is O(1) (a removed peer's slot is filled by the group's last peer),
 and choosing C{numwant} random peers is O(numwant) whatever the size of the swarm: an announce
 costs the same in a swarm of ten peers or of a million.
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Iterator
 
 from tracker.addresses import pack_peer
 from tracker.announce import PAUSED, STOPPED, AnnounceRequest
+from tracker.errors import KeyMismatch
 from tracker.interfaces import NO_COUNTS, AnnounceResult, SwarmCounts
 from tracker.journal import COMPLETED, COUNT, GONE, PEER, SEEDER
 
@@ -39,7 +41,7 @@ _new_tuple = tuple.__new__
 class _Group:
     """The peers of one kind and one address family in one swarm."""
 
-    __slots__ = ("ids", "positions", "addresses", "seen", "completed", "width")
+    __slots__ = ("ids", "positions", "addresses", "seen", "completed", "keys", "width")
 
     def __init__(self, width: int) -> None:
         self.ids: list[bytes] = []
@@ -47,14 +49,17 @@ class _Group:
         self.addresses = bytearray()
         self.seen = array("q")
         self.completed = bytearray()
+        #: The key each peer registered with (0: none), 4 bytes a peer.
+        self.keys = array("I")
         self.width = width
 
-    def add(self, peer_id: bytes, address: bytes, now: int, completed: int) -> None:
+    def add(self, peer_id: bytes, address: bytes, now: int, completed: int, key: int) -> None:
         self.positions[peer_id] = len(self.ids)
         self.ids.append(peer_id)
         self.addresses += address
         self.seen.append(now)
         self.completed.append(completed)
+        self.keys.append(key)
 
     def remove_at(self, position: int) -> None:
         ids = self.ids
@@ -69,10 +74,12 @@ class _Group:
             self.addresses[start : start + width] = self.addresses[last * width :]
             self.seen[position] = self.seen[last]
             self.completed[position] = self.completed[last]
+            self.keys[position] = self.keys[last]
         ids.pop()
         del self.addresses[last * width :]
         self.seen.pop()
         self.completed.pop()
+        self.keys.pop()
 
     def addresses_without(self, position: int) -> bytes:
         """Every address in the group but the one at C{position} (-1: none left out)."""
@@ -165,9 +172,15 @@ class SwarmIndex:
         else:
             old_slot, position = swarm.find(peer_id, slot)
         completed = 0
+        key = request.key
         if old_slot >= 0:
             old_group = swarm.groups[old_slot]
             assert old_group is not None
+            registered = old_group.keys[position]
+            if registered != key:
+                key = self._key_kept(old_group, position, address, key, (slot ^ old_slot) & 1)
+                if key < 0:
+                    return self._unchanged(swarm, request, old_slot, position)
             completed = old_group.completed[position]
             if request.event == STOPPED:
                 old_group.remove_at(position)
@@ -195,14 +208,14 @@ class SwarmIndex:
         if old_slot < 0:
             group = swarm.group(slot)
             position = len(group.ids)
-            group.add(peer_id, address, now, completed)
+            group.add(peer_id, address, now, completed, key)
         else:
             kept = swarm.groups[slot]
             assert kept is not None
             kept.completed[position] = completed
         if journal is not None:
             flags = (SEEDER if seeder else 0) | (COMPLETED if completed else 0)
-            journal += PEER.pack(b"P", info_hash, peer_id, now, flags, len(address))
+            journal += PEER.pack(b"K", info_hash, peer_id, now, flags, key, len(address))
             journal += address
         counts = swarm.counts()
         if not request.numwant:
@@ -220,7 +233,7 @@ class SwarmIndex:
         """Up to numwant other peers, chosen at random: leechers only for a seeder."""
         groups = swarm.groups
         # Seeders, and partial seeds that paused (BEP 21), have no use for other seeders.
-        leechers_only = own_slot & _SEEDERS or request.event == PAUSED
+        leechers_only = request.left == 0 or request.event == PAUSED
         slots = _LEECHER_SLOTS if leechers_only else _ALL_SLOTS
         total = (
             counts.incomplete if slots is _LEECHER_SLOTS else counts.incomplete + counts.complete
@@ -350,6 +363,46 @@ class SwarmIndex:
             counts[info_hash] = NO_COUNTS if swarm is None else swarm.counts()
         return counts
 
+    def _key_kept(
+        self, group: _Group, position: int, address: bytes, key: int, other_family: int
+    ) -> int:
+        """
+        The key a known peer keeps after an announce that carries another key than the one it
+        registered with; -1 if the announce must leave the peer as it is. Raises L{KeyMismatch}
+        when the announce is refused.
+        """
+        registered = group.keys[position]
+        if not registered:
+            # A peer that registered without a key keeps none: taking the first key sent for it
+            # would let whoever sent it first lock the peer out of its own entry.
+            return 0
+        width = group.width
+        if group.addresses[position * width : (position + 1) * width] == address:
+            # From the address the peer is listed at, IP and port: the peer itself (or someone
+            # who shares its address and port, and so could speak for it anyway). aria2 sends
+            # a new random key with each UDP announce, and libtorrent's key changes with its
+            # local address; the peer keeps its key when it sends none.
+            if key:
+                group.keys[position] = key
+                return key
+            return registered
+        if other_family:
+            # libtorrent (1.2 on) keys each listen socket apart, so one client's IPv4 and IPv6
+            # announces carry one peer id and two keys: refusing either would show its user a
+            # tracker error for nothing.
+            return -1
+        raise KeyMismatch()
+
+    def _unchanged(
+        self, swarm: Swarm, request: AnnounceRequest, own_slot: int, own_position: int
+    ) -> AnnounceResult:
+        """The answer to an announce that changes nothing; its peer's entry is left out of the
+        sample, as on any announce."""
+        counts = swarm.counts()
+        if request.event == STOPPED or not request.numwant:
+            return AnnounceResult(counts)
+        return self._sample(swarm, request, own_slot, own_position, counts)
+
     # Expiry.
 
     def expire(self, cutoff: int, removed: list[int], chunk: int = 5000) -> Iterator[None]:
@@ -404,7 +457,7 @@ class SwarmIndex:
 
     def checkpoint(self, written: list[int], chunk: int = 5000) -> Iterator[None]:
         """
-        Write every swarm into the journal whole (an C{S} record, then a C{P} record per
+        Write every swarm into the journal whole (an C{S} record, then a C{K} record per
         peer), so that the journal from here on holds everything: a generator that yields
         after about C{chunk} peers, even within a swarm, so that a large index is written a
         slice at a time between announces. Changes made meanwhile are in the journal after
@@ -433,8 +486,8 @@ class SwarmIndex:
                     start = position * width
                     self._write(
                         PEER.pack(
-                            b"P", info_hash, group.ids[position], group.seen[position], flags,
-                            width,
+                            b"K", info_hash, group.ids[position], group.seen[position], flags,
+                            group.keys[position], width,
                         )
                         + group.addresses[start : start + width],
                         written,
@@ -453,7 +506,14 @@ class SwarmIndex:
     # Loading, from a journal (tracker.journal.replay) or older tables; nothing is recorded.
 
     def load_peer(
-        self, info_hash: bytes, peer_id: bytes, address: bytes, seeder: int, seen: int, done: int
+        self,
+        info_hash: bytes,
+        peer_id: bytes,
+        address: bytes,
+        seeder: int,
+        seen: int,
+        done: int,
+        key: int = 0,
     ) -> None:
         swarm = self.swarms.get(info_hash)
         if swarm is None:
@@ -464,7 +524,7 @@ class SwarmIndex:
             group = swarm.groups[old_slot]
             assert group is not None
             group.remove_at(position)
-        swarm.group(slot).add(peer_id, address, seen, done)
+        swarm.group(slot).add(peer_id, address, seen, done, key)
 
     def load_gone(self, info_hash: bytes, peer_id: bytes) -> None:
         swarm = self.swarms.get(info_hash)

@@ -145,7 +145,7 @@ class UDPTracker(DatagramProtocol):
             path = url_data(data, _ANNOUNCE_SIZE).partition(b"?")[0]
             if path not in _ANNOUNCE_PATHS:
                 raise TrackerError("not a tracker endpoint: announce to /announce")
-        info_hash, peer_id, downloaded, left, uploaded, event, claimed_ip, _key, numwant, port = (
+        info_hash, peer_id, downloaded, left, uploaded, event, claimed_ip, key, numwant, port = (
             _ANNOUNCE.unpack_from(data, _HEADER)
         )
         if not port:
@@ -177,6 +177,7 @@ class UDPTracker(DatagramProtocol):
                 numwant,
                 True,
                 True,
+                key,
             ),
         )
 
@@ -227,6 +228,11 @@ class UDPTracker(DatagramProtocol):
         def failed(failure: Failure) -> None:
             if failure.check(StoreStopped):
                 self._refuse(data, addr, "the tracker is restarting; try again shortly")
+                return
+            refusal = failure.value
+            if isinstance(refusal, TrackerError):
+                # A refusal by the store (a key that does not match) after it had to wait.
+                self._refuse(data, addr, refusal.reason)
                 return
             log.failure("UDP announce or scrape failed in the store", failure)
             self._refuse(data, addr, "internal tracker error; try again later")

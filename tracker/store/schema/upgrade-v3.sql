@@ -1,0 +1,4 @@
+-- From version 2 to version 3: the tables stay as they are; the journal's rows from now on
+-- hold peers with their keys (K records). Version 2's P records are still read, as peers
+-- without a key. The version number is what changes: a tracker that knows only version 2
+-- cannot read K records, and refuses the file instead of failing half-way through it.
