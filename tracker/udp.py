@@ -14,6 +14,7 @@ import random
 import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -29,6 +30,7 @@ from tracker.config import TrackerConfig
 from tracker.connection_ids import ConnectionIds
 from tracker.errors import TrackerError
 from tracker.interfaces import NO_COUNTS, AnnounceResult, IPeerStore, StoreStopped, SwarmCounts
+from tracker.stats import TrackerStats
 
 log = Logger()
 
@@ -74,6 +76,7 @@ class UDPTracker(DatagramProtocol):
         clock: IReactorTime | None = None,
         rng: random.Random | None = None,
         connection_ids: ConnectionIds | None = None,
+        stats: TrackerStats | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as default_reactor
@@ -88,6 +91,11 @@ class UDPTracker(DatagramProtocol):
         # whatever the port it was issued on.
         self._ids = connection_ids or ConnectionIds(clock)
         self._refusals: Counter[str] = Counter()
+        #: Shared with the HTTP side when given (as the daemon does), so both count together.
+        self.stats = stats or TrackerStats(store, clock)
+        self._announces = self.stats.udp_announce
+        self._scrapes = self.stats.udp_scrape
+        self._meters = {ANNOUNCE: self._announces, SCRAPE: self._scrapes}
         self._report_at = 0.0
         self._sendto: Callable[[bytes, Any], object] | None = None
 
@@ -113,10 +121,10 @@ class UDPTracker(DatagramProtocol):
         except TrackerError as e:
             self._refuse(data, addr, e.reason)
         except StoreStopped:
-            self._refuse(data, addr, "the tracker is restarting; try again shortly")
+            self._refuse(data, addr, "the tracker is restarting; try again shortly", True)
         except Exception:
             log.failure("unexpected error handling a UDP datagram from {host}", host=addr[0])
-            self._refuse(data, addr, "internal tracker error; try again later")
+            self._refuse(data, addr, "internal tracker error; try again later", True)
 
     def _connect(self, data: bytes, transaction: bytes, host: str, addr: Any) -> None:
         if data[:8] != PROTOCOL_ID:
@@ -126,14 +134,15 @@ class UDPTracker(DatagramProtocol):
         self._send(CONNECT + transaction + self._ids.issue(host), addr)
 
     def _announce(self, data: bytes, transaction: bytes, addr: Any) -> None:
+        started = perf_counter()
         request = self._parse_announce(data, addr[0])
         v6 = len(request.ip) == 16
         result = self._store.announce(request, int(self._clock.seconds()))
         if isinstance(result, Deferred):
-            sent = result.addCallback(self._send_announce, transaction, v6, addr)
+            sent = result.addCallback(self._send_announce, transaction, v6, addr, started)
             self._answer_later(sent, data, addr)
         else:
-            self._send_announce(result, transaction, v6, addr)
+            self._send_announce(result, transaction, v6, addr, started)
 
     def _parse_announce(self, data: bytes, host: str) -> AnnounceRequest:
         size = len(data)
@@ -179,7 +188,7 @@ class UDPTracker(DatagramProtocol):
         )
 
     def _send_announce(
-        self, result: AnnounceResult, transaction: bytes, v6: bool, addr: Any
+        self, result: AnnounceResult, transaction: bytes, v6: bool, addr: Any, started: float
     ) -> None:
         counts = result.counts
         head = _ANNOUNCE_REPLY.pack(
@@ -191,8 +200,12 @@ class UDPTracker(DatagramProtocol):
         )
         # The reply's family is the request's: 6-byte peers to IPv4 clients, 18-byte to IPv6.
         self._send(head + (result.peers6 if v6 else result.peers4), addr)
+        meter = self._announces
+        meter.ok += 1
+        meter.latency.observe(perf_counter() - started)
 
     def _scrape(self, data: bytes, transaction: bytes, addr: Any) -> None:
+        started = perf_counter()
         hashes = len(data) - _HEADER
         if hashes < 20 or hashes % 20:
             raise TrackerError("a scrape carries one or more 20-byte info hashes")
@@ -202,10 +215,10 @@ class UDPTracker(DatagramProtocol):
         info_hashes = [data[k : k + 20] for k in range(_HEADER, len(data), 20)]
         counts = self._store.scrape(info_hashes)
         if isinstance(counts, Deferred):
-            sent = counts.addCallback(self._send_scrape, info_hashes, transaction, addr)
+            sent = counts.addCallback(self._send_scrape, info_hashes, transaction, addr, started)
             self._answer_later(sent, data, addr)
         else:
-            self._send_scrape(counts, info_hashes, transaction, addr)
+            self._send_scrape(counts, info_hashes, transaction, addr, started)
 
     def _send_scrape(
         self,
@@ -213,6 +226,7 @@ class UDPTracker(DatagramProtocol):
         info_hashes: Sequence[bytes],
         transaction: bytes,
         addr: Any,
+        started: float,
     ) -> None:
         # In the order asked, one entry per hash asked, repeats included: that is how the
         # client matches them up.
@@ -220,19 +234,29 @@ class UDPTracker(DatagramProtocol):
         found = (counts.get(info_hash, NO_COUNTS) for info_hash in info_hashes)
         body = [pack(c.complete, c.downloaded, c.incomplete) for c in found]
         self._send(SCRAPE + transaction + b"".join(body), addr)
+        meter = self._scrapes
+        meter.ok += 1
+        meter.latency.observe(perf_counter() - started)
 
     def _answer_later(self, answer: Deferred[None], data: bytes, addr: Any) -> None:
         def failed(failure: Failure) -> None:
             if failure.check(StoreStopped):
-                self._refuse(data, addr, "the tracker is restarting; try again shortly")
+                self._refuse(data, addr, "the tracker is restarting; try again shortly", True)
                 return
             log.failure("UDP announce or scrape failed in the store", failure)
-            self._refuse(data, addr, "internal tracker error; try again later")
+            self._refuse(data, addr, "internal tracker error; try again later", True)
 
         answer.addErrback(failed)
 
-    def _refuse(self, data: bytes, addr: Any, reason: str) -> None:
-        """An error reply, cut to the size of the datagram it answers."""
+    def _refuse(self, data: bytes, addr: Any, reason: str, failed: bool = False) -> None:
+        """An error reply, cut to the size of the datagram it answers; C{failed} when the
+        tracker failed, not the request."""
+        meter = self._meters.get(data[8:12])
+        if meter is not None:
+            if failed:
+                meter.errors += 1
+            else:
+                meter.refused += 1
         self._refused(reason)
         message = reason.encode("utf-8")[: len(data) - 8]
         self._send(ERROR + data[12:16] + message, addr)
@@ -263,6 +287,7 @@ class UDPTracker(DatagramProtocol):
     def _refused(self, reason: str) -> None:
         """Count a refused datagram; log the counts at most every L{REPORT_EVERY} seconds."""
         self._refusals[reason] += 1
+        self.stats.refusals.add("udp", reason)
         now = self._clock.seconds()
         if now >= self._report_at:
             self._report_at = now + REPORT_EVERY
