@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -158,6 +157,8 @@ class MetricsResource(Resource):
         request.setHeader(b"cache-control", b"no-store")
         return generate_latest(self._registry)
 
-    def render_HEAD(self, request: Request) -> Any:
-        # Twisted answers HEAD with GET's headers and no body.
-        return self.render_GET(request)
+    def render_HEAD(self, request: Request) -> bytes:
+        body = self.render_GET(request)
+        # Twisted sends no body for HEAD, and logs a warning for one returned.
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return b""
