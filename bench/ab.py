@@ -1,84 +1,165 @@
-"""The request path of this checkout against another revision's, in turns, in one run.
+"""The request path of this checkout against another revision's, in one process, in turns.
 
-    python3 bench/ab.py [--baseline REV] [--pairs N] [--driver inprocess|inprocess_udp] [-- ARGS]
+    python3 bench/ab.py [--baseline REV] [--protocol http|udp] [--rounds N] [--requests N]
 
-The baseline's tracker package is taken from git (git archive REV) into a temporary folder, and
-this checkout's bench/ is copied beside it, so both sides run the very same driver: bench/
-inprocess.py (HTTP announces through TrackerSite and the memory store, beside the Twisted floor)
-or bench/inprocess_udp.py (UDP announces through datagramReceived). The two run as separate
-processes in turns, baseline then this checkout, --pairs times; ARGS go to the driver.
+The baseline's tracker package is taken from git (git archive REV tracker) and imported beside
+this checkout's, each under its own modules, so that both serve the same requests in the same
+process, turn about: baseline, this checkout, this checkout, baseline, ... A pair of turns is
+a few hundred milliseconds apart, so the drift of a machine shared with other work, which moves
+separate runs by 10-20 %, mostly cancels; and each turn is timed in processor time, which the
+time another process has the core does not lengthen.
 
-Each process's figure is the median of its rounds after the first (a warm-up, for PyPy's JIT);
-for the HTTP driver it is ours divided by the floor measured in the same process, which cancels
-the machine's drift, for UDP microseconds per request. Prints each pair's ratio, this checkout
-over the baseline (above 1: this checkout costs more), and their median.
+HTTP: bench/inprocess.py's keep-alive announces (a population of 50,000 peers over 1000
+swarms) through each side's TrackerSite and TrackerResource on its memory store. UDP: bench/
+inprocess_udp.py's announces through each side's UDPTracker.datagramReceived. Prints each
+round's ratio (this checkout's time over the baseline's: above 1, this checkout costs more) and
+the median after the warm-up rounds.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
+import importlib
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-_ROUND = re.compile(rb"round \d+: (?:floor ([\d.]+) us/request, )?ours ([\d.]+) us/request")
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import inprocess  # noqa: E402
+import inprocess_udp  # noqa: E402
+from twisted.internet.task import Clock  # noqa: E402
+
+MODULES = (
+    "tracker.config",
+    "tracker.resource",
+    "tracker.site",
+    "tracker.store.memory",
+    "tracker.udp",
+)
 
 
-def figure(tree: Path, driver: str, args: list[str]) -> float:
-    output = subprocess.run(
-        [sys.executable, str(tree / "bench" / f"{driver}.py"), *args],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    ).stdout
-    rounds = [
-        (float(floor) if floor else None, float(ours)) for floor, ours in _ROUND.findall(output)
-    ]
-    if len(rounds) < 2:
-        raise SystemExit(f"{driver} printed fewer than two rounds:\n{output.decode()}")
-    costs = [ours / floor if floor else ours for floor, ours in rounds[1:]]
-    return statistics.median(costs)
+def load(tree: Path) -> dict[str, ModuleType]:
+    """The tracker package found in C{tree}, imported apart from the one already loaded."""
+    ours = {name: module for name, module in sys.modules.items() if _is_tracker(name)}
+    for name in ours:
+        del sys.modules[name]
+    sys.path.insert(0, str(tree))
+    try:
+        return {name: importlib.import_module(name) for name in MODULES}
+    finally:
+        sys.path.remove(str(tree))
+        for name in [name for name in sys.modules if _is_tracker(name)]:
+            del sys.modules[name]
+        sys.modules.update(ours)
+
+
+def _is_tracker(name: str) -> bool:
+    return name == "tracker" or name.startswith("tracker.")
+
+
+def http_side(modules: dict[str, ModuleType], batch: list[bytes]) -> Callable[[], float]:
+    store = modules["tracker.store.memory"].MemoryPeerStore(random.Random(1))
+    resource = modules["tracker.resource"].TrackerResource(
+        store, modules["tracker.config"].TrackerConfig()
+    )
+    connections = inprocess.Connections(modules["tracker.site"].TrackerSite(resource))
+    connections.send(batch)  # fill the swarms
+    return lambda: _cpu(connections.send, batch)
+
+
+def udp_side(modules: dict[str, ModuleType], count: int) -> Callable[[], float]:
+    clock = Clock()
+    clock.advance(1_000_000)
+    tracker: Any = modules["tracker.udp"].UDPTracker(
+        modules["tracker.store.memory"].MemoryPeerStore(random.Random(1)),
+        modules["tracker.config"].TrackerConfig(),
+        clock,
+    )
+    replies: list[bytes] = []
+    tracker._sendto = lambda data, addr: replies.append(data)
+    ids = {}
+    for n in range(inprocess_udp.CLIENTS):
+        host = f"10.0.{n // 250}.{n % 250 + 1}"
+        tracker.datagramReceived(inprocess_udp.PROTOCOL_ID + b"\0\0\0\0CONN", (host, 6881))
+        ids[host] = replies[-1][8:16]
+    tracker.transport = inprocess_udp._Transport()
+    tracker.startProtocol()
+    batch = inprocess_udp.datagrams(count, ids)
+    inprocess_udp.send(tracker, batch)  # fill the swarms
+    return lambda: _cpu(inprocess_udp.send, tracker, batch)
+
+
+def _cpu(function: Callable[..., object], *args: Any) -> float:
+    """Processor seconds C{function} took: unlike the wall clock, not lengthened by the time
+    another process had the core."""
+    started = time.process_time()
+    function(*args)
+    return time.process_time() - started
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--baseline", default="main", help="git revision to compare with")
-    parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("--driver", default="inprocess", choices=("inprocess", "inprocess_udp"))
-    parser.add_argument("args", nargs="*", help="passed to the driver (after --)")
+    parser.add_argument("--protocol", default="http", choices=("http", "udp"))
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=10000)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tracker-ab-") as folder:
-        baseline = Path(folder)
         archive = subprocess.run(
             ["git", "-C", str(REPO), "archive", args.baseline, "tracker"],
             check=True,
             capture_output=True,
         ).stdout
-        subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
-        shutil.copytree(REPO / "bench", baseline / "bench", dirs_exist_ok=True)
-        ratios = []
-        for n in range(args.pairs):
-            before = figure(baseline, args.driver, args.args)
-            after = figure(REPO, args.driver, args.args)
-            ratios.append(after / before)
-            print(
-                f"pair {n + 1}: {args.baseline} {before:.4g}, this checkout {after:.4g},"
-                f" ratio {after / before:.3f}",
-                flush=True,
-            )
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        baseline_modules = load(Path(folder))
+    ours_modules = {name: importlib.import_module(name) for name in MODULES}
+    assert baseline_modules["tracker.resource"] is not ours_modules["tracker.resource"]
+    if args.protocol == "http":
+        batch = inprocess.requests("swarms", args.requests)
+        baseline, ours = http_side(baseline_modules, batch), http_side(ours_modules, batch)
+    else:
+        baseline, ours = (
+            udp_side(baseline_modules, args.requests),
+            udp_side(ours_modules, args.requests),
+        )
+    ratios = []
+    for n in range(args.warmup + args.rounds):
+        # Each side goes first every other round, so neither always follows the other.
+        if n % 2:
+            ours_s, baseline_s = ours(), baseline()
+        else:
+            baseline_s, ours_s = baseline(), ours()
+        ratio = ours_s / baseline_s
+        if n >= args.warmup:
+            ratios.append(ratio)
+        print(
+            f"round {n + 1}{' (warm-up)' if n < args.warmup else ''}: {args.baseline} "
+            f"{baseline_s / args.requests * 1e6:.2f} us/request, this checkout "
+            f"{ours_s / args.requests * 1e6:.2f} us/request, ratio {ratio:.3f}",
+            flush=True,
+        )
     median = statistics.median(ratios)
+    quartiles = statistics.quantiles(ratios, n=4)
     print(
-        f"{sys.implementation.name} {args.driver}: this checkout costs {median:.3f}"
-        f" x {args.baseline} (median of {len(ratios)} pairs;"
-        f" range {min(ratios):.3f}-{max(ratios):.3f})"
+        f"{sys.implementation.name} {args.protocol}: this checkout costs {median:.3f} x"
+        f" {args.baseline} (median of {len(ratios)} rounds; quartiles"
+        f" {quartiles[0]:.3f}-{quartiles[2]:.3f})"
     )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    started = time.monotonic()
+    status = main(sys.argv[1:])
+    print(f"({time.monotonic() - started:.0f} s)")
+    sys.exit(status)

@@ -228,21 +228,22 @@ class HTTPCountingTests(ResourceTestCase):
     def test_results_counted(self) -> None:
         """Announces and scrapes are counted by result: ok, refused (bad request, wrong
         method) and error (the store failed); refusals are filed by reason."""
-        self.announce(1)
-        self.announce(2)
+        for peer in range(1, 17):
+            self.announce(peer)
         self.get(b"/announce?info_hash=short")
-        self.get(b"/announce?" + announce_query(3), method=b"POST")
+        self.get(b"/announce?" + announce_query(20), method=b"POST")
         self.get(b"/scrape?" + scrape_query(1))
         stats = self.root().stats
         self.assertEqual(
             (stats.http_announce.ok, stats.http_announce.refused, stats.http_announce.errors),
-            (2, 2, 0),
+            (16, 2, 0),
         )
         self.assertEqual(stats.http_scrape.ok, 1)
-        self.assertEqual(stats.http_announce.latency.count, 2)
+        # One answer in 16 is timed.
+        self.assertEqual(stats.http_announce.latency.count, 1)
         self.assertEqual(stats.refusals.counts, {("http", "'info_hash' must be N bytes, not N"): 1})
         self.store.announce = lambda *a: fail(RuntimeError("disk"))  # type: ignore[method-assign]
-        self.announce(4)
+        self.announce(21)
         self.assertEqual(stats.http_announce.errors, 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
@@ -275,14 +276,14 @@ class UDPCountingTests(TestCase):
         addr = ("10.0.0.1", 6881)
         udp.datagramReceived(connect_packet(), addr)
         connection = transport.sent[-1][8:16]
-        udp.datagramReceived(announce_packet(connection, 1), addr)
-        udp.datagramReceived(announce_packet(connection, 2), addr)
-        udp.datagramReceived(announce_packet(b"\x00" * 8, 3), addr)
+        for peer in range(1, 17):
+            udp.datagramReceived(announce_packet(connection, peer), addr)
+        udp.datagramReceived(announce_packet(b"\x00" * 8, 20), addr)
         udp.datagramReceived(scrape_packet(connection, info_hash(1)), addr)
         udp.datagramReceived(b"short", addr)
-        self.assertEqual((stats.udp_announce.ok, stats.udp_announce.refused), (2, 1))
+        self.assertEqual((stats.udp_announce.ok, stats.udp_announce.refused), (16, 1))
         self.assertEqual(stats.udp_scrape.ok, 1)
-        self.assertEqual(stats.udp_announce.latency.count, 2)
+        self.assertEqual(stats.udp_announce.latency.count, 1)
         self.assertEqual(
             stats.refusals.counts,
             {
@@ -290,7 +291,7 @@ class UDPCountingTests(TestCase):
                 ("udp", "shorter than N bytes"): 1,
             },
         )
-        self.assertEqual(stats.announces(), 3)
+        self.assertEqual(stats.announces(), 17)
 
 
 class PagesTests(ResourceTestCase):
@@ -331,7 +332,7 @@ class PagesTests(ResourceTestCase):
                          [b"text/html; charset=utf-8"])  # fmt: skip
         self.assertIn('id="peers" data-value="5"', page)
         self.assertIn('id="seeders" data-value="1"', page)
-        self.assertIn("<polyline", page)
+        self.assertIn('<circle class="announces"', page)
         self.assertIn(info_hash(1).hex(), page)
         self.assertNotIn("<script", page)
         self.assertNotIn("http://", page.replace('xmlns="http://www.w3.org/2000/svg"', ""))

@@ -29,6 +29,10 @@ LATENCY_BOUNDS = (
     1.0,
 )
 
+#: The request paths time one answer in 16 (those whose ok count is a multiple of 16): reading
+#: the clock and filing the time cost a UDP announce 5 %, a sixteenth of that 0.3 %.
+TIMED = 15
+
 #: Distinct refusal reasons kept apart; the rest are added up under OTHER_REASONS. Reasons
 #: quote what the client sent (a parameter's name, a datagram's length), so without a cap a
 #: client could make every metrics scrape longer.
@@ -86,7 +90,8 @@ class Histogram:
 
 
 class RequestMeter:
-    """One kind of request over one protocol: how each ended, and how long answered ones took."""
+    """One kind of request over one protocol: how each ended, and how long a sample of the
+    answered ones took (one in 16: see L{TIMED})."""
 
     __slots__ = ("ok", "refused", "errors", "latency")
 

@@ -52,8 +52,8 @@ class StatsCollector:
         )
         latency = HistogramMetricFamily(
             "tracker_request_duration_seconds",
-            "Time from receiving an announce or scrape to having its answer, for those answered "
-            "ok.",
+            "Time from receiving an announce or scrape to having its answer, for one in 16 of "
+            "those answered ok.",
             labels=("protocol", "kind"),
         )
         for (protocol, kind), meter in meters.items():

@@ -24,7 +24,7 @@ from tracker.config import TrackerConfig
 from tracker.errors import TrackerError
 from tracker.fullscrape import Bodies, FullScrape, accepts_gzip
 from tracker.interfaces import IPeerStore, StoreStopped
-from tracker.meters import RequestMeter
+from tracker.meters import TIMED, RequestMeter
 from tracker.metrics import MetricsResource
 from tracker.query import Params, parse_query, split_query
 from tracker.response import announce_body, failure_body, scrape_body
@@ -91,10 +91,12 @@ class _Endpoint(Resource):
                 return NOT_DONE_YET
             assert isinstance(answer, tuple)
             meter.ok += 1
-            meter.latency.observe(perf_counter() - started)
+            if not meter.ok & TIMED:
+                meter.latency.observe(perf_counter() - started)
             return _send_pieces(request, answer)
         meter.ok += 1
-        meter.latency.observe(perf_counter() - started)
+        if not meter.ok & TIMED:
+            meter.latency.observe(perf_counter() - started)
         return _send(request, answer)
 
     def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
@@ -290,7 +292,8 @@ def _finish_later(
             return
         if not errors:
             meter.ok += 1
-            meter.latency.observe(perf_counter() - started)
+            if not meter.ok & TIMED:
+                meter.latency.observe(perf_counter() - started)
         if isinstance(body, bytes):
             request.write(_body(request, body))
             request.finish()

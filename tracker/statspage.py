@@ -79,7 +79,7 @@ def render_page(s: dict[str, Any]) -> str:
             _card("peers", "Peers", s["peers"]),
             _card("seeders", "Seeders", s["seeders"]),
             _card("leechers", "Leechers", s["leechers"]),
-            _card("downloaded", "Completed downloads", s["downloaded"]),
+            _card("downloaded", "Downloaded", s["downloaded"]),
             _card("announce-rate", "Announces / s", last["announces_per_second"], 1),
             _card("scrape-rate", "Scrapes / s", last["scrapes_per_second"], 1),
         )
@@ -224,24 +224,34 @@ def render_chart(samples: list[dict[str, Any]], now: float) -> str:
             f'stroke="#f0f0f0"/>'
             f'<text x="{xx:.1f}" y="{_HEIGHT - 10}" text-anchor="middle">{label}</text>'
         )
-    for key, colour, name in (
-        ("scrapes_per_second", SCRAPE_COLOUR, "scrapes"),
-        ("announces_per_second", ANNOUNCE_COLOUR, "announces"),
-    ):
-        points = [(x(sample["time"]), y(sample[key])) for sample in shown]
-        if not points:
-            continue
-        line = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
-        base = _TOP + plot_h
-        area = f"{points[0][0]:.1f},{base} {line} {points[-1][0]:.1f},{base}"
-        parts.append(
-            f'<polygon class="{name}" points="{area}" fill="{colour}" fill-opacity="0.12"/>'
-            f'<polyline class="{name}" points="{line}" fill="none" stroke="{colour}" '
-            f'stroke-width="2.5" stroke-linejoin="round"/>'
+    series = [
+        (name, colour, [(x(sample["time"]), y(sample[key])) for sample in shown])
+        for key, colour, name in (
+            ("scrapes_per_second", SCRAPE_COLOUR, "scrapes"),
+            ("announces_per_second", ANNOUNCE_COLOUR, "announces"),
         )
+    ]
+    base = _TOP + plot_h
+    # Every shaded area first, then every line, so that no area tints a line.
+    for name, colour, points in series:
+        if len(points) > 1:
+            line = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+            area = f"{points[0][0]:.1f},{base} {line} {points[-1][0]:.1f},{base}"
+            parts.append(
+                f'<polygon class="{name}" points="{area}" fill="{colour}" fill-opacity="0.10"/>'
+            )
+    for name, colour, points in series:
         if len(points) == 1:
-            parts.append(f'<circle cx="{points[0][0]:.1f}" cy="{points[0][1]:.1f}" r="4" '
-                         f'fill="{colour}"/>')  # fmt: skip
+            parts.append(
+                f'<circle class="{name}" cx="{points[0][0]:.1f}" cy="{points[0][1]:.1f}" r="4" '
+                f'fill="{colour}"/>'
+            )
+        elif points:
+            line = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+            parts.append(
+                f'<polyline class="{name}" points="{line}" fill="none" stroke="{colour}" '
+                f'stroke-width="2.5" stroke-linejoin="round"/>'
+            )
     if not shown:
         parts.append(
             f'<text x="{_LEFT + plot_w / 2}" y="{_TOP + plot_h / 2}" text-anchor="middle">'

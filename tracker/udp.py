@@ -30,6 +30,7 @@ from tracker.config import TrackerConfig
 from tracker.connection_ids import ConnectionIds
 from tracker.errors import TrackerError
 from tracker.interfaces import NO_COUNTS, AnnounceResult, IPeerStore, StoreStopped, SwarmCounts
+from tracker.meters import TIMED
 from tracker.stats import TrackerStats
 
 log = Logger()
@@ -202,7 +203,8 @@ class UDPTracker(DatagramProtocol):
         self._send(head + (result.peers6 if v6 else result.peers4), addr)
         meter = self._announces
         meter.ok += 1
-        meter.latency.observe(perf_counter() - started)
+        if not meter.ok & TIMED:
+            meter.latency.observe(perf_counter() - started)
 
     def _scrape(self, data: bytes, transaction: bytes, addr: Any) -> None:
         started = perf_counter()
@@ -236,7 +238,8 @@ class UDPTracker(DatagramProtocol):
         self._send(SCRAPE + transaction + b"".join(body), addr)
         meter = self._scrapes
         meter.ok += 1
-        meter.latency.observe(perf_counter() - started)
+        if not meter.ok & TIMED:
+            meter.latency.observe(perf_counter() - started)
 
     def _answer_later(self, answer: Deferred[None], data: bytes, addr: Any) -> None:
         def failed(failure: Failure) -> None:
