@@ -2,18 +2,19 @@
 
     python3 bench/ab.py [--baseline REV] [--protocol http|udp] [--rounds N] [--requests N]
 
-The baseline's tracker package is taken from git (git archive REV tracker) and imported beside
-this checkout's, each under its own modules, so that both serve the same requests in the same
-process, turn about: baseline, this checkout, this checkout, baseline, ... A pair of turns is
-a few hundred milliseconds apart, so the drift of a machine shared with other work, which moves
-separate runs by 10-20 %, mostly cancels; and each turn is timed in processor time, which the
-time another process has the core does not lengthen.
+The baseline's tracker package (by default where this branch left main: git merge-base HEAD
+main) is taken from git (git archive REV tracker) and imported beside this checkout's, each
+under its own modules, so that both serve the same requests in the same process, turn about:
+baseline, this checkout, this checkout, baseline, ... A pair of turns is a few hundred
+milliseconds apart, so the drift of a machine shared with other work, which moves separate
+runs by 10-20 %, mostly cancels; and each turn is timed in processor time, which the time
+another process has the core does not lengthen.
 
 HTTP: bench/inprocess.py's keep-alive announces (a population of 50,000 peers over 1000
-swarms) through each side's TrackerSite and TrackerResource on its memory store. UDP: bench/
-inprocess_udp.py's announces through each side's UDPTracker.datagramReceived. Prints each
-round's ratio (this checkout's time over the baseline's: above 1, this checkout costs more) and
-the median after the warm-up rounds.
+swarms) through each side's TrackerSite and TrackerResource on its memory store. UDP:
+bench/udp_inprocess.py's announces (the same mix) through each side's
+UDPTracker.datagramReceived. Prints each round's ratio (this checkout's time over the
+baseline's: above 1, this checkout costs more) and the median after the warm-up rounds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import importlib
 import random
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,9 +37,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import inprocess  # noqa: E402
-import inprocess_udp  # noqa: E402
+import udp_inprocess  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 
+#: BEP 15's connect request: the protocol's magic number, action 0, a transaction ID.
+_CONNECT = struct.pack("!Q", 0x41727101980) + b"\0\0\0\0CONN"
 MODULES = (
     "tracker.config",
     "tracker.resource",
@@ -80,22 +84,28 @@ def udp_side(modules: dict[str, ModuleType], count: int) -> Callable[[], float]:
     clock = Clock()
     clock.advance(1_000_000)
     tracker: Any = modules["tracker.udp"].UDPTracker(
-        modules["tracker.store.memory"].MemoryPeerStore(random.Random(1)),
+        modules["tracker.store.memory"].MemoryPeerStore(random.Random(7)),
         modules["tracker.config"].TrackerConfig(),
         clock,
+        random.Random(3),
     )
+    # A connection ID as a client gets one, whatever the revision's API for issuing them.
     replies: list[bytes] = []
     tracker._sendto = lambda data, addr: replies.append(data)
-    ids = {}
-    for n in range(inprocess_udp.CLIENTS):
-        host = f"10.0.{n // 250}.{n % 250 + 1}"
-        tracker.datagramReceived(inprocess_udp.PROTOCOL_ID + b"\0\0\0\0CONN", (host, 6881))
-        ids[host] = replies[-1][8:16]
-    tracker.transport = inprocess_udp._Transport()
+    tracker.datagramReceived(_CONNECT, udp_inprocess.CLIENT)
+    connection_id = replies[-1][8:16]
+    tracker.transport = udp_inprocess._Transport()
     tracker.startProtocol()
-    batch = inprocess_udp.datagrams(count, ids)
-    inprocess_udp.send(tracker, batch)  # fill the swarms
-    return lambda: _cpu(inprocess_udp.send, tracker, batch)
+    rng = random.Random(1)
+    batch = [udp_inprocess.announce(rng, connection_id, n) for n in range(count)]
+    udp_inprocess.feed(tracker.datagramReceived, batch, None)  # fill the swarms
+    return lambda: _cpu(udp_inprocess.feed, tracker.datagramReceived, batch, None)
+
+
+def _git(*arguments: str) -> bytes:
+    return subprocess.run(
+        ["git", "-C", str(REPO), *arguments], check=True, capture_output=True
+    ).stdout
 
 
 def _cpu(function: Callable[..., object], *args: Any) -> float:
@@ -108,18 +118,20 @@ def _cpu(function: Callable[..., object], *args: Any) -> float:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--baseline", default="main", help="git revision to compare with")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="git revision to compare with [default: git merge-base HEAD main]",
+    )
     parser.add_argument("--protocol", default="http", choices=("http", "udp"))
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--requests", type=int, default=10000)
     args = parser.parse_args(argv)
+    if args.baseline is None:
+        args.baseline = _git("merge-base", "HEAD", "main").decode().strip()[:10]
     with tempfile.TemporaryDirectory(prefix="tracker-ab-") as folder:
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", args.baseline, "tracker"],
-            check=True,
-            capture_output=True,
-        ).stdout
+        archive = _git("archive", args.baseline, "tracker")
         subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
         baseline_modules = load(Path(folder))
     ours_modules = {name: importlib.import_module(name) for name in MODULES}
