@@ -345,6 +345,12 @@ class PagesTests(ResourceTestCase):
             length = rendered.request.responseHeaders.getRawHeaders(b"content-length")
             self.assertTrue(length and int(length[0]) > 0)
 
+    def test_nothing_below(self) -> None:
+        """Paths below the pages are not found (a relative link from stats/ would otherwise
+        get the page again)."""
+        for path in (b"/stats/", b"/stats/x", b"/stats.json/", b"/metrics/x"):
+            self.assertEqual(self.get(path).code, 404, path)
+
     def test_off(self) -> None:
         """With stats off, the three paths are not tracker endpoints."""
         root = TrackerResource(self.store, TrackerConfig(stats=False), self.clock)

@@ -12,7 +12,8 @@ import time
 from html import escape
 from typing import Any
 
-from twisted.web.resource import Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from tracker.stats import TrackerStats
@@ -27,12 +28,16 @@ SCRAPE_COLOUR = "#ea580c"
 
 
 class _Figures(Resource):
-    isLeaf = True
+    # Not a leaf: anything below it (stats/x) is not found, rather than the page again.
+    isLeaf = False
     content_type = b""
 
     def __init__(self, stats: TrackerStats) -> None:
         super().__init__()
         self._stats = stats
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return notFound()
 
     def body(self, snapshot: dict[str, Any]) -> bytes:
         raise NotImplementedError
