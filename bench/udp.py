@@ -43,6 +43,7 @@ class Target:
     key: str
     label: str
     interpreter: str | None = None  # None: opentracker
+    floor: bool = False  # bench/udp_floor.py rather than the tracker
 
 
 def build_load_generator(where: Path) -> Path:
@@ -56,7 +57,10 @@ def tracker_command(target: Target, port: int, workdir: Path, swarms: int) -> li
     if target.interpreter is None:
         hashes = [udp_swarm_hash(k) for k in range(swarms)]
         return bl.opentracker_command(workdir, ["-P", str(port)], hashes)
-    cmd = bl.ours_command(target.interpreter, port, workdir / "db.sqlite3", [])
+    if target.floor:
+        cmd = [target.interpreter, str(bl.BENCH_DIR / "udp_floor.py"), str(port)]
+    else:
+        cmd = bl.ours_command(target.interpreter, port, workdir / "db.sqlite3", [])
     if "pypy" in target.interpreter:
         cmd = ["env", "PYPY_GC_NURSERY=64M", *cmd]
     return cmd
@@ -124,6 +128,7 @@ def targets(names: list[str]) -> list[Target]:
         interpreter = INTERPRETERS.get(name, name)
         reason = bl.interpreter_ready(interpreter)
         if reason is None:
+            found.append(Target(f"floor-{name}", f"UDP floor ({name})", interpreter, floor=True))
             found.append(Target(f"ours-{name}", f"ours ({name})", interpreter))
         else:
             print(f"skipping ours on {name}: {reason}", flush=True)
@@ -147,8 +152,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def summarize(runs: dict[str, list[dict[str, float]]], found: list[Target]) -> list[str]:
     lines = [
         "| tracker | announces/s (median) | each round | vs opentracker (median of rounds) "
-        "| p50 / p99 latency | timeouts |",
-        "|---|---|---|---|---|---|",
+        "| vs the UDP floor | p50 / p99 latency | timeouts |",
+        "|---|---|---|---|---|---|---|",
     ]
     reference = runs.get("opentracker")
     for target in found:
@@ -163,9 +168,15 @@ def summarize(runs: dict[str, list[dict[str, float]]], found: list[Target]) -> l
                 verdict = f" ({'PASS' if statistics.median(ratios) >= goal else 'FAIL'}: "
                 verdict += f"goal {goal}x)"
             ratio = f"{statistics.median(ratios):.2f}x{verdict}"
+        floor = runs.get(f"floor-{target.key.removeprefix('ours-')}")
+        of_floor = "-"
+        if floor and target.key.startswith("ours-"):
+            of_floor = (
+                f"{statistics.median(r['rate'] / f['rate'] for r, f in zip(rounds, floor)):.2f}"
+            )
         lines.append(
             f"| {target.label} | {statistics.median(rates):,.0f} "
-            f"| {', '.join(f'{rate:,.0f}' for rate in rates)} | {ratio} "
+            f"| {', '.join(f'{rate:,.0f}' for rate in rates)} | {ratio} | {of_floor} "
             f"| {statistics.median(r['p50_us'] for r in rounds) / 1000:.2f} / "
             f"{statistics.median(r['p99_us'] for r in rounds) / 1000:.2f} ms "
             f"| {sum(r['timeouts'] for r in rounds):.0f} |"

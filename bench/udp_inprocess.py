@@ -5,7 +5,8 @@ process, beside a bare DatagramProtocol that answers every announce with a fixed
     python bench/udp_inprocess.py [--datagrams N] [--rounds N] [--profile]
 
 The datagrams are udpload.c's mix (bench/udp.py): announces by a population of 50,000 peers into
-1000 swarms, 5 % started, 2 % completed, 3 % stopped, numwant 50. The index keeps its journal,
+1000 swarms, 5 % started, 2 % completed, 3 % stopped, numwant 50, new ones each round so that, as
+under the real load, most announce a peer new to its swarm. The index keeps its journal,
 taken away every 4,000 datagrams as the SQLite store's group commit does (the database thread's
 own work is not counted). Prints microseconds per datagram for the floor and ours, per round;
 PyPy needs a few rounds to warm up. --profile runs ours under cProfile instead.
@@ -119,19 +120,24 @@ def main(argv: list[str]) -> int:
     udp, index = tracker()
     connection_id = udp._ids.issue(CLIENT[0])
     rng = random.Random(1)
-    datagrams = [announce(rng, connection_id, n) for n in range(args.datagrams)]
-    # The swarms filled as a running tracker's are: every peer once.
-    feed(udp.datagramReceived, datagrams, index)
+
+    def fresh() -> list[bytes]:
+        # New announces each time, as the load's are: mostly peers new to their swarm.
+        return [announce(rng, connection_id, n) for n in range(args.datagrams)]
+
+    # The swarms filled as a running tracker's are a few seconds into the load.
+    feed(udp.datagramReceived, fresh(), index)
     if args.profile:
         import cProfile
         import pstats
 
         profile = cProfile.Profile()
-        profile.runcall(feed, udp.datagramReceived, datagrams, index)
+        profile.runcall(feed, udp.datagramReceived, fresh(), index)
         pstats.Stats(profile).sort_stats("tottime").print_stats(20)
         return 0
     floor = Floor(_Socket().sendto)
     for r in range(args.rounds):
+        datagrams = fresh()
         floor_s = feed(floor.datagramReceived, datagrams, None)
         ours_s = feed(udp.datagramReceived, datagrams, index)
         per = 1e6 / len(datagrams)

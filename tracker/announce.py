@@ -48,11 +48,6 @@ class AnnounceRequest(NamedTuple):
         return self.left == 0
 
     @property
-    def wants_only_leechers(self) -> bool:
-        """Seeders, and partial seeds that paused (BEP 21), have no use for other seeders."""
-        return self.is_seeder or self.event == PAUSED
-
-    @property
     def completes(self) -> bool:
         """Whether this announce reports a finished download (counted once per peer)."""
         return self.event == COMPLETED and self.left == 0

@@ -36,22 +36,24 @@ class ConnectionIds:
         self._remembered = remembered
         self._window = window
         self._new_secret = secret
-        self._current_window = self._now()
+        self._current_window = int(clock.seconds()) // window
+        self._window_ends = (self._current_window + 1) * window
         self._current = secret()
         self._previous = secret()
         #: Client address -> its ID in the current window.
         self._issued: dict[str, bytes] = {}
 
-    def issue(self, host: str) -> bytes:
-        """The 8-byte ID for a client at C{host} (its address as text)."""
-        self._rotate()
+    def issue(self, host: str, now: float | None = None) -> bytes:
+        """The 8-byte ID for a client at C{host} (its address as text); C{now} saves asking the
+        clock when the caller has asked it already."""
+        self._rotate(self._clock.seconds() if now is None else now)
         connection_id = self._issued.get(host)
         if connection_id is None:
             connection_id = self._remember(host, _digest(self._current, host))
         return connection_id
 
-    def valid(self, connection_id: bytes, host: str) -> bool:
-        self._rotate()
+    def valid(self, connection_id: bytes, host: str, now: float | None = None) -> bool:
+        self._rotate(self._clock.seconds() if now is None else now)
         if self._issued.get(host) == connection_id:
             return True
         if connection_id == _digest(self._current, host):
@@ -65,17 +67,15 @@ class ConnectionIds:
         self._issued[host] = connection_id
         return connection_id
 
-    def _now(self) -> int:
-        return int(self._clock.seconds()) // self._window
-
-    def _rotate(self) -> None:
-        now = self._now()
-        if now == self._current_window:
+    def _rotate(self, now: float) -> None:
+        if now < self._window_ends:
             return
+        window = int(now) // self._window
         # After a silence of more than a window, the last secret's IDs are too old as well.
-        self._previous = self._current if now == self._current_window + 1 else self._new_secret()
+        self._previous = self._current if window == self._current_window + 1 else self._new_secret()
         self._current = self._new_secret()
-        self._current_window = now
+        self._current_window = window
+        self._window_ends = (window + 1) * self._window
         self._issued = {}
 
 

@@ -85,19 +85,18 @@ class _Endpoint(Resource):
             meter.errors += 1
             log.failure("unexpected error handling {uri!r}", uri=request.uri)
             return _send(request, _internal_error())
-        if answer.__class__ is not bytes:
-            if isinstance(answer, Deferred):
-                _finish_later(request, answer, meter, started)
-                return NOT_DONE_YET
-            assert isinstance(answer, tuple)
+        # Asked as "is it the answer" rather than "is it a Deferred", an ABC and so a slow check.
+        if isinstance(answer, bytes):
             meter.ok += 1
             if not meter.ok & TIMED:
                 meter.latency.observe(perf_counter() - started)
+            return _send(request, answer)
+        if isinstance(answer, tuple):
+            # A full scrape, in pieces.
+            meter.ok += 1
             return _send_pieces(request, answer)
-        meter.ok += 1
-        if not meter.ok & TIMED:
-            meter.latency.observe(perf_counter() - started)
-        return _send(request, answer)
+        _finish_later(request, answer, meter, started)
+        return NOT_DONE_YET
 
     def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
         raise NotImplementedError
@@ -131,11 +130,11 @@ class AnnounceResource(_Endpoint):
         interval = self._config.jittered_interval(self._random())
         min_interval = self._config.min_interval
         result = self._store.announce(announce, self._now())
-        if isinstance(result, Deferred):
-            return result.addCallback(
-                lambda later: announce_body(announce, later, interval, min_interval)
-            )
-        return announce_body(announce, result, interval, min_interval)
+        if isinstance(result, tuple):
+            return announce_body(announce, result, interval, min_interval)
+        return result.addCallback(
+            lambda later: announce_body(announce, later, interval, min_interval)
+        )
 
 
 class ScrapeResource(_Endpoint):
@@ -157,9 +156,9 @@ class ScrapeResource(_Endpoint):
             return self._full_scrape(request, self._full)
         scrape = parse_scrape(params, self._config)
         counts = self._store.scrape(scrape.info_hashes)
-        if isinstance(counts, Deferred):
-            return counts.addCallback(scrape_body)
-        return scrape_body(counts)
+        if isinstance(counts, dict):
+            return scrape_body(counts)
+        return counts.addCallback(scrape_body)
 
     def _full_scrape(self, request: Request, full: FullScrape) -> Body | Deferred[Body]:
         self._stats.full_scrapes += 1

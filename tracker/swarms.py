@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 
 from tracker.addresses import pack_peer
-from tracker.announce import STOPPED, AnnounceRequest
+from tracker.announce import PAUSED, STOPPED, AnnounceRequest
 from tracker.interfaces import NO_COUNTS, AnnounceResult, SwarmCounts
 from tracker.journal import COMPLETED, COUNT, GONE, PEER, SEEDER
 
@@ -186,7 +186,7 @@ class SwarmIndex:
         elif request.event == STOPPED:
             return AnnounceResult(swarm.counts())
         journal = self.journal
-        if request.completes and not completed:
+        if seeder and not completed and request.completes:
             # A completion is counted once per peer (BEP 48 "downloaded").
             completed = 1
             swarm.downloaded += 1
@@ -219,7 +219,9 @@ class SwarmIndex:
     ) -> AnnounceResult:
         """Up to numwant other peers, chosen at random: leechers only for a seeder."""
         groups = swarm.groups
-        slots = _LEECHER_SLOTS if request.wants_only_leechers else _ALL_SLOTS
+        # Seeders, and partial seeds that paused (BEP 21), have no use for other seeders.
+        leechers_only = own_slot & _SEEDERS or request.event == PAUSED
+        slots = _LEECHER_SLOTS if leechers_only else _ALL_SLOTS
         total = (
             counts.incomplete if slots is _LEECHER_SLOTS else counts.incomplete + counts.complete
         )
@@ -300,12 +302,17 @@ class SwarmIndex:
                 self._append(group, start, size, skip, peers, ids)
                 start = 0
                 end -= size
-            if 0 <= skip < end:
-                self._append(group, start, end, skip, peers, ids)
-            else:
+            if skip < 0 or end <= skip:
                 peers.append(addresses[start * width : end * width])
                 if ids is not None:
                     ids += group.ids[start:end]
+            elif start >= skip:
+                # Every candidate here is past the skipped peer: one place further on.
+                peers.append(addresses[(start + 1) * width : (end + 1) * width])
+                if ids is not None:
+                    ids += group.ids[start + 1 : end + 1]
+            else:
+                self._append(group, start, end, skip, peers, ids)
             low = half
             room = size - half
             length = wanted - length

@@ -108,13 +108,14 @@ class UDPTracker(DatagramProtocol):
         action = data[8:12]
         transaction = data[12:16]
         host = addr[0]
+        now = self._clock.seconds()
         try:
             if action == CONNECT:
-                self._connect(data, transaction, host, addr)
-            elif not self._ids.valid(data[:8], host):
+                self._connect(data, transaction, host, addr, now)
+            elif not self._ids.valid(data[:8], host, now):
                 self._refuse(data, addr, "connection ID expired or unknown; connect again")
             elif action == ANNOUNCE:
-                self._announce(data, transaction, addr)
+                self._announce(data, transaction, addr, int(now))
             elif action == SCRAPE:
                 self._scrape(data, transaction, addr)
             else:
@@ -127,25 +128,26 @@ class UDPTracker(DatagramProtocol):
             log.failure("unexpected error handling a UDP datagram from {host}", host=addr[0])
             self._refuse(data, addr, "internal tracker error; try again later", True)
 
-    def _connect(self, data: bytes, transaction: bytes, host: str, addr: Any) -> None:
+    def _connect(self, data: bytes, transaction: bytes, host: str, addr: Any, now: float) -> None:
         if data[:8] != PROTOCOL_ID:
             # Not BitTorrent: an error reply would be noise toward whoever this is.
             self._refused("connect without the protocol ID")
             return
-        self._send(CONNECT + transaction + self._ids.issue(host), addr)
+        self._send(CONNECT + transaction + self._ids.issue(host, now), addr)
 
-    def _announce(self, data: bytes, transaction: bytes, addr: Any) -> None:
+    def _announce(self, data: bytes, transaction: bytes, addr: Any, now: int) -> None:
         # The clock is read only for the answers that are timed (see TIMED): what it costs
         # shows in the cost of a UDP announce.
         started = perf_counter() if self._announces.ok & TIMED == TIMED else 0.0
         request = self._parse_announce(data, addr[0])
         v6 = len(request.ip) == 16
-        result = self._store.announce(request, int(self._clock.seconds()))
-        if isinstance(result, Deferred):
+        result = self._store.announce(request, now)
+        # Asked as "is it the answer" rather than "is it a Deferred", an ABC and so a slow check.
+        if isinstance(result, tuple):
+            self._send_announce(result, transaction, v6, addr, started)
+        else:
             sent = result.addCallback(self._send_announce, transaction, v6, addr, started)
             self._answer_later(sent, data, addr)
-        else:
-            self._send_announce(result, transaction, v6, addr, started)
 
     def _parse_announce(self, data: bytes, host: str) -> AnnounceRequest:
         size = len(data)
@@ -218,11 +220,11 @@ class UDPTracker(DatagramProtocol):
             raise TrackerError(f"at most {most} info hashes per scrape")
         info_hashes = [data[k : k + 20] for k in range(_HEADER, len(data), 20)]
         counts = self._store.scrape(info_hashes)
-        if isinstance(counts, Deferred):
+        if isinstance(counts, dict):
+            self._send_scrape(counts, info_hashes, transaction, addr, started)
+        else:
             sent = counts.addCallback(self._send_scrape, info_hashes, transaction, addr, started)
             self._answer_later(sent, data, addr)
-        else:
-            self._send_scrape(counts, info_hashes, transaction, addr, started)
 
     def _send_scrape(
         self,
