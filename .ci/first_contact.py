@@ -178,6 +178,11 @@ def walk(copy: str) -> None:
         fail(f"the quick-start scrape was not a scrape reply: {scrape!r}")
     if not os.path.exists(os.path.join(copy, "tracker.sqlite3")):
         fail("the quick start did not create tracker.sqlite3 in the current directory")
+    page = fetch("http://127.0.0.1:6969/stats")
+    if b"Tracker statistics" not in page or b"<svg" not in page:
+        fail(f"the quick start's /stats is not the statistics page: {page[:200]!r}")
+    if b"tracker_requests_total" not in fetch("http://127.0.0.1:6969/metrics"):
+        fail("the quick start's /metrics has no tracker_requests_total")
 
     step("mistakes, while the quick-start tracker holds port 6969")
     twistd = ".venv/bin/twistd --pidfile= -n tracker"

@@ -39,11 +39,14 @@ def main(argv: list[str]) -> None:
 
     config = TrackerConfig(interval=900, min_interval=300)
     store = SQLitePeerStore(database)
+    # The tracker service opens and closes the store, expires silent peers and keeps the
+    # figures at /tracker/stats up to date; the resource counts its requests into them.
+    tracker = TrackerService(store, config)
 
     # The host application's own resources, with the tracker mounted beside them.
     root = Resource()
     root.putChild(b"", Data(b"Hello from the host application.\n", "text/plain"))
-    root.putChild(b"tracker", TrackerResource(store, config))
+    root.putChild(b"tracker", TrackerResource(store, config, stats=tracker.stats))
 
     # Listen before opening the database, so that a port in use changes nothing on disk.
     try:
@@ -52,9 +55,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"cannot listen on port {port}: {e.socketError}") from None
     log.info("tracker listening on http://127.0.0.1:{port}/tracker/announce", port=port)
 
-    # The tracker service opens and closes the store and expires silent peers.
     application = MultiService()
-    tracker = TrackerService(store, config)
     tracker.setServiceParent(application)
     tracker.started.addCallbacks(opened, not_opened, callbackArgs=(database,))
 

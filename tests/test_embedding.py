@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -82,7 +83,15 @@ class EmbeddedSiteTests(TestCase):
                 bdecode(body),
                 {b"files": {info_hash(1): {b"complete": 0, b"incomplete": 2, b"downloaded": 0}}},
             )
-            for path in ("/tracker/stats", "/tracker", "/tracker/"):
+            # The tracker's figures, counted by the service the example parents.
+            status, body = fetch(base + "/tracker/stats.json")
+            self.assertEqual(status, 200)
+            figures = json.loads(body)
+            self.assertEqual((figures["announces"], figures["scrapes"]), (2, 1))
+            status, page = fetch(base + "/tracker/stats")
+            self.assertEqual(status, 200)
+            self.assertIn(b"<svg", page)
+            for path in ("/tracker/nothing", "/tracker", "/tracker/"):
                 status, body = fetch(base + path)
                 self.assertEqual(status, 404)
                 # The reason names the endpoints where this site mounted them.

@@ -249,7 +249,7 @@ class AnnounceThroughResourceTests(ResourceTestCase):
 
     def test_unknown_paths_get_404(self) -> None:
         """Paths other than announce and scrape get 404 with a bencoded failure reason."""
-        for path in (b"/", b"/favicon.ico", b"/stats", b"/Announce?" + announce_query(1)):
+        for path in (b"/", b"/favicon.ico", b"/statistics", b"/Announce?" + announce_query(1)):
             rendered = self.get(path)
             self.assertTrackerFailure(rendered, code=404)
             self.assertEqual(rendered.header(b"content-type"), b"text/plain")

@@ -55,6 +55,8 @@ EVERY_OPTION = [
     "--allow-ip-param",
     "--listen-udp",
     "--no-udp",
+    "--no-stats",
+    "--full-scrape",
 ]
 
 
@@ -122,6 +124,8 @@ class OptionsTests(TestCase):
             "--idle-timeout=5",
             "--trusted-proxy=10.0.0.0/8",
             "--allow-ip-param",
+            "--no-stats",
+            "--full-scrape",
         )
         self.assertEqual(
             options["config"],
@@ -135,6 +139,8 @@ class OptionsTests(TestCase):
                 max_scrape_hashes=10,
                 trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),),
                 allow_ip_param=True,
+                stats=False,
+                full_scrape=True,
             ),
         )
         self.assertEqual(options["listen"], ["tcp:7000"])
@@ -336,6 +342,9 @@ class MakeServiceTests(TestCase):
         )
         for _, protocol, _, _ in reactor.udpServers:
             self.assertIsInstance(protocol, UDPTracker)
+            # HTTP and UDP count into the figures the service samples.
+            self.assertIs(protocol.stats, trackers[0].stats)
+        self.assertIs(reactor.tcpServers[0][1].resource.stats, trackers[0].stats)
         # An ID issued on one port is good on the other: an unknown ID is refused at once,
         # that one waits for the store, which is not started here.
         first, second = (protocol for _, protocol, _, _ in reactor.udpServers)

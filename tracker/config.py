@@ -29,6 +29,10 @@ class TrackerConfig:
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
     #: Honour the client-supplied C{ip=} parameter (spoofable, so off by default).
     allow_ip_param: bool = False
+    #: Serve the tracker's figures at stats, stats.json and metrics beside announce.
+    stats: bool = True
+    #: Answer a scrape without info_hash with every torrent (BEP 48's full scrape).
+    full_scrape: bool = False
 
     def __post_init__(self) -> None:
         if self.interval < 1 or self.min_interval < 1:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import NamedTuple, TypeVar, Union
 
 from twisted.internet.defer import Deferred
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from tracker.announce import AnnounceRequest
 
@@ -111,3 +111,15 @@ class IPeerStore(Interface):
 
     def expire(cutoff: int) -> Deferred[int]:
         """Forget peers last seen before C{cutoff}; fires with how many were removed."""
+
+
+class IIndexedStore(Interface):
+    """
+    A store that answers from a L{tracker.swarms.SwarmIndex} in this process, which the
+    tracker's statistics and full scrapes read directly, a slice at a time.
+    """
+
+    index = Attribute("The SwarmIndex, or None while the store is still loading.")
+    commits = Attribute(
+        "A tracker.meters.CommitMeter counting the store's group commits, or None if it has none."
+    )

@@ -1,5 +1,6 @@
 """
-The embeddable tracker: a plain L{IResource} with C{announce} and C{scrape} children.
+The embeddable tracker: a plain L{IResource} with C{announce} and C{scrape} children, and the
+tracker's figures at C{stats}, C{stats.json} and C{metrics}.
 
 It owns no port and no thread; mount it anywhere in a site and give it a started store.
 """
@@ -7,7 +8,8 @@ It owns no port and no thread; mount it anywhere in a site and give it a started
 from __future__ import annotations
 
 import random
-from typing import Any
+from time import perf_counter
+from typing import Any, Union
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -20,15 +22,22 @@ from tracker.addresses import client_ip
 from tracker.announce import parse_announce, parse_scrape
 from tracker.config import TrackerConfig
 from tracker.errors import TrackerError
+from tracker.fullscrape import Bodies, FullScrape, accepts_gzip
 from tracker.interfaces import IPeerStore, StoreStopped
+from tracker.meters import TIMED, RequestMeter
+from tracker.metrics import MetricsResource
 from tracker.query import Params, parse_query, split_query
 from tracker.response import announce_body, failure_body, scrape_body
+from tracker.stats import TrackerStats
+from tracker.statspage import StatsJSONResource, StatsPageResource
 
 log = Logger()
 
 _ALLOWED_METHODS = (b"GET", b"HEAD")
 #: BEP 31: how long a client should wait after the tracker itself failed.
 _RETRY_AFTER_ERROR = 60
+#: A reply body: one string, or pieces written one after another (a full scrape's).
+Body = Union[bytes, tuple[bytes, ...]]
 
 
 class _Endpoint(Resource):
@@ -36,36 +45,60 @@ class _Endpoint(Resource):
 
     isLeaf = True
 
-    def __init__(self, store: IPeerStore, config: TrackerConfig, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        store: IPeerStore,
+        config: TrackerConfig,
+        clock: IReactorTime,
+        stats: TrackerStats,
+        meter: RequestMeter,
+    ) -> None:
         super().__init__()
         self._store = store
         self._config = config
         self._clock = clock
+        self._stats = stats
+        #: Where this endpoint counts its requests: a few integer increments per request.
+        self._meter = meter
 
     def render(self, request: Request) -> Any:
+        started = perf_counter()
         request.setHeader(b"content-type", b"text/plain")
+        meter = self._meter
         if request.method not in _ALLOWED_METHODS:
             # Plain twisted.web answers unknown methods with 501, which monitors read as an outage.
+            meter.refused += 1
             request.setResponseCode(405)
             request.setHeader(b"allow", b"GET, HEAD")
             return _body(request, failure_body("method not allowed: use GET"))
         try:
             answer = self.answer(request, parse_query(split_query(request.uri)))
         except TrackerError as e:
+            meter.refused += 1
+            self._stats.refusals.add("http", e.reason)
             log.debug("refused {uri!r}: {reason}", uri=request.uri, reason=e.reason)
             return _send(request, failure_body(e.reason))
         except StoreStopped:
+            meter.errors += 1
             return _send(request, _shutting_down())
         except Exception:
+            meter.errors += 1
             log.failure("unexpected error handling {uri!r}", uri=request.uri)
             return _send(request, _internal_error())
         # Asked as "is it the answer" rather than "is it a Deferred", an ABC and so a slow check.
         if isinstance(answer, bytes):
+            meter.ok += 1
+            if not meter.ok & TIMED:
+                meter.latency.observe(perf_counter() - started)
             return _send(request, answer)
-        _finish_later(request, answer)
+        if isinstance(answer, tuple):
+            # A full scrape, in pieces.
+            meter.ok += 1
+            return _send_pieces(request, answer)
+        _finish_later(request, answer, meter, started)
         return NOT_DONE_YET
 
-    def answer(self, request: Request, params: Params) -> bytes | Deferred[bytes]:
+    def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
         raise NotImplementedError
 
     def _now(self) -> int:
@@ -80,12 +113,13 @@ class AnnounceResource(_Endpoint):
         store: IPeerStore,
         config: TrackerConfig,
         clock: IReactorTime,
+        stats: TrackerStats,
         rng: random.Random | None = None,
     ) -> None:
-        super().__init__(store, config, clock)
+        super().__init__(store, config, clock, stats, stats.http_announce)
         self._random = (rng or random.Random()).random
 
-    def answer(self, request: Request, params: Params) -> bytes | Deferred[bytes]:
+    def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
         address = request.getClientAddress()
         ip = client_ip(
             getattr(address, "host", ""),
@@ -104,14 +138,44 @@ class AnnounceResource(_Endpoint):
 
 
 class ScrapeResource(_Endpoint):
-    """C{/scrape} (BEP 48): one or many C{info_hash}."""
+    """C{/scrape} (BEP 48): one or many C{info_hash}; with none, every torrent if the full
+    scrape is on."""
 
-    def answer(self, request: Request, params: Params) -> bytes | Deferred[bytes]:
+    def __init__(
+        self,
+        store: IPeerStore,
+        config: TrackerConfig,
+        clock: IReactorTime,
+        stats: TrackerStats,
+    ) -> None:
+        super().__init__(store, config, clock, stats, stats.http_scrape)
+        self._full = FullScrape(store, clock) if config.full_scrape else None
+
+    def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
+        if self._full is not None and b"info_hash" not in params:
+            return self._full_scrape(request, self._full)
         scrape = parse_scrape(params, self._config)
         counts = self._store.scrape(scrape.info_hashes)
         if isinstance(counts, dict):
             return scrape_body(counts)
         return counts.addCallback(scrape_body)
+
+    def _full_scrape(self, request: Request, full: FullScrape) -> Body | Deferred[Body]:
+        self._stats.full_scrapes += 1
+        gzip = accepts_gzip(request.getHeader(b"accept-encoding"))
+        # Whichever encoding this one gets, a cache between here and the client must ask again.
+        request.setHeader(b"vary", b"Accept-Encoding")
+
+        def pick(bodies: Bodies) -> Body:
+            if gzip:
+                request.setHeader(b"content-encoding", b"gzip")
+                return bodies.gzipped
+            return bodies.plain
+
+        bodies = full.bodies()
+        if isinstance(bodies, Deferred):
+            return bodies.addCallback(pick)
+        return pick(bodies)
 
 
 class _NotFound(Resource):
@@ -143,6 +207,7 @@ class TrackerResource(Resource):
         config: TrackerConfig | None = None,
         clock: IReactorTime | None = None,
         rng: random.Random | None = None,
+        stats: TrackerStats | None = None,
     ) -> None:
         super().__init__()
         if clock is None:
@@ -151,8 +216,16 @@ class TrackerResource(Resource):
             clock = default_reactor
         assert clock is not None
         config = config or TrackerConfig()
-        self.putChild(b"announce", AnnounceResource(store, config, clock, rng))
-        self.putChild(b"scrape", ScrapeResource(store, config, clock))
+        #: The counters this resource's requests feed. Give it the service's
+        #: (L{tracker.service.TrackerService.stats}), so that its history and swarm totals are
+        #: kept up to date; one of its own counts requests but never samples them.
+        self.stats = stats or TrackerStats(store, clock)
+        self.putChild(b"announce", AnnounceResource(store, config, clock, self.stats, rng))
+        self.putChild(b"scrape", ScrapeResource(store, config, clock, self.stats))
+        if config.stats:
+            self.putChild(b"stats", StatsPageResource(self.stats))
+            self.putChild(b"stats.json", StatsJSONResource(self.stats))
+            self.putChild(b"metrics", MetricsResource(self.stats))
         self._not_found = _NotFound([])
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -180,6 +253,16 @@ def _send(request: Request, body: bytes) -> Any:
     return NOT_DONE_YET
 
 
+def _send_pieces(request: Request, pieces: tuple[bytes, ...]) -> Any:
+    """Answer at once with a body in pieces (a full scrape's), written one after another."""
+    request.setHeader(b"content-length", b"%d" % sum(map(len, pieces)))
+    if request.method != b"HEAD":
+        for piece in pieces:
+            request.write(piece)
+    request.finish()
+    return NOT_DONE_YET
+
+
 def _body(request: Request, body: bytes) -> bytes:
     request.setHeader(b"content-length", b"%d" % len(body))
     return body
@@ -194,19 +277,31 @@ def _shutting_down() -> bytes:
     return failure_body("the tracker is restarting; try again shortly", retry_in=_RETRY_AFTER_ERROR)
 
 
-def _finish_later(request: Request, answer: Deferred[bytes]) -> None:
+def _finish_later(
+    request: Request, answer: Deferred[Body], meter: RequestMeter, started: float
+) -> None:
     """Write C{answer} when it arrives, unless the client has gone; log any failure once."""
     gone: list[Failure] = []
+    errors: list[Failure] = []
     # Registered before anything async happens, so a disconnect is always seen.
     request.notifyFinish().addErrback(gone.append)
 
-    def write(body: bytes) -> None:
+    def write(body: Body) -> None:
         if gone:
             return
-        request.write(_body(request, body))
-        request.finish()
+        if not errors:
+            meter.ok += 1
+            if not meter.ok & TIMED:
+                meter.latency.observe(perf_counter() - started)
+        if isinstance(body, bytes):
+            request.write(_body(request, body))
+            request.finish()
+        else:
+            _send_pieces(request, body)
 
     def failed(failure: Failure) -> bytes:
+        meter.errors += 1
+        errors.append(failure)
         if failure.check(StoreStopped):
             return _shutting_down()
         refusal = failure.value

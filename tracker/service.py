@@ -1,4 +1,5 @@
-"""The tracker's long-lived parts: the store's life and the periodic expiry of silent peers."""
+"""The tracker's long-lived parts: the store's life, the periodic expiry of silent peers and the
+periodic sampling of the tracker's figures."""
 
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ from twisted.python.failure import Failure
 
 from tracker.config import TrackerConfig
 from tracker.interfaces import IPeerStore
+from tracker.stats import SAMPLE_EVERY, TrackerStats
 
 log = Logger()
 
 
 class TrackerService(MultiService):
     """
-    Starts and stops the store, and expires peers every C{config.expire_every} seconds. Owns no
-    listener: parent it under any application and serve L{tracker.resource.TrackerResource}
-    however the application likes.
+    Starts and stops the store, expires peers every C{config.expire_every} seconds, and samples
+    L{stats} every L{SAMPLE_EVERY} seconds. Owns no listener: parent it under any application
+    and serve L{tracker.resource.TrackerResource} (given C{stats=service.stats}) however the
+    application likes.
     """
 
     def __init__(
@@ -29,6 +32,7 @@ class TrackerService(MultiService):
         store: IPeerStore,
         config: TrackerConfig | None = None,
         clock: IReactorTime | None = None,
+        stats: TrackerStats | None = None,
     ) -> None:
         super().__init__()
         if clock is None:
@@ -41,6 +45,11 @@ class TrackerService(MultiService):
         self._clock = clock
         self._expiry = TimerService(self.config.expire_every, self.expire_once)
         self._expiry.clock = clock
+        #: The figures the tracker's resource and UDP listeners count into.
+        self.stats = stats or TrackerStats(store, clock)
+        # TrackerStats.tick logs its own failures, so the timer cannot stop.
+        self._sampling = TimerService(SAMPLE_EVERY, self.stats.tick)
+        self._sampling.clock = clock
         #: Fires when the store has opened, or fails if it could not be opened.
         self.started: Deferred[None] = Deferred()
 
@@ -54,8 +63,10 @@ class TrackerService(MultiService):
     def _start_expiry(self, _: None) -> None:
         if self.running:
             self._expiry.setServiceParent(self)
+            self._sampling.setServiceParent(self)
 
     def stopService(self) -> Deferred[None]:
+        self.stats.stop()
         stopped: Deferred[Any] = super().stopService()  # stops expiry, if it ever started
         stopped.addCallback(lambda _: self.store.stop())
         return stopped

@@ -69,6 +69,16 @@ class Options(usage.Options):
     optFlags = [
         ["allow-ip-param", None, "Honour the client's ip= parameter (spoofable; off by default)."],
         ["no-udp", None, "Serve HTTP only: no UDP listener."],
+        [
+            "no-stats",
+            None,
+            "Serve no /stats, /stats.json or /metrics (the tracker's figures; on by default).",
+        ],
+        [
+            "full-scrape",
+            None,
+            "Answer /scrape without info_hash with every torrent (off by default).",
+        ],
     ]
     optParameters = [
         ["database", "d", DEFAULT_DATABASE, "SQLite database file (created if missing)."],
@@ -173,6 +183,8 @@ class Options(usage.Options):
             max_scrape_hashes=self["max-scrape"],
             trusted_proxies=tuple(proxies),
             allow_ip_param=bool(self["allow-ip-param"]),
+            stats=not self["no-stats"],
+            full_scrape=bool(self["full-scrape"]),
         )
 
 
@@ -185,15 +197,17 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     config: TrackerConfig = options["config"]
     store = SQLitePeerStore(options["database"], reactor)
     root = MultiService()
-    site = TrackerSite(TrackerResource(store, config, reactor), timeout=options["idle-timeout"])
+    # Made first for its figures, which HTTP and UDP count into; parented last (see below).
+    tracker = TrackerService(store, config, reactor)
+    resource = TrackerResource(store, config, reactor, stats=tracker.stats)
+    site = TrackerSite(resource, timeout=options["idle-timeout"])
     # Listeners first: a refused port stops the daemon before the store has opened anything.
     for endpoint in options["listen"]:
         ListeningService(endpoint, site, reactor).setServiceParent(root)
     connection_ids = ConnectionIds(reactor)
     for description in options["listen-udp"]:
-        udp = UDPTracker(store, config, reactor, connection_ids=connection_ids)
+        udp = UDPTracker(store, config, reactor, connection_ids=connection_ids, stats=tracker.stats)
         UDPListeningService(description, udp, reactor).setServiceParent(root)
-    tracker = TrackerService(store, config, reactor)
     tracker.setServiceParent(root)
     tracker.started.addCallbacks(
         _say_started,

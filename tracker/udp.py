@@ -14,6 +14,7 @@ import random
 import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -29,6 +30,8 @@ from tracker.config import TrackerConfig
 from tracker.connection_ids import ConnectionIds
 from tracker.errors import TrackerError
 from tracker.interfaces import NO_COUNTS, AnnounceResult, IPeerStore, StoreStopped, SwarmCounts
+from tracker.meters import TIMED
+from tracker.stats import TrackerStats
 
 log = Logger()
 
@@ -74,6 +77,7 @@ class UDPTracker(DatagramProtocol):
         clock: IReactorTime | None = None,
         rng: random.Random | None = None,
         connection_ids: ConnectionIds | None = None,
+        stats: TrackerStats | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as default_reactor
@@ -88,6 +92,11 @@ class UDPTracker(DatagramProtocol):
         # whatever the port it was issued on.
         self._ids = connection_ids or ConnectionIds(clock)
         self._refusals: Counter[str] = Counter()
+        #: Shared with the HTTP side when given (as the daemon does), so both count together.
+        self.stats = stats or TrackerStats(store, clock)
+        self._announces = self.stats.udp_announce
+        self._scrapes = self.stats.udp_scrape
+        self._meters = {ANNOUNCE: self._announces, SCRAPE: self._scrapes}
         self._report_at = 0.0
         self._sendto: Callable[[bytes, Any], object] | None = None
 
@@ -114,10 +123,10 @@ class UDPTracker(DatagramProtocol):
         except TrackerError as e:
             self._refuse(data, addr, e.reason)
         except StoreStopped:
-            self._refuse(data, addr, "the tracker is restarting; try again shortly")
+            self._refuse(data, addr, "the tracker is restarting; try again shortly", True)
         except Exception:
             log.failure("unexpected error handling a UDP datagram from {host}", host=addr[0])
-            self._refuse(data, addr, "internal tracker error; try again later")
+            self._refuse(data, addr, "internal tracker error; try again later", True)
 
     def _connect(self, data: bytes, transaction: bytes, host: str, addr: Any, now: float) -> None:
         if data[:8] != PROTOCOL_ID:
@@ -127,14 +136,17 @@ class UDPTracker(DatagramProtocol):
         self._send(CONNECT + transaction + self._ids.issue(host, now), addr)
 
     def _announce(self, data: bytes, transaction: bytes, addr: Any, now: int) -> None:
+        # The clock is read only for the answers that are timed (see TIMED): what it costs
+        # shows in the cost of a UDP announce.
+        started = perf_counter() if self._announces.ok & TIMED == TIMED else 0.0
         request = self._parse_announce(data, addr[0])
         v6 = len(request.ip) == 16
         result = self._store.announce(request, now)
         # Asked as "is it the answer" rather than "is it a Deferred", an ABC and so a slow check.
         if isinstance(result, tuple):
-            self._send_announce(result, transaction, v6, addr)
+            self._send_announce(result, transaction, v6, addr, started)
         else:
-            sent = result.addCallback(self._send_announce, transaction, v6, addr)
+            sent = result.addCallback(self._send_announce, transaction, v6, addr, started)
             self._answer_later(sent, data, addr)
 
     def _parse_announce(self, data: bytes, host: str) -> AnnounceRequest:
@@ -182,7 +194,7 @@ class UDPTracker(DatagramProtocol):
         )
 
     def _send_announce(
-        self, result: AnnounceResult, transaction: bytes, v6: bool, addr: Any
+        self, result: AnnounceResult, transaction: bytes, v6: bool, addr: Any, started: float
     ) -> None:
         counts = result.counts
         head = _ANNOUNCE_REPLY.pack(
@@ -194,8 +206,13 @@ class UDPTracker(DatagramProtocol):
         )
         # The reply's family is the request's: 6-byte peers to IPv4 clients, 18-byte to IPv6.
         self._send(head + (result.peers6 if v6 else result.peers4), addr)
+        meter = self._announces
+        meter.ok += 1
+        if started:
+            meter.latency.observe(perf_counter() - started)
 
     def _scrape(self, data: bytes, transaction: bytes, addr: Any) -> None:
+        started = perf_counter() if self._scrapes.ok & TIMED == TIMED else 0.0
         hashes = len(data) - _HEADER
         if hashes < 20 or hashes % 20:
             raise TrackerError("a scrape carries one or more 20-byte info hashes")
@@ -205,9 +222,9 @@ class UDPTracker(DatagramProtocol):
         info_hashes = [data[k : k + 20] for k in range(_HEADER, len(data), 20)]
         counts = self._store.scrape(info_hashes)
         if isinstance(counts, dict):
-            self._send_scrape(counts, info_hashes, transaction, addr)
+            self._send_scrape(counts, info_hashes, transaction, addr, started)
         else:
-            sent = counts.addCallback(self._send_scrape, info_hashes, transaction, addr)
+            sent = counts.addCallback(self._send_scrape, info_hashes, transaction, addr, started)
             self._answer_later(sent, data, addr)
 
     def _send_scrape(
@@ -216,6 +233,7 @@ class UDPTracker(DatagramProtocol):
         info_hashes: Sequence[bytes],
         transaction: bytes,
         addr: Any,
+        started: float,
     ) -> None:
         # In the order asked, one entry per hash asked, repeats included: that is how the
         # client matches them up.
@@ -223,11 +241,15 @@ class UDPTracker(DatagramProtocol):
         found = (counts.get(info_hash, NO_COUNTS) for info_hash in info_hashes)
         body = [pack(c.complete, c.downloaded, c.incomplete) for c in found]
         self._send(SCRAPE + transaction + b"".join(body), addr)
+        meter = self._scrapes
+        meter.ok += 1
+        if started:
+            meter.latency.observe(perf_counter() - started)
 
     def _answer_later(self, answer: Deferred[None], data: bytes, addr: Any) -> None:
         def failed(failure: Failure) -> None:
             if failure.check(StoreStopped):
-                self._refuse(data, addr, "the tracker is restarting; try again shortly")
+                self._refuse(data, addr, "the tracker is restarting; try again shortly", True)
                 return
             refusal = failure.value
             if isinstance(refusal, TrackerError):
@@ -235,12 +257,19 @@ class UDPTracker(DatagramProtocol):
                 self._refuse(data, addr, refusal.reason)
                 return
             log.failure("UDP announce or scrape failed in the store", failure)
-            self._refuse(data, addr, "internal tracker error; try again later")
+            self._refuse(data, addr, "internal tracker error; try again later", True)
 
         answer.addErrback(failed)
 
-    def _refuse(self, data: bytes, addr: Any, reason: str) -> None:
-        """An error reply, cut to the size of the datagram it answers."""
+    def _refuse(self, data: bytes, addr: Any, reason: str, failed: bool = False) -> None:
+        """An error reply, cut to the size of the datagram it answers; C{failed} when the
+        tracker failed, not the request."""
+        meter = self._meters.get(data[8:12])
+        if meter is not None:
+            if failed:
+                meter.errors += 1
+            else:
+                meter.refused += 1
         self._refused(reason)
         message = reason.encode("utf-8")[: len(data) - 8]
         self._send(ERROR + data[12:16] + message, addr)
@@ -271,6 +300,7 @@ class UDPTracker(DatagramProtocol):
     def _refused(self, reason: str) -> None:
         """Count a refused datagram; log the counts at most every L{REPORT_EVERY} seconds."""
         self._refusals[reason] += 1
+        self.stats.refusals.add("udp", reason)
         now = self._clock.seconds()
         if now >= self._report_at:
             self._report_at = now + REPORT_EVERY

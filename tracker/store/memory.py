@@ -14,12 +14,15 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from tracker.announce import AnnounceRequest
-from tracker.interfaces import AnnounceResult, IPeerStore, SwarmCounts
+from tracker.interfaces import AnnounceResult, IIndexedStore, IPeerStore, SwarmCounts
 from tracker.swarms import SwarmIndex
 
 
-@implementer(IPeerStore)
+@implementer(IPeerStore, IIndexedStore)
 class MemoryPeerStore:
+    #: Nothing is written anywhere.
+    commits = None
+
     def __init__(self, rng: random.Random | None = None) -> None:
         self.index = SwarmIndex(rng)
 

@@ -31,8 +31,16 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tracker.announce import AnnounceRequest
-from tracker.interfaces import AnnounceResult, Answer, IPeerStore, StoreStopped, SwarmCounts
+from tracker.interfaces import (
+    AnnounceResult,
+    Answer,
+    IIndexedStore,
+    IPeerStore,
+    StoreStopped,
+    SwarmCounts,
+)
 from tracker.journal import PEER, replay
+from tracker.meters import CommitMeter
 from tracker.store.batching import BatchingConnection
 from tracker.store.schema import connect
 from tracker.swarms import SwarmIndex
@@ -125,7 +133,7 @@ def _thd_save(
     return int(rows[0][0])
 
 
-@implementer(IPeerStore)
+@implementer(IPeerStore, IIndexedStore)
 class SQLitePeerStore:
     """
     Swarms in memory, kept in one SQLite file by one dedicated thread. C{path} may be
@@ -166,6 +174,13 @@ class SQLitePeerStore:
         self._checkpointing = False
         #: Set when a checkpoint is written: the next commit deletes the rows before this seq.
         self._obsolete_before: int | None = None
+        #: Every group commit's size and duration, for the tracker's metrics.
+        self.commits = CommitMeter()
+
+    @property
+    def index(self) -> SwarmIndex | None:
+        """The swarms in memory; None until the file has been read."""
+        return self._index
 
     def start(self) -> Deferred[None]:
         opened = self._db.open(lambda: connect(self.path))
@@ -253,16 +268,19 @@ class SQLitePeerStore:
         records = index.take_changes()
         seq = self._next_seq
         self._next_seq += 1
+        started = time.perf_counter()
         saved = self._db.run(lambda c: _thd_save(c, seq, records, obsolete_before))
         return saved.addCallbacks(
             self._committed,
             self._commit_failed,
-            callbackArgs=(len(records),),
+            callbackArgs=(len(records), started),
             errbackArgs=(records, obsolete_before),
         )
 
-    def _committed(self, journal_left: int | None, written: int) -> None:
+    def _committed(self, journal_left: int | None, written: int, started: float) -> None:
         self._commit_pending = False
+        self.commits.size.observe(written)
+        self.commits.latency.observe(time.perf_counter() - started)
         if journal_left is None:
             self._journal_bytes += written
         else:
@@ -284,6 +302,7 @@ class SQLitePeerStore:
             path=self.path,
             outcome=": they are lost" if self._stopping else "; will retry",
         )
+        self.commits.failures += 1
         assert self._index is not None
         self._index.restore_changes(records)
         if obsolete_before is not None and self._obsolete_before is None:

@@ -1,0 +1,145 @@
+"""
+The full scrape: C{/scrape} with no C{info_hash} answers for every torrent (off unless
+C{--full-scrape}).
+
+Its body is large (about 80 bytes a torrent: 8 MB for 100,000), so it is built a slice at a
+time between announces, gzipped as it is built, and kept for L{MAX_AGE} seconds: a burst of
+full scrapes costs one build, and every request during a build waits for that one. Bencode wants
+the torrents sorted, and sorting them all at once would hold up the reactor as long as the rest
+of the build; each slice sorts its own share and the shares are merged, a slice at a time too.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import zlib
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+from tracker.errors import TrackerError
+from tracker.interfaces import IIndexedStore, IPeerStore
+from tracker.slices import cooperator
+from tracker.swarms import SwarmIndex
+
+#: Seconds a full scrape is answered from the last one built.
+MAX_AGE = 10
+#: Torrents encoded, or merged, per step.
+STEP = 500
+#: Torrents merged and compressed per step.
+MERGE_STEP = 250
+#: zlib's default: level 1 made a body a third larger for a quarter less time.
+GZIP_LEVEL = 6
+_ENTRY = b"20:%sd8:completei%de10:downloadedi%de10:incompletei%dee"
+
+
+class Bodies(NamedTuple):
+    """The body, plain and gzipped, each in pieces: joining 8 MB into one string would hold
+    the reactor for several milliseconds, and the pieces are written out one after another."""
+
+    plain: tuple[bytes, ...]
+    gzipped: tuple[bytes, ...]
+    #: When it was built, on the clock's time.
+    built_at: float
+
+
+class FullScrape:
+    """Full scrape bodies of C{store}'s swarms, built when asked and kept L{MAX_AGE} seconds."""
+
+    def __init__(self, store: IPeerStore, clock: IReactorTime, max_age: float = MAX_AGE) -> None:
+        self._store = store
+        self._clock = clock
+        self._max_age = max_age
+        self._cooperator = cooperator(clock)
+        self._bodies: Bodies | None = None
+        self._waiting: list[Deferred[Bodies]] | None = None
+
+    def bodies(self) -> Bodies | Deferred[Bodies]:
+        """The bodies, at once if the last ones are fresh enough; otherwise when built."""
+        bodies = self._bodies
+        if bodies is not None and self._clock.seconds() - bodies.built_at < self._max_age:
+            return bodies
+        waiter: Deferred[Bodies] = Deferred()
+        if self._waiting is not None:
+            self._waiting.append(waiter)
+            return waiter
+        index = self._store.index if IIndexedStore.providedBy(self._store) else None
+        if index is None:
+            raise TrackerError("the tracker is starting; try the full scrape again shortly")
+        self._waiting = [waiter]
+        plain: list[bytes] = []
+        gzipped: list[bytes] = []
+        built = self._cooperator.coiterate(build(index, plain, gzipped))
+        built.addCallback(lambda _: self._built(plain, gzipped)).addBoth(self._tell)
+        return waiter
+
+    def _built(self, plain: list[bytes], gzipped: list[bytes]) -> Bodies:
+        bodies = Bodies(tuple(plain), tuple(gzipped), self._clock.seconds())
+        self._bodies = bodies
+        return bodies
+
+    def _tell(self, result: Bodies | Failure) -> None:
+        waiting, self._waiting = self._waiting or [], None
+        for waiter in waiting:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+
+def build(index: SwarmIndex, plain: list[bytes], gzipped: list[bytes]) -> Iterator[None]:
+    """
+    Encode every swarm of C{index} as a scrape's C{files} into the pieces of C{plain}, and the
+    same gzipped into C{gzipped}, yielding between steps.
+    """
+    swarms = index.swarms
+    hashes = list(swarms)
+    runs: list[list[bytes]] = []
+    for start in range(0, len(hashes), STEP):
+        run = []
+        for info_hash in hashes[start : start + STEP]:
+            swarm = swarms.get(info_hash)
+            if swarm is not None:
+                c = swarm.counts()
+                run.append(_ENTRY % (info_hash, c.complete, c.downloaded, c.incomplete))
+        # Entries start with "20:" and the hash, so in byte order they are in hash order.
+        run.sort()
+        runs.append(run)
+        yield None
+    # gzip's framing (wbits 16 + 15), for Content-Encoding: gzip.
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    merged = heapq.merge(*runs)
+    piece = b"d5:filesd"
+    while piece:
+        plain.append(piece)
+        packed = compressor.compress(piece)
+        if packed:
+            gzipped.append(packed)
+        yield None
+        # Small pieces: compressing one takes a millisecond or so.
+        piece = b"".join(itertools.islice(merged, MERGE_STEP))
+    plain.append(b"ee")
+    gzipped.append(compressor.compress(b"ee") + compressor.flush())
+
+
+def accepts_gzip(header: bytes | None) -> bool:
+    """Whether an C{Accept-Encoding} header value accepts gzip (and does not give it q=0)."""
+    if not header:
+        return False
+    for item in header.split(b","):
+        name, _, params = item.partition(b";")
+        if name.strip().lower() not in (b"gzip", b"x-gzip"):
+            continue
+        for param in params.split(b";"):
+            key, _, value = param.partition(b"=")
+            if key.strip().lower() == b"q":
+                try:
+                    return float(value.strip()) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
