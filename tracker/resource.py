@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tracker.addresses import client_ip
-from tracker.announce import parse_announce, parse_scrape
+from tracker.announce import AnnounceRequest, parse_announce, parse_scrape
 from tracker.config import TrackerConfig
 from tracker.errors import TrackerError
 from tracker.interfaces import IPeerStore, StoreStopped
@@ -85,13 +85,18 @@ class AnnounceResource(_Endpoint):
         self._random = (rng or random.Random()).random
 
     def answer(self, request: Request, params: Params) -> bytes | Deferred[bytes]:
+        return self.respond(self.parse(request, params))
+
+    def parse(self, request: Request, params: Params) -> AnnounceRequest:
         address = request.getClientAddress()
         ip = client_ip(
             getattr(address, "host", ""),
             request.requestHeaders.getRawHeaders(b"x-forwarded-for"),
             self._config,
         )
-        announce = parse_announce(params, ip, self._config)
+        return parse_announce(params, ip, self._config)
+
+    def respond(self, announce: AnnounceRequest) -> bytes | Deferred[bytes]:
         interval = self._config.jittered_interval(self._random())
         min_interval = self._config.min_interval
         result = self._store.announce(announce, self._now())
@@ -206,6 +211,9 @@ def _finish_later(request: Request, answer: Deferred[bytes]) -> None:
         request.finish()
 
     def failed(failure: Failure) -> bytes:
+        if failure.check(TrackerError):
+            # Refused once the store could decide (an access list still loading, say).
+            return failure_body(failure.getErrorMessage())
         if failure.check(StoreStopped):
             return _shutting_down()
         log.failure("announce or scrape failed in the store", failure)

@@ -125,7 +125,11 @@ class UDPTracker(DatagramProtocol):
         self._send(CONNECT + transaction + self._ids.issue(host), addr)
 
     def _announce(self, data: bytes, transaction: bytes, addr: Any) -> None:
-        request = self._parse_announce(data, addr[0])
+        self._answer_announce(self._parse_announce(data, addr[0]), data, transaction, addr)
+
+    def _answer_announce(
+        self, request: AnnounceRequest, data: bytes, transaction: bytes, addr: Any
+    ) -> None:
         v6 = len(request.ip) == 16
         result = self._store.announce(request, int(self._clock.seconds()))
         if isinstance(result, Deferred):
@@ -216,6 +220,10 @@ class UDPTracker(DatagramProtocol):
 
     def _answer_later(self, answer: Deferred[None], data: bytes, addr: Any) -> None:
         def failed(failure: Failure) -> None:
+            if failure.check(TrackerError):
+                # Refused once the store could decide (an access list still loading, say).
+                self._refuse(data, addr, failure.getErrorMessage())
+                return
             if failure.check(StoreStopped):
                 self._refuse(data, addr, "the tracker is restarting; try again shortly")
                 return
