@@ -127,7 +127,7 @@ class Passkeys:
 
     # Crediting.
 
-    def record(self, passkey: bytes, request: AnnounceRequest, now: int) -> None:
+    def record(self, passkey: bytes, request: AnnounceRequest) -> None:
         """Credit C{passkey} with what the peer moved since its previous announce."""
         key = request.info_hash + request.peer_id
         uploaded = request.uploaded

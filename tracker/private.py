@@ -45,8 +45,7 @@ def _unknown(passkeys: Passkeys, retry: Callable[[], Any]) -> Deferred[Any]:
 
 def _passkey_of(request: Request) -> bytes:
     # The endpoints are leaves below the passkey's segment: it is the one before theirs.
-    prepath = request.prepath or []
-    return prepath[-2] if len(prepath) >= 2 else b""
+    return request.prepath[-2]  # type: ignore[index]
 
 
 class PrivateAnnounceResource(AnnounceResource):
@@ -65,13 +64,14 @@ class PrivateAnnounceResource(AnnounceResource):
 
     def answer(self, request: Request, params: Params) -> bytes | Deferred[bytes]:
         passkeys = self._passkeys
-        passkey = _passkey_of(request)
+        # This endpoint is a leaf below the passkey's segment: the passkey is the one before.
+        passkey = request.prepath[-2]  # type: ignore[index]
         if passkey not in passkeys.totals:
             return _unknown(passkeys, lambda: self.answer(request, params))
         announce = self.parse(request, params)
         body = self.respond(announce)
         # After the store took it: a torrent the access list refuses credits nothing.
-        passkeys.record(passkey, announce, self._now())
+        passkeys.record(passkey, announce)
         return body
 
 
@@ -181,7 +181,7 @@ class PrivateUDPTracker(UDPTracker):
             self._answer_later(waited, data, addr)
             return
         self._answer_announce(request, data, transaction, addr)
-        passkeys.record(passkey, request, int(self._clock.seconds()))
+        passkeys.record(passkey, request)
 
     def _scrape(self, data: bytes, transaction: bytes, addr: Any) -> None:
         raise TrackerError(_NO_UDP_SCRAPE)
