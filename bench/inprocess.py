@@ -32,10 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as bl  # noqa: E402
 from floor import floor_site  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.task import Clock  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 from twisted.web.server import Site  # noqa: E402
-
-from twisted.internet.task import Clock  # noqa: E402
 
 from tracker.access import AccessControlledStore, AccessList  # noqa: E402
 from tracker.config import TrackerConfig  # noqa: E402
@@ -195,8 +194,7 @@ def main(argv: list[str]) -> int:
         if gated is not None:
             gated_us = gated.send(gated_batch) / len(batch) * 1e6
             line += (
-                f"; with {args.access} {gated_us:.1f} us/request,"
-                f" {gated_us / ours_us:.3f} x ours"
+                f"; with {args.access} {gated_us:.1f} us/request, {gated_us / ours_us:.3f} x ours"
             )
         print(line, flush=True)
     return 0 if per_request else 1

@@ -55,6 +55,11 @@ EVERY_OPTION = [
     "--allow-ip-param",
     "--listen-udp",
     "--no-udp",
+    "--whitelist",
+    "--blacklist",
+    "--private",
+    "--admin-listen",
+    "--admin-token-file",
 ]
 
 
