@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash, peer_id
 from tests.test_admin import call
-from tests.test_tap import _fetch_when_up, _Reactor, free_port, parse
+from tests.test_tap import TAC, _fetch_when_up, _Reactor, free_port, parse
 from tracker.access import AccessControlledStore
 from tracker.admin import DEFAULT_ADMIN_LISTEN, AdminSite
 from tracker.bencode import bdecode
@@ -185,12 +186,19 @@ def _reason(body: bytes) -> bytes | None:
 class _Daemon:
     """A twistd running the tracker, logging to a file."""
 
-    def __init__(self, directory: str, *argv: str) -> None:
+    def __init__(self, directory: str, *argv: str, tac: bool = False) -> None:
         self.log_path = os.path.join(directory, "twistd.log")
+        env = dict(os.environ)
+        command = TWISTD + [f"--logfile={self.log_path}"]
+        if tac:
+            # tracker.tac takes the same options from the environment.
+            env["TRACKER_OPTIONS"] = shlex.join(argv)
+            command += ["-y", TAC]
+        else:
+            command += ["tracker", *argv]
         self.process = subprocess.Popen(
-            TWISTD + [f"--logfile={self.log_path}", "tracker", *argv],
-            cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            command, cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
 
     def log(self) -> str:
         try:
@@ -221,19 +229,21 @@ class _Daemon:
 class DaemonTests(_Files):
     timeout = 120
 
-    def daemon(self, *argv: str) -> _Daemon:
-        daemon = _Daemon(self.directory, *argv)
+    def daemon(self, *argv: str, tac: bool = False) -> _Daemon:
+        daemon = _Daemon(self.directory, *argv, tac=tac)
         self.addCleanup(daemon.stop)
         return daemon
 
     def test_sighup_reloads_the_list(self) -> None:
-        """A real twistd reloads its whitelist on SIGHUP, keeps the list in force when the
-        file has a mistake (logging the line), and still stops cleanly on SIGTERM."""
+        """A real twistd running tracker.tac, given --whitelist through TRACKER_OPTIONS,
+        reloads the list on SIGHUP, keeps the list in force when the file has a mistake
+        (logging the line), and still stops cleanly on SIGTERM."""
         listed = self.file("whitelist.txt", HEX1 + "\n")
         port = free_port()
         daemon = self.daemon(
             "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-udp",
             "--database", os.path.join(self.directory, "t.sqlite3"), "--whitelist", listed,
+            tac=True,
         )  # fmt: skip
         deadline = time.monotonic() + 30
         refused = _fetch_when_up(_announce_url(port, 2), daemon.process, deadline)

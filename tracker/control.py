@@ -6,16 +6,19 @@ tracker stops.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from types import FrameType
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tracker.access import AccessList
+from tracker.interfaces import StoreStopped
 from tracker.passkeys import Passkeys
 from tracker.store.access import IAccessStore, StoredAccess
 
@@ -44,12 +47,10 @@ class AccessService(Service):
         self._reload_on_hangup = reload_on_hangup and access_list is not None
         self._previous_handler: Any = None
         self._installed = False
-        #: Fires once the stored state is in force.
-        self.loaded: Deferred[None] = Deferred()
 
     def startService(self) -> None:
         super().startService()
-        self._store.load().addCallbacks(self._loaded, self._load_failed).chainDeferred(self.loaded)
+        self._store.load().addCallbacks(self._loaded, self._load_failed)
         if self._reload_on_hangup:
             self._install_hangup()
 
@@ -59,12 +60,17 @@ class AccessService(Service):
         if self._passkeys is not None:
             self._passkeys.load_stored(dict(stored.passkeys))
 
-    def _load_failed(self, failure: Failure) -> Failure:
-        # The tracker service reports a database that does not open; this is the same failure.
+    def _load_failed(self, failure: Failure) -> None:
         for part in (self._access, self._passkeys):
             if part is not None:
                 part.load_failed(failure)
-        return failure
+        if failure.check(StoreStopped):
+            # The database did not open: the tracker service says so and stops the daemon.
+            return
+        # Without its lists the tracker cannot tell whom to serve: better stopped than open.
+        log.failure("could not read the stored access lists and passkeys; stopping", failure)
+        with contextlib.suppress(ReactorNotRunning):
+            self._reactor.stop()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
