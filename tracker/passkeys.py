@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -86,11 +86,11 @@ class Passkeys:
         self._about: dict[bytes, tuple[str, int]] = {}
         self.loaded = False
         self._waiting: list[Deferred[None]] = []
-        #: Per peer (info hash + peer id): (passkey, uploaded, downloaded) last reported.
-        self._baselines: dict[bytes, tuple[bytes, int, int]] = {}
+        #: Per peer (info hash + peer id): [passkey, uploaded, downloaded] last reported.
+        self._baselines: dict[bytes, list[Any]] = {}
         #: The previous generation, forgotten at the next turn: a peer silent for longer than
         #: the baseline lifetime has left its swarm and starts again from a new baseline.
-        self._older: dict[bytes, tuple[bytes, int, int]] = {}
+        self._older: dict[bytes, list[Any]] = {}
         self._pending: dict[bytes, list[int]] = {}
         self._flush_call: IDelayedCall | None = None
         self._turn_call: IDelayedCall | None = None
@@ -132,22 +132,32 @@ class Passkeys:
         key = request.info_hash + request.peer_id
         uploaded = request.uploaded
         downloaded = request.downloaded
-        baselines = self._baselines
-        before = baselines.get(key)
-        if before is None:
-            before = self._older.pop(key, None)
         event = request.event
-        if event == STOPPED:
-            baselines.pop(key, None)
-        else:
-            baselines[key] = (passkey, uploaded, downloaded)
-        if before is None or event == STARTED or before[0] != passkey:
+        baseline = self._baselines.get(key)
+        if baseline is None:
+            baseline = self._older.pop(key, None)
+            if baseline is None:
+                # First seen (or first since a restart, or silent for long): a baseline only.
+                if event != STOPPED:
+                    self._baselines[key] = [passkey, uploaded, downloaded]
+                return
+            self._baselines[key] = baseline
+        up = uploaded - baseline[1]
+        down = downloaded - baseline[2]
+        # Updated in place: no new object for the most common announce.
+        baseline[1] = uploaded
+        baseline[2] = downloaded
+        if event:
+            if event == STOPPED:
+                del self._baselines[key]
+            elif event == STARTED:
+                return
+        if baseline[0] != passkey:
+            baseline[0] = passkey
             return
-        up = uploaded - before[1]
         if up < 0:
             # The client restarted and counts from zero again: all it reports is new.
             up = uploaded
-        down = downloaded - before[2]
         if down < 0:
             down = downloaded
         if not (up or down):

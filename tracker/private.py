@@ -146,13 +146,25 @@ class PrivateTrackerResource(TrackerResource):
         refusal = _Refusal(store, config, clock)
         self.putChild(b"announce", refusal)
         self.putChild(b"scrape", refusal)
+        self._endpoints: dict[bytes, Resource] = {
+            b"announce": PrivateAnnounceResource(store, config, clock, passkeys, rng),
+            b"scrape": PrivateScrapeResource(store, config, clock, passkeys),
+        }
         self._passkey_segment = _PasskeySegment(_PrivateNotFound())
-        self._passkey_segment.putChild(
-            b"announce", PrivateAnnounceResource(store, config, clock, passkeys, rng)
-        )
-        self._passkey_segment.putChild(
-            b"scrape", PrivateScrapeResource(store, config, clock, passkeys)
-        )
+        for name, endpoint in self._endpoints.items():
+            self._passkey_segment.putChild(name, endpoint)
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        postpath = request.postpath
+        if path and postpath:
+            endpoint: Resource | None = self._endpoints.get(postpath[0])
+            if endpoint is not None:
+                # /<passkey>/announce, by far the most common path: the passkey's segment
+                # and the endpoint's in one step, where Twisted's traversal takes two.
+                request.prepath.append(postpath.pop(0))  # type: ignore[union-attr]
+                return endpoint
+        child: Resource = super().getChildWithDefault(path, request)
+        return child
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if not path:
