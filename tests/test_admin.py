@@ -51,6 +51,18 @@ def call(
         connection.close()
 
 
+def _raw_get(port: int, authorization: bytes) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.putrequest("GET", "/stats")
+        connection.putheader("Authorization", authorization)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 class AdminTests(TestCase):
     timeout = 30
 
@@ -98,6 +110,13 @@ class AdminTests(TestCase):
                 self.assertEqual((status, reply), (401, {"error": "missing or wrong bearer token"}))
         self.assertEqual(self.store.listed[WHITELIST], set())
         self.assertEqual(list(self.passkeys.totals), [KEY.encode()])
+
+    @inlineCallbacks
+    def test_scheme_case(self) -> Any:
+        """The scheme's name is case-insensitive (RFC 9110); the token is not."""
+        for header in [b"bearer " + TOKEN, b"BEARER  " + TOKEN, b"Basic " + TOKEN, TOKEN]:
+            status, _ = yield deferToThread(_raw_get, self.port, header)
+            self.assertEqual(status, 200 if header.lower().startswith(b"bearer") else 401)
 
     @inlineCallbacks
     def test_stats(self) -> Any:

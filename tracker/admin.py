@@ -93,7 +93,7 @@ class AdminResource(Resource):
 
             clock = default_reactor
         assert clock is not None
-        self._expected = b"Bearer " + token
+        self._token = token
         self._stats = stats
         self._access = access_list
         self._passkeys = passkeys
@@ -102,9 +102,9 @@ class AdminResource(Resource):
     def render(self, request: Request) -> Any:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        given = request.getHeader(b"authorization") or b""
+        scheme, _, given = (request.getHeader(b"authorization") or b"").strip().partition(b" ")
         # Constant time: how much of a guess was right must not show in how long it took.
-        if not hmac.compare_digest(given, self._expected):
+        if not hmac.compare_digest(given.strip(), self._token) or scheme.lower() != b"bearer":
             request.setHeader(b"www-authenticate", b'Bearer realm="tracker admin"')
             return _json(request, 401, {"error": "missing or wrong bearer token"})
         try:
