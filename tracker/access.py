@@ -22,7 +22,7 @@ from zope.interface import implementer
 from tracker.announce import AnnounceRequest
 from tracker.errors import TrackerError
 from tracker.interfaces import AnnounceResult, Answer, IPeerStore, SwarmCounts
-from tracker.store.access import BLACKLIST, WHITELIST, IAccessStore
+from tracker.store.access import BLACKLIST, WHITELIST, IAccessStore, StoredState
 
 log = Logger()
 
@@ -73,7 +73,7 @@ def read_hash_list(path: str) -> frozenset[bytes]:
     return parse_hash_list(data.decode("utf-8", "replace"))
 
 
-class AccessList:
+class AccessList(StoredState):
     """
     One access list in force: the file's hashes and the stored ones, as one C{frozenset} in
     L{hashes}. A torrent is served when C{(info_hash in hashes) is serves_listed}.
@@ -91,6 +91,7 @@ class AccessList:
         store: IAccessStore,
         reactor: Any,
     ) -> None:
+        super().__init__()
         if list_name not in LIST_NAMES:
             raise ValueError(f"an access list is a whitelist or a blacklist, not {list_name!r}")
         self.list_name = list_name
@@ -100,8 +101,6 @@ class AccessList:
         self._store = store
         self._reactor = reactor
         self._reading = DeferredLock()
-        self.loaded = False
-        self._waiting: list[Deferred[None]] = []
         self.hashes: frozenset[bytes] = frozenset()
         self.serves_listed = True
         if list_name == WHITELIST:
@@ -131,20 +130,7 @@ class AccessList:
         self._stored = stored
         self._combine()
         self.serves_listed = self.list_name == WHITELIST
-        self.loaded = True
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(None)
-
-    def load_failed(self, failure: Failure) -> None:
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.errback(failure)
-
-    def when_loaded(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self._waiting.append(d)
-        return d
+        self._now_loaded()
 
     # Changes.
 

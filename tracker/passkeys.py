@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tracker.announce import STARTED, STOPPED, AnnounceRequest
-from tracker.store.access import Account, IAccessStore
+from tracker.store.access import Account, IAccessStore, StoredState
 
 log = Logger()
 
@@ -62,7 +62,7 @@ class PasskeyTotals(NamedTuple):
     downloaded: int
 
 
-class Passkeys:
+class Passkeys(StoredState):
     """
     The passkeys in force, each with its running totals (in L{totals}: passkey to
     C{[uploaded, downloaded]}); L{record} credits them from announces.
@@ -78,14 +78,13 @@ class Passkeys:
         baseline_lifetime: int = 2700,
         flush_every: float = FLUSH_EVERY,
     ) -> None:
+        super().__init__()
         self._store = store
         self._clock = clock
         self._flush_every = flush_every
         self._baseline_lifetime = baseline_lifetime
         self.totals: dict[bytes, list[int]] = {}
         self._about: dict[bytes, tuple[str, int]] = {}
-        self.loaded = False
-        self._waiting: list[Deferred[None]] = []
         #: Per peer (info hash + peer id): [passkey, uploaded, downloaded] last reported.
         self._baselines: dict[bytes, list[Any]] = {}
         #: The previous generation, forgotten at the next turn: a peer silent for longer than
@@ -102,21 +101,8 @@ class Passkeys:
         for passkey, account in accounts.items():
             self.totals[passkey] = [account.uploaded, account.downloaded]
             self._about[passkey] = (account.label, account.created)
-        self.loaded = True
         self._turn_call = self._clock.callLater(self._baseline_lifetime, self._turn)
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(None)
-
-    def load_failed(self, failure: Failure) -> None:
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.errback(failure)
-
-    def when_loaded(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self._waiting.append(d)
-        return d
+        self._now_loaded()
 
     def stop(self) -> Deferred[None]:
         """Write the totals not written yet; nothing is written after this."""

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from tracker.store.sqlite import SQLitePeerStore
@@ -35,6 +36,33 @@ class StoredAccess(NamedTuple):
     #: Each list's stored torrents (raw 20-byte info hashes), by list name.
     listed: Mapping[str, frozenset[bytes]]
     passkeys: Mapping[bytes, Account]
+
+
+class StoredState:
+    """
+    Something read from the store at start. Until it is, a request that does not find what it
+    looks for waits (L{when_loaded}) rather than be refused too early.
+    """
+
+    def __init__(self) -> None:
+        self.loaded = False
+        self._waiting: list[Deferred[None]] = []
+
+    def when_loaded(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def _now_loaded(self) -> None:
+        self.loaded = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def load_failed(self, failure: Failure) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(failure)
 
 
 #: Per passkey, bytes (uploaded, downloaded) to add to its totals.
