@@ -11,6 +11,7 @@ Talks to 127.0.0.1 only; every step is bounded in time. Exits non-zero on the fi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -25,6 +26,8 @@ from typing import Any
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANNOUNCE = "/announce?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=6881&left=0"
+#: The README's way to make an admin API token.
+TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
 SKIP = {".git", ".venv", ".venv-pypy", "build", "__pycache__", "tracker.egg-info"}
 
 
@@ -49,7 +52,7 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def fetch(url: str, context: Any = None) -> bytes:
+def fetch(url: str | urllib.request.Request, context: Any = None) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=5, context=context) as response:
             return response.read()  # type: ignore[no-any-return]
@@ -217,6 +220,34 @@ def walk(copy: str) -> None:
     if "https://127.0.0.1:6973/announce" not in output:
         fail(f"the TLS tracker did not log its https URL:\n{output}")
 
+    step("private mode and the admin API, as the README starts them")
+    result = shell(f"{TOKEN_COMMAND} > admin.token && chmod 600 admin.token", copy)
+    if result.returncode != 0:
+        fail(f"making the admin token failed:\n{result.stdout}{result.stderr}")
+    refused(f"{twistd} --admin-listen tcp:6974", copy,
+            "--admin-listen needs --admin-token-file FILE", port=6974)  # fmt: skip
+    daemon = Daemon(f"{twistd} --private --admin-token-file admin.token", copy)
+    body = daemon.wait_for("http://127.0.0.1:6969" + ANNOUNCE)
+    if b"this tracker is private" not in body:
+        fail(f"the private tracker's bare /announce did not say it is private: {body!r}")
+    with open(os.path.join(copy, "admin.token")) as f:
+        token = f.read().strip()
+    created = json.loads(
+        fetch(
+            urllib.request.Request(
+                "http://127.0.0.1:6970/passkeys",
+                data=b'{"label": "alice"}',
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        )
+    )
+    body = fetch(f"http://127.0.0.1:6969/{created['passkey']}" + ANNOUNCE)
+    if b"interval" not in body:
+        fail(f"the announce with the passkey the admin API made was refused: {body!r}")
+    output = daemon.stop()
+    if "admin API listening on http://127.0.0.1:6970/" not in output:
+        fail(f"the admin API did not say where it listens:\n{output}")
+
     step("embedding: the example, as the README runs it")
     daemon = Daemon(".venv/bin/python examples/embedded_site.py 8080 tracker.sqlite3", copy)
     body = daemon.wait_for("http://127.0.0.1:8080/tracker" + ANNOUNCE)
@@ -228,7 +259,7 @@ def walk(copy: str) -> None:
     if "tracker listening on http://127.0.0.1:8080/tracker/announce" not in output:
         fail(f"the example did not say where it listens:\n{output}")
 
-    expected = {"tracker.sqlite3", "key.pem", "cert.pem", ".venv", "build"}
+    expected = {"tracker.sqlite3", "key.pem", "cert.pem", ".venv", "build", "admin.token"}
     stray = set(os.listdir(copy)) - set(os.listdir(REPOSITORY)) - expected
     stray = {name for name in stray if not name.startswith("tracker.sqlite3")}
     if stray:

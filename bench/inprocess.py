@@ -2,6 +2,7 @@
 transport, ours beside the Twisted floor, in one process.
 
     python bench/inprocess.py [--requests N] [--rounds N] [--profile] [--mode MODE]
+                              [--access whitelist|blacklist|private]
 
 Each round sends the same N keep-alive requests (the wrk mix of bench/tracker.lua: announces by a
 population of 50,000 peers into 1000 swarms) over 64 connections, first to the floor
@@ -9,7 +10,10 @@ population of 50,000 peers into 1000 swarms) over 64 connections, first to the f
 answers from); --mode one announces into one swarm of 50,000 peers instead, --mode alone as
 the only peer of a swarm, --mode scrape scrapes one hash. Prints microseconds per request for
 each and ours as a fraction of the floor, per round; PyPy needs a few rounds to warm up.
---profile runs ours under cProfile instead.
+--profile runs ours under cProfile instead. --access adds a third site, ours with a whitelist
+(every swarm of the mix among 100,000 listed torrents), a blacklist (100,000 other torrents) or
+in private mode (the same requests at /<passkey>/announce, one of 1000 passkeys per peer,
+every announce credited), and prints what it costs beside ours without.
 """
 
 from __future__ import annotations
@@ -28,12 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as bl  # noqa: E402
 from floor import floor_site  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.task import Clock  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 from twisted.web.server import Site  # noqa: E402
 
+from tracker.access import AccessControlledStore, AccessList  # noqa: E402
 from tracker.config import TrackerConfig  # noqa: E402
+from tracker.interfaces import IPeerStore  # noqa: E402
+from tracker.passkeys import Passkeys  # noqa: E402
+from tracker.private import PrivateTrackerResource  # noqa: E402
 from tracker.resource import TrackerResource  # noqa: E402
 from tracker.site import TrackerSite  # noqa: E402
+from tracker.store.access import BLACKLIST, WHITELIST, MemoryAccessStore  # noqa: E402
 from tracker.store.memory import MemoryPeerStore  # noqa: E402
 
 CONNECTIONS = 64
@@ -71,6 +81,47 @@ def requests(mode: str, count: int, seed: int = 1) -> list[bytes]:
     return [b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:6969\r\n\r\n" % p.encode("ascii") for p in paths]
 
 
+PASSKEYS = 1000
+
+
+def passkey(n: int) -> bytes:
+    return b"bench-passkey-%06d" % n
+
+
+def gated_site(access: str) -> TrackerSite:
+    """Our site with an access list, or in private mode, its stored state loaded."""
+    store: IPeerStore = MemoryPeerStore()
+    access_store = MemoryAccessStore()
+    clock = Clock()
+    others = frozenset(random.Random(2).randbytes(20) for _ in range(100_000))
+    if access == "private":
+        passkeys = Passkeys(access_store, clock)
+        passkeys.load_stored({})
+        passkeys.totals.update({passkey(n): [0, 0] for n in range(PASSKEYS)})
+        return TrackerSite(PrivateTrackerResource(store, passkeys, TrackerConfig(), clock))
+    if access == "whitelist":
+        listed = others | {bl.swarm_hash(k) for k in range(SWARMS)}
+        access_list = AccessList(WHITELIST, "bench", listed, access_store, clock)
+    else:
+        access_list = AccessList(BLACKLIST, "bench", others, access_store, clock)
+    access_list.load_stored(frozenset())
+    store = AccessControlledStore(store, access_list)
+    return TrackerSite(TrackerResource(store, TrackerConfig(), clock))
+
+
+def with_passkeys(batch: list[bytes]) -> list[bytes]:
+    """The same requests at /<passkey>/announce: each peer always with its passkey."""
+    rewritten = []
+    for k, data in enumerate(batch):
+        peer = data.split(b"peer_id=", 1)[1][:40]
+        key = passkey(hash(peer) % PASSKEYS)
+        data = data.replace(b"GET /", b"GET /%s/" % key, 1)
+        # Growing totals, so that announces are credited.
+        moved = b"uploaded=%d&downloaded=%d" % (k * 16384, k * 8192)
+        rewritten.append(data.replace(b"uploaded=0&downloaded=0", moved, 1))
+    return rewritten
+
+
 class Connections:
     """Keep-alive connections to one site over in-memory transports."""
 
@@ -99,19 +150,30 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--mode", default="swarms", choices=("swarms", "one", "alone", "scrape"))
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--access", choices=("whitelist", "blacklist", "private"))
     args = parser.parse_args(argv)
     batch = requests(args.mode, args.requests)
     floor = Connections(floor_site())
     ours = Connections(TrackerSite(TrackerResource(MemoryPeerStore(), TrackerConfig())))
+    gated = Connections(gated_site(args.access)) if args.access else None
+    gated_batch = with_passkeys(batch) if args.access == "private" else batch
     if args.mode == "one":
-        ours.send(
-            [
-                b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
-                % bl.announce_path(bl.single_swarm_hash(50000), i, "started", numwant=0).encode()
-                for i in range(50000)
-            ]
-        )
+        fill = [
+            b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+            % bl.announce_path(bl.single_swarm_hash(50000), i, "started", numwant=0).encode()
+            for i in range(50000)
+        ]
+        ours.send(fill)
+        if gated is not None:
+            gated.send(with_passkeys(fill) if args.access == "private" else fill)
     ours.send(batch)  # fill the swarms
+    if gated is not None:
+        gated.send(gated_batch)
+        channel, transport = gated.channels[0]
+        channel.dataReceived(gated_batch[0])
+        reply = transport.value()
+        transport.clear()
+        assert b"failure reason" not in reply, reply
     if args.profile:
         import cProfile
         import pstats
@@ -125,11 +187,16 @@ def main(argv: list[str]) -> int:
         floor_us = floor.send(batch) / len(batch) * 1e6
         ours_us = ours.send(batch) / len(batch) * 1e6
         per_request = {"floor": floor_us, "ours": ours_us}
-        print(
+        line = (
             f"round {n + 1}: floor {floor_us:.1f} us/request, ours {ours_us:.1f} us/request,"
-            f" ours at {floor_us / ours_us:.2f} of the floor",
-            flush=True,
+            f" ours at {floor_us / ours_us:.2f} of the floor"
         )
+        if gated is not None:
+            gated_us = gated.send(gated_batch) / len(batch) * 1e6
+            line += (
+                f"; with {args.access} {gated_us:.1f} us/request, {gated_us / ours_us:.3f} x ours"
+            )
+        print(line, flush=True)
     return 0 if per_request else 1
 
 

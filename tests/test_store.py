@@ -237,9 +237,10 @@ class SQLiteStoreTests(StoreContract, TestCase):
         # The first checkpoint has moved the version 1 tables into the journal.
         yield deferLater(reactor, 0.3, lambda: None)
         connection = sqlite3.connect(self._path)
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        tables = {row[0] for row in rows}
         connection.close()
-        self.assertEqual(tables, {"journal"})
+        self.assertEqual(tables, {"journal", "listed_torrents", "passkeys"})
         self.assertEqual(self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2, 3)})
 
     @inlineCallbacks

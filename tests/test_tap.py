@@ -57,6 +57,11 @@ EVERY_OPTION = [
     "--no-udp",
     "--no-stats",
     "--full-scrape",
+    "--whitelist",
+    "--blacklist",
+    "--private",
+    "--admin-listen",
+    "--admin-token-file",
 ]
 
 

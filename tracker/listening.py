@@ -23,29 +23,30 @@ from twisted.python.failure import Failure
 log = Logger()
 
 
-def check_listen(description: str, reactor: Any) -> None:
+def check_listen(description: str, reactor: Any, option: str = "--listen") -> None:
     """
-    Parse one C{--listen} endpoint now, so that a typo, a missing certificate file or a missing
-    TLS library ends in one line before anything starts, not in a traceback once it has.
+    Parse one C{--listen} endpoint (or another C{option}'s) now, so that a typo, a missing
+    certificate file or a missing TLS library ends in one line before anything starts, not in a
+    traceback once it has.
     """
     try:
         endpoint = endpoints.serverFromString(reactor, description)
     except ImportError:
         raise usage.UsageError(
-            f"--listen {description}: TLS needs pyOpenSSL: run pip install '.[tls]'"
+            f"{option} {description}: TLS needs pyOpenSSL: run pip install '.[tls]'"
             " in the tracker's folder"
         ) from None
     except OSError as e:
         raise usage.UsageError(
-            f"--listen {description}: cannot read {e.filename or 'a file'}: {e.strerror}"
+            f"{option} {description}: cannot read {e.filename or 'a file'}: {e.strerror}"
         ) from None
     except Exception as e:
         # Twisted's parsers raise ValueError, TypeError or KeyError, and OpenSSL its own errors
         # for a file that is not a key or a certificate.
-        raise usage.UsageError(f"--listen {description}: not a valid endpoint ({e})") from None
+        raise usage.UsageError(f"{option} {description}: not a valid endpoint ({e})") from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
-        raise usage.UsageError(f"--listen {description}: port {port} is out of range 0-65535")
+        raise usage.UsageError(f"{option} {description}: port {port} is out of range 0-65535")
 
 
 def parse_udp(description: str) -> tuple[int, str]:
@@ -94,7 +95,7 @@ def udp_twin(description: str, reactor: Any) -> str | None:
     return f"udp:{port}:interface={escaped}"
 
 
-def url_of(description: str, port: IListeningPort) -> str:
+def url_of(description: str, port: IListeningPort, path: str = "/announce") -> str:
     """Where clients announce to, for the start-up log: C{http://127.0.0.1:6969/announce}."""
     address = port.getHost()
     host = getattr(address, "host", None)
@@ -104,10 +105,10 @@ def url_of(description: str, port: IListeningPort) -> str:
     scheme = {"ssl": "https", "tls": "https", "udp": "udp"}.get(kind, "http")
     port_number = getattr(address, "port", "?")
     if host in ("0.0.0.0", "::"):
-        return f"{scheme}://localhost:{port_number}/announce (every address of this host)"
+        return f"{scheme}://localhost:{port_number}{path} (every address of this host)"
     if ":" in host:
         host = f"[{host}]"
-    return f"{scheme}://{host}:{port_number}/announce"
+    return f"{scheme}://{host}:{port_number}{path}"
 
 
 def why_not(failure: Failure) -> str:
@@ -131,6 +132,10 @@ class ListeningService(Service):
     twistd, so a port below 1024 can be bound before privileges are dropped). A refused listen
     raises C{SystemExit} with one line, before any later service (the store) has started.
     """
+
+    #: What listens, and the path of its URL, for the start-up log line.
+    what = "tracker"
+    path = "/announce"
 
     def __init__(self, description: str, factory: Any, reactor: Any) -> None:
         self.description = description
@@ -160,7 +165,11 @@ class ListeningService(Service):
         if isinstance(outcome[0], Failure):
             raise SystemExit(f"cannot listen on {self.description}: {why_not(outcome[0])}")
         self._port = outcome[0]
-        log.info("tracker listening on {url}", url=url_of(self.description, outcome[0]))
+        log.info(
+            "{what} listening on {url}",
+            what=self.what,
+            url=url_of(self.description, outcome[0], self.path),
+        )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -169,6 +178,13 @@ class ListeningService(Service):
             return succeed(None)
         stopped: Deferred[None] = maybeDeferred(port.stopListening)  # type: ignore[call-overload]
         return stopped
+
+
+class AdminListeningService(ListeningService):
+    """L{ListeningService} for the admin API."""
+
+    what = "admin API"
+    path = "/"
 
 
 #: A receive buffer that rides out a burst of announces (the kernel caps it at rmem_max).

@@ -19,7 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tracker.addresses import client_ip
-from tracker.announce import parse_announce, parse_scrape
+from tracker.announce import AnnounceRequest, parse_announce, parse_scrape
 from tracker.config import TrackerConfig
 from tracker.errors import TrackerError
 from tracker.fullscrape import Bodies, FullScrape, accepts_gzip
@@ -120,13 +120,20 @@ class AnnounceResource(_Endpoint):
         self._random = (rng or random.Random()).random
 
     def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
+        return self.respond(self.parse(request, params))
+
+    def parse(self, request: Request, params: Params) -> AnnounceRequest:
+        """The announce a request makes; private mode looks at it before L{respond}."""
         address = request.getClientAddress()
         ip = client_ip(
             getattr(address, "host", ""),
             request.requestHeaders.getRawHeaders(b"x-forwarded-for"),
             self._config,
         )
-        announce = parse_announce(params, ip, self._config)
+        return parse_announce(params, ip, self._config)
+
+    def respond(self, announce: AnnounceRequest) -> Body | Deferred[Body]:
+        """Record C{announce} in the store and answer it."""
         interval = self._config.jittered_interval(self._random())
         min_interval = self._config.min_interval
         result = self._store.announce(announce, self._now())
@@ -300,14 +307,16 @@ def _finish_later(
             _send_pieces(request, body)
 
     def failed(failure: Failure) -> bytes:
-        meter.errors += 1
         errors.append(failure)
-        if failure.check(StoreStopped):
-            return _shutting_down()
         refusal = failure.value
         if isinstance(refusal, TrackerError):
-            # A refusal by the store (a key that does not match) after it had to wait.
+            # Refused once the store could decide: a key that does not match, or an access
+            # list that was still loading.
+            meter.refused += 1
             return failure_body(refusal.reason)
+        meter.errors += 1
+        if failure.check(StoreStopped):
+            return _shutting_down()
         log.failure("announce or scrape failed in the store", failure)
         return _internal_error()
 

@@ -8,24 +8,37 @@ import os
 import platform
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from tracker.access import AccessControlledStore, AccessList, AccessListError, read_hash_list
+from tracker.admin import (
+    DEFAULT_ADMIN_LISTEN,
+    MIN_TOKEN_LENGTH,
+    AdminResource,
+    AdminSite,
+)
 from tracker.config import IPNetwork, TrackerConfig
 from tracker.connection_ids import ConnectionIds
+from tracker.control import AccessService
+from tracker.interfaces import IPeerStore
 from tracker.listening import (
+    AdminListeningService,
     ListeningService,
     UDPListeningService,
     check_listen,
     parse_udp,
     udp_twin,
 )
+from tracker.passkeys import Passkeys
+from tracker.private import PrivateTrackerResource, PrivateUDPTracker
 from tracker.resource import TrackerResource
 from tracker.service import TrackerService
 from tracker.site import TrackerSite
+from tracker.store.access import BLACKLIST, WHITELIST, SQLiteAccessStore
 from tracker.store.schema import check_usable
 from tracker.store.sqlite import SQLitePeerStore
 from tracker.udp import UDPTracker
@@ -35,6 +48,14 @@ log = Logger()
 DEFAULT_PORT = 6969
 DEFAULT_DATABASE = "tracker.sqlite3"
 _DEFAULTS = TrackerConfig()
+
+
+class AccessListFile(NamedTuple):
+    """A C{--whitelist} or C{--blacklist}, with the hashes its file held at start."""
+
+    list_name: str
+    path: str
+    file_hashes: frozenset[bytes]
 
 
 def default_listen() -> list[str]:
@@ -79,6 +100,11 @@ class Options(usage.Options):
             None,
             "Answer /scrape without info_hash with every torrent (off by default).",
         ],
+        [
+            "private",
+            None,
+            "Private mode: announce at /<passkey>/announce; passkeys through the admin API.",
+        ],
     ]
     optParameters = [
         ["database", "d", DEFAULT_DATABASE, "SQLite database file (created if missing)."],
@@ -105,6 +131,26 @@ class Options(usage.Options):
         ["numwant-max", None, _DEFAULTS.numwant_max, "Most peers returned to one announce."],
         ["max-scrape", None, _DEFAULTS.max_scrape_hashes, "Most info hashes in one scrape."],
         ["idle-timeout", None, 30, "Seconds before an idle or stalled connection is closed."],
+        [
+            "whitelist",
+            None,
+            None,
+            "Serve only the torrents in this file (40 hex digits a line); reread on SIGHUP.",
+        ],
+        ["blacklist", None, None, "Refuse the torrents in this file; reread on SIGHUP."],
+        [
+            "admin-listen",
+            None,
+            None,
+            f"Endpoint of the admin API [default: {DEFAULT_ADMIN_LISTEN}"
+            " once --admin-token-file is given].",
+        ],
+        [
+            "admin-token-file",
+            None,
+            None,
+            "File holding the admin API's bearer token; without it the API is off.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -163,6 +209,11 @@ class Options(usage.Options):
         elif not self["listen-udp"]:
             twins = (udp_twin(description, reactor) for description in self["listen"])
             self["listen-udp"] = [twin for twin in twins if twin]
+        self["access-list"] = _access_list(self["whitelist"], self["blacklist"])
+        self["admin-token"] = _admin_token(self["admin-listen"], self["admin-token-file"])
+        if self["admin-token"] is not None:
+            self["admin-listen"] = self["admin-listen"] or DEFAULT_ADMIN_LISTEN
+            check_listen(self["admin-listen"], reactor, "--admin-listen")
         problem = check_usable(self["database"])
         if problem is not None:
             raise usage.UsageError(f"cannot use the database {self['database']!r}: {problem}")
@@ -188,6 +239,47 @@ class Options(usage.Options):
         )
 
 
+def _access_list(whitelist: str | None, blacklist: str | None) -> AccessListFile | None:
+    """The list file named, read now: a mistake in it ends the start in one line."""
+    if whitelist is not None and blacklist is not None:
+        raise usage.UsageError("--whitelist and --blacklist cannot be used together")
+    if whitelist is None and blacklist is None:
+        return None
+    list_name, path = (WHITELIST, whitelist) if whitelist is not None else (BLACKLIST, blacklist)
+    assert path is not None
+    try:
+        return AccessListFile(list_name, path, read_hash_list(path))
+    except OSError as e:
+        raise usage.UsageError(f"--{list_name} {path}: cannot read it: {e.strerror}") from None
+    except AccessListError as e:
+        raise usage.UsageError(f"--{list_name} {path}: {e}") from None
+
+
+def _admin_token(listen: str | None, token_file: str | None) -> bytes | None:
+    """The admin API's token, or None when the API is off; it never starts without one."""
+    if token_file is None:
+        if listen is not None:
+            raise usage.UsageError(
+                "--admin-listen needs --admin-token-file FILE: the admin API does not start"
+                " without a bearer token"
+            )
+        return None
+    try:
+        with open(token_file, "rb") as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise usage.UsageError(
+            f"--admin-token-file {token_file}: cannot read it: {e.strerror}"
+        ) from None
+    if len(token) < MIN_TOKEN_LENGTH or any(c <= 32 or c > 126 for c in token):
+        raise usage.UsageError(
+            f"--admin-token-file {token_file}: the token must be at least {MIN_TOKEN_LENGTH}"
+            " printable characters without spaces: python3 -c 'import secrets;"
+            " print(secrets.token_hex(32))' makes one"
+        )
+    return token
+
+
 def makeService(options: Any, reactor: Any | None = None) -> IService:
     """The whole daemon: the tracker service and one listener per C{--listen}."""
     if reactor is None:
@@ -196,19 +288,52 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
         reactor = default_reactor
     config: TrackerConfig = options["config"]
     store = SQLitePeerStore(options["database"], reactor)
+    access_store = SQLiteAccessStore(store)
+    # Announces and scrapes go through the access list only when there is one: without, they
+    # cost nothing more.
+    served: IPeerStore = store
+    access_list = None
+    listed: AccessListFile | None = options.get("access-list")
+    if listed is not None:
+        access_list = AccessList(*listed, store=access_store, reactor=reactor)
+        served = AccessControlledStore(store, access_list)
+    passkeys = None
+    if options.get("private"):
+        passkeys = Passkeys(access_store, reactor, baseline_lifetime=config.peer_timeout)
     root = MultiService()
     # Made first for its figures, which HTTP and UDP count into; parented last (see below).
     tracker = TrackerService(store, config, reactor)
-    resource = TrackerResource(store, config, reactor, stats=tracker.stats)
+    stats = tracker.stats
+    if passkeys is not None:
+        resource: TrackerResource = PrivateTrackerResource(
+            served, passkeys, config, reactor, stats=stats
+        )
+    else:
+        resource = TrackerResource(served, config, reactor, stats=stats)
     site = TrackerSite(resource, timeout=options["idle-timeout"])
     # Listeners first: a refused port stops the daemon before the store has opened anything.
     for endpoint in options["listen"]:
         ListeningService(endpoint, site, reactor).setServiceParent(root)
     connection_ids = ConnectionIds(reactor)
     for description in options["listen-udp"]:
-        udp = UDPTracker(store, config, reactor, connection_ids=connection_ids, stats=tracker.stats)
+        if passkeys is not None:
+            udp: UDPTracker = PrivateUDPTracker(
+                served, passkeys, config, reactor, connection_ids=connection_ids, stats=stats
+            )
+        else:
+            udp = UDPTracker(served, config, reactor, connection_ids=connection_ids, stats=stats)
         UDPListeningService(description, udp, reactor).setServiceParent(root)
+    token: bytes | None = options.get("admin-token")
+    if token is not None:
+        admin = AdminResource(token, stats.snapshot, access_list, passkeys, reactor)
+        AdminListeningService(options["admin-listen"], AdminSite(admin), reactor).setServiceParent(
+            root
+        )
     tracker.setServiceParent(root)
+    if access_list is not None or passkeys is not None:
+        # After the tracker service: its reads queue behind the store's opening, and its last
+        # write goes before the store closes.
+        AccessService(access_store, access_list, passkeys, reactor).setServiceParent(root)
     tracker.started.addCallbacks(
         _say_started,
         _stop_on_failure,

@@ -140,6 +140,18 @@ class UDPTracker(DatagramProtocol):
         # shows in the cost of a UDP announce.
         started = perf_counter() if self._announces.ok & TIMED == TIMED else 0.0
         request = self._parse_announce(data, addr[0])
+        self._answer_announce(request, data, transaction, addr, now, started)
+
+    def _answer_announce(
+        self,
+        request: AnnounceRequest,
+        data: bytes,
+        transaction: bytes,
+        addr: Any,
+        now: int,
+        started: float,
+    ) -> None:
+        """Record an announce already parsed and answer it (private mode parses its own)."""
         v6 = len(request.ip) == 16
         result = self._store.announce(request, now)
         # Asked as "is it the answer" rather than "is it a Deferred", an ABC and so a slow check.
@@ -248,6 +260,10 @@ class UDPTracker(DatagramProtocol):
 
     def _answer_later(self, answer: Deferred[None], data: bytes, addr: Any) -> None:
         def failed(failure: Failure) -> None:
+            if failure.check(TrackerError):
+                # Refused once the store could decide (an access list still loading, say).
+                self._refuse(data, addr, failure.getErrorMessage())
+                return
             if failure.check(StoreStopped):
                 self._refuse(data, addr, "the tracker is restarting; try again shortly", True)
                 return

@@ -21,7 +21,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -61,6 +61,8 @@ CHECKPOINT_MIN_BYTES = 16 * 1024 * 1024
 SLICE_SECONDS = 0.002
 
 _V1_TABLES = ("v1_peers", "v1_torrents")
+
+T = TypeVar("T")
 
 
 def _slice_timer() -> Callable[[], bool]:
@@ -212,6 +214,14 @@ class SQLitePeerStore:
         if self._stopping:
             raise StoreStopped("the tracker store is stopping")
         return self._index
+
+    def run(self, job: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        """
+        Run C{job} (a C{_thd_*} function of the connection) on the database thread, in the next
+        group transaction: the tracker's other durable state (access lists, passkeys) lives in
+        this file too, and a file has one writer.
+        """
+        return self._db.run(job)
 
     def _when_loaded(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()

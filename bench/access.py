@@ -1,0 +1,72 @@
+"""What access lists and private mode cost an announce, in process, against ours without.
+
+    python bench/access.py [--pairs N] [--requests N]
+
+The request mix of bench/inprocess.py (announces by 50,000 peers into 1000 swarms) is sent in
+turns to our site without access control and to our site with a whitelist (every swarm of the
+mix among 100,000 listed torrents), a blacklist (100,000 other torrents) and in private mode
+(each peer at /<passkey>/announce with one of 1000 passkeys, reporting growing totals so that
+every announce is credited). Each turn is timed in CPU time of this process, so that a machine
+shared with other work does not count its own time against either; the figure is the median
+over the pairs of (with / without), the cost of the feature as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import inprocess as ip  # noqa: E402
+
+from tracker.config import TrackerConfig  # noqa: E402
+from tracker.resource import TrackerResource  # noqa: E402
+from tracker.site import TrackerSite  # noqa: E402
+from tracker.store.memory import MemoryPeerStore  # noqa: E402
+
+KINDS = ("whitelist", "blacklist", "private")
+
+
+def cpu_per_request(connections: ip.Connections, batch: list[bytes]) -> float:
+    started = time.process_time()
+    connections.send(batch)
+    return (time.process_time() - started) / len(batch) * 1e6
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pairs", type=int, default=40)
+    parser.add_argument("--requests", type=int, default=5000)
+    args = parser.parse_args(argv)
+    batch = ip.requests("swarms", args.requests)
+    plain = ip.Connections(TrackerSite(TrackerResource(MemoryPeerStore(), TrackerConfig())))
+    sites = {kind: ip.Connections(ip.gated_site(kind)) for kind in KINDS}
+    batches = {kind: ip.with_passkeys(batch) if kind == "private" else batch for kind in KINDS}
+    plain.send(batch)
+    for kind in KINDS:
+        sites[kind].send(batches[kind])
+    ratios: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    plain_us: list[float] = []
+    for _ in range(args.pairs):
+        for kind in KINDS:
+            without = cpu_per_request(plain, batch)
+            plain_us.append(without)
+            ratios[kind].append(cpu_per_request(sites[kind], batches[kind]) / without)
+    print(f"ours without access control: median {statistics.median(plain_us):.1f} us/request")
+    for kind in KINDS:
+        values = sorted(ratios[kind])
+        quartiles = statistics.quantiles(values, n=4)
+        print(
+            f"{kind}: {statistics.median(values):.3f} x ours (quartiles {quartiles[0]:.3f}"
+            f" - {quartiles[2]:.3f}, {len(values)} pairs)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

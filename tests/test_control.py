@@ -1,0 +1,107 @@
+"""The access service: loading the stored state, SIGHUP, and the last write at stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from types import FrameType
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.helpers import announce, info_hash
+from tracker.access import AccessList
+from tracker.control import AccessService
+from tracker.passkeys import Passkeys
+from tracker.store.access import WHITELIST, Account, MemoryAccessStore, StoredAccess
+
+KEY = b"k" * 32
+
+
+class _Reactor(MemoryReactorClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.from_thread: list[Any] = []
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        self.from_thread.append(f)
+
+
+class _BrokenStore(MemoryAccessStore):
+    def load(self) -> Deferred[StoredAccess]:
+        return fail(RuntimeError("no such table: passkeys"))
+
+
+class AccessServiceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        directory = tempfile.mkdtemp(prefix="tracker-control-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.reactor = _Reactor()
+        self.store = MemoryAccessStore()
+        self.store.listed[WHITELIST].add(info_hash(2))
+        self.store.passkeys[KEY] = Account("", 0, 5, 6)
+        self.access = AccessList(
+            WHITELIST, os.path.join(directory, "w.txt"), frozenset(), self.store, self.reactor
+        )
+        self.passkeys = Passkeys(self.store, Clock())
+
+    def test_loads_the_stored_state(self) -> None:
+        """Starting puts the stored torrents and passkeys in force."""
+        service = AccessService(self.store, self.access, self.passkeys, self.reactor, False)
+        service.startService()
+        self.assertTrue(self.access.loaded and self.passkeys.loaded)
+        self.assertTrue(self.access.allows(info_hash(2)))
+        self.assertEqual(self.passkeys.totals[KEY], [5, 6])
+
+    def test_stop_writes_the_totals(self) -> None:
+        """Stopping writes the passkeys' totals not written yet."""
+        service = AccessService(self.store, None, self.passkeys, self.reactor, False)
+        service.startService()
+        self.passkeys.record(KEY, announce(1)._replace(uploaded=10))
+        self.passkeys.record(KEY, announce(1)._replace(uploaded=30))
+        self.successResultOf(service.stopService())
+        self.assertEqual(self.store.passkeys[KEY].uploaded, 25)
+
+    def test_unreadable_state_stops_the_tracker(self) -> None:
+        """If the stored state cannot be read, the failure is logged and the daemon stops:
+        requests waiting for it are failed, not left hanging."""
+        self.reactor.running = True
+        waiting = self.passkeys.when_loaded()
+        AccessService(
+            _BrokenStore(), self.access, self.passkeys, self.reactor, False
+        ).startService()
+        self.failureResultOf(waiting, RuntimeError)
+        self.assertTrue(self.reactor.hasStopped)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_sighup(self) -> None:
+        """SIGHUP hands a reload to the reactor through callFromThread, calls the handler that
+        was there before, and stopping puts that handler back."""
+        called: list[int] = []
+
+        def previous(signum: int, frame: FrameType | None) -> None:
+            called.append(signum)
+
+        original = signal.signal(signal.SIGHUP, previous)
+        self.addCleanup(signal.signal, signal.SIGHUP, original)
+        service = AccessService(self.store, self.access, self.passkeys, self.reactor)
+        service.startService()
+        self.assertIsNot(signal.getsignal(signal.SIGHUP), previous)
+        os.kill(os.getpid(), signal.SIGHUP)
+        self.assertEqual(called, [signal.SIGHUP])
+        self.assertEqual(len(self.reactor.from_thread), 1)
+        service.stopService()
+        self.assertIs(signal.getsignal(signal.SIGHUP), previous)
+
+    def test_no_handler_without_a_list(self) -> None:
+        """Private mode alone installs no SIGHUP handler: there is no file to reload."""
+        before = signal.getsignal(signal.SIGHUP)
+        service = AccessService(self.store, None, self.passkeys, self.reactor)
+        service.startService()
+        self.assertIs(signal.getsignal(signal.SIGHUP), before)
+        service.stopService()

@@ -1,0 +1,193 @@
+"""Passkeys: crediting transfers as deltas, writing them in batches, and managing the table."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.helpers import announce
+from tests.test_resource import LogCapture
+from tracker.announce import NONE, STARTED, STOPPED, AnnounceRequest
+from tracker.passkeys import PasskeyError, Passkeys, check_passkey, new_passkey
+from tracker.store.access import Account, MemoryAccessStore, Transfers
+
+KEY = b"k" * 32
+OTHER = b"o" * 32
+
+
+def report(
+    uploaded: int, downloaded: int, event: str = NONE, peer: int = 1, torrent: int = 1
+) -> AnnounceRequest:
+    return announce(peer, torrent, event=event)._replace(uploaded=uploaded, downloaded=downloaded)
+
+
+class _CountingStore(MemoryAccessStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[dict[bytes, tuple[int, int]]] = []
+        self.failing = False
+
+    def add_transfers(self, transfers: Transfers) -> Deferred[None]:
+        self.writes.append(dict(transfers))
+        if self.failing:
+            return fail(OSError("disk full"))
+        return super().add_transfers(transfers)
+
+
+class PasskeyTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = _CountingStore()
+        self.store.passkeys[KEY] = Account("alice", 5, 100, 200)
+        self.store.passkeys[OTHER] = Account("", 6, 0, 0)
+        self.passkeys = Passkeys(self.store, self.clock, baseline_lifetime=100, flush_every=1)
+        self.passkeys.load_stored(dict(self.store.passkeys))
+
+
+class DeltaTests(PasskeyTestCase):
+    def test_deltas_not_totals(self) -> None:
+        """A peer's first announce sets its baseline; each next one is credited with the growth
+        since the previous, not with the totals it reports."""
+        self.passkeys.record(KEY, report(1000, 500))
+        self.assertEqual(self.passkeys.totals[KEY], [100, 200])
+        self.passkeys.record(KEY, report(1500, 800))
+        self.passkeys.record(KEY, report(1500, 800))
+        self.passkeys.record(KEY, report(4000, 800))
+        self.assertEqual(self.passkeys.totals[KEY], [100 + 3000, 200 + 300])
+
+    def test_started_sets_a_new_baseline(self) -> None:
+        """A started announce credits nothing and is the base of the next."""
+        self.passkeys.record(KEY, report(1000, 1000))
+        self.passkeys.record(KEY, report(50, 20, STARTED))
+        self.passkeys.record(KEY, report(80, 30))
+        self.assertEqual(self.passkeys.totals[KEY], [100 + 30, 200 + 10])
+
+    def test_reset_counts_from_zero_never_negative(self) -> None:
+        """A client that restarted without saying so reports less than before: what it
+        reports is counted from zero, never as a negative delta."""
+        self.passkeys.record(KEY, report(10_000, 10_000))
+        self.passkeys.record(KEY, report(300, 20_000))
+        self.assertEqual(self.passkeys.totals[KEY], [100 + 300, 200 + 10_000])
+        self.passkeys.record(KEY, report(500, 20_000))
+        self.assertEqual(self.passkeys.totals[KEY], [100 + 500, 200 + 10_000])
+
+    def test_stopped_is_credited_then_forgotten(self) -> None:
+        """A stopped announce is credited; the peer's next announce starts a new baseline."""
+        self.passkeys.record(KEY, report(100, 0))
+        self.passkeys.record(KEY, report(150, 0, STOPPED))
+        self.passkeys.record(KEY, report(900, 0))
+        self.assertEqual(self.passkeys.totals[KEY], [100 + 50, 200])
+
+    def test_peers_and_torrents_apart(self) -> None:
+        """Each peer of each torrent has its own baseline."""
+        self.passkeys.record(KEY, report(100, 0, peer=1))
+        self.passkeys.record(KEY, report(1000, 0, peer=2))
+        self.passkeys.record(KEY, report(5000, 0, torrent=2))
+        self.passkeys.record(KEY, report(110, 0, peer=1))
+        self.passkeys.record(KEY, report(1020, 0, peer=2))
+        self.passkeys.record(KEY, report(5030, 0, torrent=2))
+        self.assertEqual(self.passkeys.totals[KEY], [100 + 60, 200])
+
+    def test_peer_changing_passkey(self) -> None:
+        """A peer that announces under another passkey starts a new baseline under it."""
+        self.passkeys.record(KEY, report(100, 0))
+        self.passkeys.record(OTHER, report(5000, 0))
+        self.passkeys.record(OTHER, report(5010, 0))
+        self.assertEqual(self.passkeys.totals[KEY], [100, 200])
+        self.assertEqual(self.passkeys.totals[OTHER], [10, 0])
+
+    def test_silent_peers_forgotten(self) -> None:
+        """Baselines of peers silent for two lifetimes are dropped (their peers have expired);
+        a peer that keeps announcing keeps its baseline across turns."""
+        self.passkeys.record(KEY, report(100, 0, peer=1))
+        self.passkeys.record(KEY, report(100, 0, peer=2))
+        self.clock.advance(100)
+        self.passkeys.record(KEY, report(110, 0, peer=1))
+        self.clock.advance(100)
+        self.passkeys.record(KEY, report(120, 0, peer=1))
+        self.passkeys.record(KEY, report(9000, 0, peer=2))
+        self.assertEqual(self.passkeys.totals[KEY], [100 + 20, 200])
+
+    def test_removed_passkey_credits_nothing(self) -> None:
+        """Announces already admitted under a passkey removed meanwhile credit nothing."""
+        self.passkeys.record(OTHER, report(100, 0))
+        self.successResultOf(self.passkeys.remove(OTHER))
+        self.passkeys.record(OTHER, report(200, 0))
+        self.assertNotIn(OTHER, self.passkeys.totals)
+
+
+class FlushTests(PasskeyTestCase):
+    def test_batched_writes(self) -> None:
+        """Credits are written once a second, all passkeys in one write, never one a request."""
+        for n in range(1, 101):
+            self.passkeys.record(KEY, report(n * 10, 0))
+            self.passkeys.record(OTHER, report(0, n * 5, peer=2))
+        self.assertEqual(self.store.writes, [])
+        self.clock.advance(1)
+        self.assertEqual(self.store.writes, [{KEY: (990, 0), OTHER: (0, 495)}])
+        self.assertEqual(self.store.passkeys[KEY].uploaded, 100 + 990)
+        self.clock.advance(10)
+        self.assertEqual(len(self.store.writes), 1)
+
+    def test_failed_write_is_retried(self) -> None:
+        """A write that fails is logged and its credits go into the next one."""
+        log = LogCapture(self)
+        self.store.failing = True
+        self.passkeys.record(KEY, report(10, 0))
+        self.passkeys.record(KEY, report(30, 0))
+        self.clock.advance(1)
+        self.assertEqual(len(log.failures()), 1)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.store.failing = False
+        self.passkeys.record(KEY, report(35, 0))
+        self.clock.advance(1)
+        self.assertEqual(self.store.writes[-1], {KEY: (25, 0)})
+        self.assertEqual(self.store.passkeys[KEY].uploaded, 125)
+
+    def test_stop_writes_the_rest(self) -> None:
+        """Stopping writes what is pending at once, and nothing is scheduled after."""
+        self.passkeys.record(KEY, report(10, 0))
+        self.passkeys.record(KEY, report(30, 0))
+        self.successResultOf(self.passkeys.stop())
+        self.assertEqual(self.store.writes, [{KEY: (20, 0)}])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class TableTests(PasskeyTestCase):
+    def test_add_generated_and_given(self) -> None:
+        """A passkey is generated when none is given; a given one must be well formed; an
+        existing one is not replaced."""
+        generated = self.successResultOf(self.passkeys.add(None, "bob", 7))
+        assert generated is not None
+        self.assertEqual(len(generated), 32)
+        self.assertIn(generated, self.passkeys.totals)
+        self.assertEqual(self.store.passkeys[generated], Account("bob", 7, 0, 0))
+        self.assertIsNone(self.successResultOf(self.passkeys.add(KEY, "again", 8)))
+        self.assertEqual(self.passkeys.totals[KEY], [100, 200])
+        with self.assertRaises(PasskeyError):
+            self.passkeys.add(b"short", "", 9)
+
+    def test_listing(self) -> None:
+        """The listing has every passkey with its label and totals, uncommitted credits too."""
+        self.passkeys.record(KEY, report(10, 0))
+        self.passkeys.record(KEY, report(30, 0))
+        rows = self.passkeys.listing()
+        self.assertEqual([(r.passkey, r.label, r.uploaded) for r in rows],
+                         [(KEY, "alice", 120), (OTHER, "", 0)])  # fmt: skip
+
+    def test_passkey_format(self) -> None:
+        """Passkeys are 16 to 64 URL-safe characters."""
+        for good in [b"a" * 16, b"A-z_09" * 10, new_passkey()]:
+            self.assertEqual(check_passkey(good), good)
+        for bad in [b"a" * 15, b"a" * 65, b"a" * 15 + b"/", b"a" * 15 + b"%", b"\xff" * 20]:
+            with self.assertRaises(PasskeyError):
+                check_passkey(bad)
+
+    def test_loading_waiters(self) -> None:
+        """Callers waiting for the table are released when it loads."""
+        passkeys = Passkeys(MemoryAccessStore(), self.clock)
+        waiting = passkeys.when_loaded()
+        self.assertFalse(passkeys.loaded)
+        passkeys.load_stored({})
+        self.assertIsNone(self.successResultOf(waiting))

@@ -1,0 +1,224 @@
+"""
+Private mode: every announce and scrape names a passkey in its path, C{/<passkey>/announce} and
+C{/<passkey>/scrape} over HTTP, and C{/<passkey>/announce} in BEP 41's URL data over UDP. An
+unknown passkey, or none, gets a bencoded failure; a known one is credited with what its peers
+report moving (L{tracker.passkeys}).
+"""
+
+from __future__ import annotations
+
+import random
+from time import perf_counter
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from tracker.config import TrackerConfig
+from tracker.errors import TrackerError
+from tracker.interfaces import IPeerStore
+from tracker.meters import TIMED
+from tracker.passkeys import Passkeys
+from tracker.query import Params
+from tracker.resource import (
+    AnnounceResource,
+    Body,
+    ScrapeResource,
+    TrackerResource,
+    _Endpoint,
+    _send,
+)
+from tracker.response import failure_body
+from tracker.stats import TrackerStats
+from tracker.udp import _ANNOUNCE_SIZE, UDPTracker, url_data
+
+PRIVATE = "this tracker is private: announce to /<your passkey>/announce"
+UNKNOWN_PASSKEY = "unknown passkey"
+_PRIVATE_UDP = "this tracker is private: announce to udp://HOST:PORT/<your passkey>/announce"
+_NO_UDP_SCRAPE = "this tracker is private: scrape over HTTP, at /<your passkey>/scrape"
+
+
+def _unknown(passkeys: Passkeys, retry: Callable[[], Any]) -> Deferred[Any]:
+    """Refuse a passkey not found, unless the passkeys are still loading: then wait and retry."""
+    if passkeys.loaded:
+        raise TrackerError(UNKNOWN_PASSKEY)
+    return passkeys.when_loaded().addCallback(lambda _: retry())
+
+
+def _passkey_of(request: Request) -> bytes:
+    # The endpoints are leaves below the passkey's segment: it is the one before theirs.
+    return request.prepath[-2]  # type: ignore[index]
+
+
+class PrivateAnnounceResource(AnnounceResource):
+    """C{/<passkey>/announce}."""
+
+    def __init__(
+        self,
+        store: IPeerStore,
+        config: TrackerConfig,
+        clock: IReactorTime,
+        stats: TrackerStats,
+        passkeys: Passkeys,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(store, config, clock, stats, rng)
+        self._passkeys = passkeys
+
+    def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
+        passkeys = self._passkeys
+        # This endpoint is a leaf below the passkey's segment: the passkey is the one before.
+        passkey = request.prepath[-2]  # type: ignore[index]
+        if passkey not in passkeys.totals:
+            return _unknown(passkeys, lambda: self.answer(request, params))
+        announce = self.parse(request, params)
+        body = self.respond(announce)
+        # After the store took it: a torrent the access list refuses credits nothing.
+        passkeys.record(passkey, announce)
+        return body
+
+
+class PrivateScrapeResource(ScrapeResource):
+    """C{/<passkey>/scrape}."""
+
+    def __init__(
+        self,
+        store: IPeerStore,
+        config: TrackerConfig,
+        clock: IReactorTime,
+        stats: TrackerStats,
+        passkeys: Passkeys,
+    ) -> None:
+        super().__init__(store, config, clock, stats)
+        self._passkeys = passkeys
+
+    def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
+        if _passkey_of(request) not in self._passkeys.totals:
+            return _unknown(self._passkeys, lambda: self.answer(request, params))
+        return super().answer(request, params)
+
+
+class _Refusal(_Endpoint):
+    """The bare C{/announce} and C{/scrape} of a private tracker."""
+
+    def answer(self, request: Request, params: Params) -> bytes:
+        raise TrackerError(PRIVATE)
+
+
+class _PrivateNotFound(Resource):
+    isLeaf = True
+    _body = failure_body(f"not a tracker endpoint: {PRIVATE}")
+
+    def render(self, request: Request) -> Any:
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"text/plain")
+        return _send(request, self._body)
+
+
+class _PasskeySegment(Resource):
+    """What lies below C{/<passkey>}: the private endpoints."""
+
+    def __init__(self, not_found: Resource) -> None:
+        super().__init__()
+        self._not_found = not_found
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return self._not_found
+
+    def render(self, request: Request) -> Any:
+        return self._not_found.render(request)
+
+
+class PrivateTrackerResource(TrackerResource):
+    """
+    L{TrackerResource} in private mode: C{/<passkey>/announce} and C{/<passkey>/scrape} for
+    each passkey in C{passkeys}; the bare C{/announce} and C{/scrape} refuse with a failure
+    that says where to announce.
+    """
+
+    def __init__(
+        self,
+        store: IPeerStore,
+        passkeys: Passkeys,
+        config: TrackerConfig | None = None,
+        clock: IReactorTime | None = None,
+        rng: random.Random | None = None,
+        stats: TrackerStats | None = None,
+    ) -> None:
+        super().__init__(store, config, clock, rng, stats)
+        if clock is None:
+            from twisted.internet import reactor as default_reactor
+
+            clock = default_reactor
+        assert clock is not None
+        config = config or TrackerConfig()
+        stats = self.stats
+        self.putChild(b"announce", _Refusal(store, config, clock, stats, stats.http_announce))
+        self.putChild(b"scrape", _Refusal(store, config, clock, stats, stats.http_scrape))
+        self._endpoints: dict[bytes, Resource] = {
+            b"announce": PrivateAnnounceResource(store, config, clock, stats, passkeys, rng),
+            b"scrape": PrivateScrapeResource(store, config, clock, stats, passkeys),
+        }
+        # The figures pages name the tracker's torrents: a private tracker shows them through
+        # its admin API only. /metrics names none, and stays.
+        for name in (b"stats", b"stats.json"):
+            self.children.pop(name, None)
+        self._passkey_segment = _PasskeySegment(_PrivateNotFound())
+        for name, endpoint in self._endpoints.items():
+            self._passkey_segment.putChild(name, endpoint)
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        postpath = request.postpath
+        if path and postpath:
+            endpoint: Resource | None = self._endpoints.get(postpath[0])
+            if endpoint is not None:
+                # /<passkey>/announce, by far the most common path: the passkey's segment
+                # and the endpoint's in one step, where Twisted's traversal takes two.
+                request.prepath.append(postpath.pop(0))  # type: ignore[union-attr]
+                return endpoint
+        child: Resource = super().getChildWithDefault(path, request)
+        return child
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if not path:
+            return super().getChild(path, request)
+        return self._passkey_segment
+
+
+class PrivateUDPTracker(UDPTracker):
+    """
+    L{UDPTracker} in private mode: an announce carries C{/<passkey>/announce} as its BEP 41 URL
+    data. A UDP scrape cannot carry a passkey (BEP 41 options follow announces only), so
+    scrapes are refused.
+    """
+
+    def __init__(self, store: IPeerStore, passkeys: Passkeys, *args: Any, **kwargs: Any) -> None:
+        super().__init__(store, *args, **kwargs)
+        self._passkeys = passkeys
+
+    def _announce(self, data: bytes, transaction: bytes, addr: Any, now: int) -> None:
+        started = perf_counter() if self._announces.ok & TIMED == TIMED else 0.0
+        # The fixed fields alone: the URL data is read here, not by the public tracker's check.
+        request = self._parse_announce(data[:_ANNOUNCE_SIZE], addr[0])
+        passkey = _udp_passkey(data)
+        passkeys = self._passkeys
+        if passkey not in passkeys.totals:
+            waited = _unknown(passkeys, lambda: self._announce(data, transaction, addr, now))
+            self._answer_later(waited, data, addr)
+            return
+        self._answer_announce(request, data, transaction, addr, now, started)
+        passkeys.record(passkey, request)
+
+    def _scrape(self, data: bytes, transaction: bytes, addr: Any) -> None:
+        raise TrackerError(_NO_UDP_SCRAPE)
+
+
+def _udp_passkey(data: bytes) -> bytes:
+    """The passkey of an announce's URL data, C{/<passkey>/announce[?...]}."""
+    path = url_data(data, _ANNOUNCE_SIZE).partition(b"?")[0] if len(data) > _ANNOUNCE_SIZE else b""
+    parts = path.split(b"/")
+    if len(parts) != 3 or parts[0] or parts[2] != b"announce" or not parts[1]:
+        raise TrackerError(_PRIVATE_UDP)
+    return parts[1]
