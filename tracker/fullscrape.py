@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from tracker.errors import TrackerError
 from tracker.interfaces import IIndexedStore, IPeerStore
-from tracker.slices import cooperator
+from tracker.slices import cooperator, fire_all
 from tracker.swarms import SwarmIndex
 
 #: Seconds a full scrape is answered from the last one built.
@@ -83,12 +83,8 @@ class FullScrape:
         return bodies
 
     def _tell(self, result: Bodies | Failure) -> None:
-        waiting, self._waiting = self._waiting or [], None
-        for waiter in waiting:
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(result)
+        waiting, self._waiting = self._waiting, None
+        fire_all(waiting, result)
 
 
 def build(index: SwarmIndex, plain: list[bytes], gzipped: list[bytes]) -> Iterator[None]:

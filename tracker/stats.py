@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from tracker.census import EMPTY, Census, walk
 from tracker.interfaces import IIndexedStore, IPeerStore
 from tracker.meters import CommitMeter, Refusals, RequestMeter
-from tracker.slices import cooperator
+from tracker.slices import cooperator, fire_all
 
 log = Logger()
 
@@ -172,12 +172,8 @@ class TrackerStats:
             return census
 
         def tell(result: Census | Failure) -> Census | Failure:
-            waiting, self._waiting = self._waiting or [], None
-            for waiter in waiting:
-                if isinstance(result, Failure):
-                    waiter.errback(result)
-                else:
-                    waiter.callback(result)
+            waiting, self._waiting = self._waiting, None
+            fire_all(waiting, result)
             return result
 
         return self._cooperator.coiterate(timed()).addCallback(done).addBoth(tell)

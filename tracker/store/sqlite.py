@@ -25,7 +25,6 @@ from typing import Any, NamedTuple, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -41,6 +40,7 @@ from tracker.interfaces import (
 )
 from tracker.journal import PEER, replay
 from tracker.meters import CommitMeter
+from tracker.slices import cooperator
 from tracker.store.batching import BatchingConnection
 from tracker.store.schema import connect
 from tracker.swarms import SwarmIndex
@@ -49,25 +49,16 @@ log = Logger()
 
 #: Seconds between group commits: the most a crash can lose, besides a commit in flight.
 COMMIT_EVERY = 0.1
-#: Peers looked at per step of expiry or checkpoint; steps run until SLICE_SECONDS are spent.
+#: Peers looked at per step of expiry or checkpoint; steps run for slices.SLICE_SECONDS a turn.
 SLICE = 500
 #: A checkpoint starts when the journal is this many times the size of the last one...
 CHECKPOINT_GROWTH = 2
 #: ... and at least this many bytes.
 CHECKPOINT_MIN_BYTES = 16 * 1024 * 1024
 
-#: Seconds of expiry or checkpoint work between two turns of the reactor. Twisted's default of
-#: 10 ms showed in the tail latency of a busy tracker.
-SLICE_SECONDS = 0.002
-
 _V1_TABLES = ("v1_peers", "v1_torrents")
 
 T = TypeVar("T")
-
-
-def _slice_timer() -> Callable[[], bool]:
-    deadline = time.monotonic() + SLICE_SECONDS
-    return lambda: time.monotonic() >= deadline
 
 
 class _Loaded(NamedTuple):
@@ -165,10 +156,7 @@ class SQLitePeerStore:
         #: A commit is scheduled or being written; the next is scheduled when it is done.
         self._commit_pending = False
         self._commit_call: IDelayedCall | None = None
-        self._cooperator = Cooperator(
-            terminationPredicateFactory=_slice_timer,
-            scheduler=lambda work: reactor.callLater(0, work),
-        )
+        self._cooperator = cooperator(reactor)
         self._next_seq = 1
         #: Bytes in the journal on disk, and in its last checkpoint.
         self._journal_bytes = 0
