@@ -315,6 +315,7 @@ class SwarmIndex:
                 self._append(group, start, size, skip, peers, ids)
                 start = 0
                 end -= size
+            # The two cases without a split, written out: _append would cost a call per run.
             if skip < 0 or end <= skip:
                 peers.append(addresses[start * width : end * width])
                 if ids is not None:

@@ -260,17 +260,14 @@ class UDPTracker(DatagramProtocol):
 
     def _answer_later(self, answer: Deferred[None], data: bytes, addr: Any) -> None:
         def failed(failure: Failure) -> None:
-            if failure.check(TrackerError):
-                # Refused once the store could decide (an access list still loading, say).
-                self._refuse(data, addr, failure.getErrorMessage())
+            refusal = failure.value
+            if isinstance(refusal, TrackerError):
+                # Refused once the store could decide: a key that does not match, or an access
+                # list that was still loading.
+                self._refuse(data, addr, refusal.reason)
                 return
             if failure.check(StoreStopped):
                 self._refuse(data, addr, "the tracker is restarting; try again shortly", True)
-                return
-            refusal = failure.value
-            if isinstance(refusal, TrackerError):
-                # A refusal by the store (a key that does not match) after it had to wait.
-                self._refuse(data, addr, refusal.reason)
                 return
             log.failure("UDP announce or scrape failed in the store", failure)
             self._refuse(data, addr, "internal tracker error; try again later", True)
