@@ -29,6 +29,7 @@ from tracker.site import TrackerSite
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.sqlite import SQLitePeerStore
 from tracker.udp import PROTOCOL_ID, UDPTracker
+from tracker.udp_port import BatchingPort, listen_udp
 
 CLIENT_TIMEOUT = 2.0
 #: How long a test waits before deciding that no reply is coming.
@@ -126,6 +127,8 @@ def loopback_peer(port: int) -> bytes:
 
 class UDPTestCase(TestCase):
     timeout = 30
+    #: The daemon's batching port when True; Twisted's own (an embedder's listenUDP) when not.
+    batching = True
 
     def setUp(self) -> None:
         self.store = MemoryPeerStore(random.Random(1))
@@ -139,7 +142,11 @@ class UDPTestCase(TestCase):
         self.protocol = UDPTracker(
             store or self.store, self.config, self.clock, random.Random(2), connection_ids=ids
         )
-        port = reactor.listenUDP(0, self.protocol, interface=interface)  # type: ignore[attr-defined]
+        if self.batching:
+            port = listen_udp(reactor, 0, self.protocol, interface)
+            self.assertIsInstance(port, BatchingPort)
+        else:
+            port = reactor.listenUDP(0, self.protocol, interface=interface)  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
         return int(port.getHost().port)
 
@@ -533,6 +540,26 @@ class StoreTests(UDPTestCase):
         yield self.exchange(client, announce_packet(connection, 1))
         reply = yield self.exchange(client, announce_packet(connection, 2))
         self.assertEqual(parse_announce_reply(reply)[3], [loopback_peer(10001)])
+
+
+class PlainPortConnectTests(ConnectTests):
+    batching = False
+
+
+class PlainPortAnnounceTests(AnnounceTests):
+    batching = False
+
+
+class PlainPortScrapeTests(ScrapeTests):
+    batching = False
+
+
+class PlainPortAbuseTests(AbuseTests):
+    batching = False
+
+
+class PlainPortStoreTests(StoreTests):
+    batching = False
 
 
 class ConnectionIdTests(TestCase):

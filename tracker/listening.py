@@ -20,6 +20,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from tracker.udp_port import listen_udp
+
 log = Logger()
 
 
@@ -197,7 +199,7 @@ class UDPListeningService(ListeningService):
     def _open(self) -> Deferred[IListeningPort]:
         port, interface = parse_udp(self.description)
         listening: Deferred[IListeningPort] = maybeDeferred(
-            self._reactor.listenUDP, port, self._factory, interface=interface
+            listen_udp, self._reactor, port, self._factory, interface
         )
         return listening.addCallback(_with_large_buffer)
 

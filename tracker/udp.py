@@ -32,6 +32,7 @@ from tracker.errors import TrackerError
 from tracker.interfaces import NO_COUNTS, AnnounceResult, IPeerStore, StoreStopped, SwarmCounts
 from tracker.meters import TIMED
 from tracker.stats import TrackerStats
+from tracker.udp_port import BatchingPort
 
 log = Logger()
 
@@ -294,7 +295,11 @@ class UDPTracker(DatagramProtocol):
         transport = self.transport
         assert transport is not None
         handle = getattr(transport, "getHandle", None)
-        self._sendto = handle().sendto if handle is not None else transport.write
+        if isinstance(transport, BatchingPort) or handle is None:
+            # A batching port's write() checks nothing either, and sends with the batch.
+            self._sendto = transport.write
+        else:
+            self._sendto = handle().sendto
 
     def stopProtocol(self) -> None:
         self._sendto = None
@@ -309,6 +314,11 @@ class UDPTracker(DatagramProtocol):
         except (OSError, MessageLengthError):
             # A full send buffer under load: the client retries, as BEP 15 has it do.
             self._refused("reply not sent: the socket refused it")
+
+    def repliesDropped(self, count: int, reason: str) -> None:
+        """Called by a L{BatchingPort} for replies its socket refused."""
+        for _ in range(count):
+            self._refused(f"reply not sent: {reason}")
 
     def _refused(self, reason: str) -> None:
         """Count a refused datagram; log the counts at most every L{REPORT_EVERY} seconds."""
