@@ -44,7 +44,7 @@ def fill(database: Path, peers: int, swarms: int) -> float:
     index.take_changes()
     for _ in index.checkpoint([0]):
         pass
-    records = index.take_changes()
+    records = b"".join(index.take_changes())
     connection = connect(str(database))
     try:
         connection.execute("BEGIN IMMEDIATE")

@@ -135,7 +135,7 @@ class SQLiteAccessStoreTests(AccessStoreContract, TestCase):
             schema = f.read()
         connection = sqlite3.connect(self.path)
         connection.executescript(schema)
-        connection.execute("INSERT INTO journal VALUES (1, ?)", (index.take_changes(),))
+        connection.execute("INSERT INTO journal VALUES (1, ?)", (b"".join(index.take_changes()),))
         connection.execute("PRAGMA user_version = 3")
         connection.commit()
         connection.close()

@@ -21,6 +21,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from itertools import count
 from typing import Any, NamedTuple, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -111,12 +112,14 @@ def _thd_load_v1(connection: sqlite3.Connection, index: SwarmIndex) -> None:
 
 
 def _thd_save(
-    connection: sqlite3.Connection, seq: int, records: bytes, obsolete_before: int | None
+    connection: sqlite3.Connection, seq: int, records: list[bytes], obsolete_before: int | None
 ) -> int | None:
-    """Append one commit's records; after a checkpoint, delete what it superseded and return
-    the size of the journal left."""
+    """Append one commit's records, a row a piece from C{seq} on; after a checkpoint, delete
+    what it superseded and return the size of the journal left."""
     if records:
-        connection.execute("INSERT INTO journal (seq, records) VALUES (?, ?)", (seq, records))
+        connection.executemany(
+            "INSERT INTO journal (seq, records) VALUES (?, ?)", zip(count(seq), records)
+        )
     if obsolete_before is None:
         return None
     connection.execute("DELETE FROM journal WHERE seq < ?", (obsolete_before,))
@@ -265,13 +268,13 @@ class SQLitePeerStore:
             return succeed(None)
         records = index.take_changes()
         seq = self._next_seq
-        self._next_seq += 1
+        self._next_seq += len(records)
         started = time.perf_counter()
         saved = self._db.run(lambda c: _thd_save(c, seq, records, obsolete_before))
         return saved.addCallbacks(
             self._committed,
             self._commit_failed,
-            callbackArgs=(len(records), started),
+            callbackArgs=(sum(map(len, records)), started),
             errbackArgs=(records, obsolete_before),
         )
 
@@ -290,13 +293,15 @@ class SQLitePeerStore:
         if self._index.has_changes():
             self._schedule_commit()
 
-    def _commit_failed(self, failure: Failure, records: bytes, obsolete_before: int | None) -> None:
+    def _commit_failed(
+        self, failure: Failure, records: list[bytes], obsolete_before: int | None
+    ) -> None:
         # Memory still has everything: keep the changes and try again with the next commit,
         # unless this was the last one.
         log.failure(
             "could not save {size} bytes of changes to {path}{outcome}",
             failure,
-            size=len(records),
+            size=sum(map(len, records)),
             path=self.path,
             outcome=": they are lost" if self._stopping else "; will retry",
         )
