@@ -23,14 +23,17 @@ Peer = tuple[bytes, bytes, int, int, int, int]
 
 
 def state(index: SwarmIndex) -> dict[bytes, tuple[int, set[Peer]]]:
-    """Everything the index holds, in a form that compares equal whatever the peers' order."""
+    """Everything the index holds, in a form that compares equal whatever the peers' order;
+    checks on the way that each swarm's dict of places says where every peer is."""
     found = {}
     for hash_, swarm in index.swarms.items():
         peers = set()
+        places = {}
         for slot, group in enumerate(swarm.groups):
             if group is None:
                 continue
             for position, member in enumerate(group.ids):
+                places[member] = position << 2 | slot
                 address = bytes(
                     group.addresses[position * group.width : (position + 1) * group.width]
                 )
@@ -40,6 +43,7 @@ def state(index: SwarmIndex) -> dict[bytes, tuple[int, set[Peer]]]:
                         group.keys[position],
                     )
                 )  # fmt: skip
+        assert swarm.places == places
         if peers or swarm.downloaded:
             found[hash_] = (swarm.downloaded, peers)
     return found

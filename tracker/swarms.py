@@ -3,8 +3,8 @@ Live swarms in memory: the index every announce and scrape is answered from.
 
 Each swarm keeps its peers in up to four groups (leechers and seeders, IPv4 and IPv6). A group
 stores its peers packed: a list of peer ids, one byte string of compact addresses, arrays of
-last-seen times and of keys, a byte of completion flags per peer, plus a dict from peer id to
-position.
+last-seen times and of keys, and a byte of completion flags per peer; the swarm has one dict
+from peer id to group and position.
 Adding and removing a peer is O(1) (a removed peer's slot is filled by the group's last peer),
 and choosing C{numwant} random peers is O(numwant) whatever the size of the swarm: an announce
 costs the same in a swarm of ten peers or of a million.
@@ -43,11 +43,10 @@ CHUNK_RECORDS = 256
 class _Group:
     """The peers of one kind and one address family in one swarm."""
 
-    __slots__ = ("ids", "positions", "addresses", "seen", "completed", "keys", "width")
+    __slots__ = ("ids", "addresses", "seen", "completed", "keys", "width")
 
     def __init__(self, width: int) -> None:
         self.ids: list[bytes] = []
-        self.positions: dict[bytes, int] = {}
         self.addresses = bytearray()
         self.seen = array("q")
         self.completed = bytearray()
@@ -55,23 +54,25 @@ class _Group:
         self.keys = array("I")
         self.width = width
 
-    def add(self, peer_id: bytes, address: bytes, now: int, completed: int, key: int) -> None:
-        self.positions[peer_id] = len(self.ids)
+    def add(self, peer_id: bytes, address: bytes, now: int, completed: int, key: int) -> int:
+        """Add a peer; its position."""
+        position = len(self.ids)
         self.ids.append(peer_id)
         self.addresses += address
         self.seen.append(now)
         self.completed.append(completed)
         self.keys.append(key)
+        return position
 
-    def remove_at(self, position: int) -> None:
+    def remove_at(self, position: int) -> bytes | None:
+        """Remove the peer at C{position}; the id of the peer moved into its place, if any."""
         ids = self.ids
         last = len(ids) - 1
         width = self.width
-        del self.positions[ids[position]]
+        moved = None
         if position != last:
             moved = ids[last]
             ids[position] = moved
-            self.positions[moved] = position
             start = position * width
             self.addresses[start : start + width] = self.addresses[last * width :]
             self.seen[position] = self.seen[last]
@@ -82,6 +83,7 @@ class _Group:
         self.seen.pop()
         self.completed.pop()
         self.keys.pop()
+        return moved
 
     def addresses_without(self, position: int) -> bytes:
         """Every address in the group but the one at C{position} (-1: none left out)."""
@@ -100,11 +102,14 @@ class _Group:
 class Swarm:
     """One torrent: its peer groups and its completion count, which outlives its peers."""
 
-    __slots__ = ("groups", "downloaded")
+    __slots__ = ("groups", "downloaded", "places")
 
     def __init__(self, downloaded: int = 0) -> None:
         self.groups: list[_Group | None] = [None, None, None, None]
         self.downloaded = downloaded
+        #: Each peer's place: its position in its group times 4, plus the group's slot. One
+        #: dict for the swarm, so that finding a peer, or finding it new, is one lookup.
+        self.places: dict[bytes, int] = {}
 
     def counts(self) -> SwarmCounts:
         leechers4, leechers6, seeders4, seeders6 = self.groups
@@ -117,24 +122,30 @@ class Swarm:
         return _new_tuple(SwarmCounts, (seeders, leechers, self.downloaded))
 
     def is_empty(self) -> bool:
-        return all(group is None or not group.ids for group in self.groups)
+        return not self.places
 
-    def find(self, peer_id: bytes, expected: int) -> tuple[int, int]:
-        """The (group slot, position) of a peer, looking first where it is most likely to be;
-        (-1, -1) if it is not in the swarm."""
-        groups = self.groups
-        group = groups[expected]
-        if group is not None:
-            position = group.positions.get(peer_id)
-            if position is not None:
-                return expected, position
-        for slot in range(4):
-            group = groups[slot]
-            if slot != expected and group is not None:
-                position = group.positions.get(peer_id)
-                if position is not None:
-                    return slot, position
-        return -1, -1
+    def find(self, peer_id: bytes) -> tuple[int, int]:
+        """The (group slot, position) of a peer; (-1, -1) if it is not in the swarm."""
+        place = self.places.get(peer_id)
+        if place is None:
+            return -1, -1
+        return place & 3, place >> 2
+
+    def add(
+        self, slot: int, peer_id: bytes, address: bytes, now: int, completed: int, key: int
+    ) -> int:
+        """Add a peer to the group in C{slot}; its position there."""
+        position = self.group(slot).add(peer_id, address, now, completed, key)
+        self.places[peer_id] = position << 2 | slot
+        return position
+
+    def remove(self, slot: int, position: int) -> None:
+        group = self.groups[slot]
+        assert group is not None
+        del self.places[group.ids[position]]
+        moved = group.remove_at(position)
+        if moved is not None:
+            self.places[moved] = position << 2 | slot
 
     def group(self, slot: int) -> _Group:
         group = self.groups[slot]
@@ -173,7 +184,7 @@ class SwarmIndex:
             swarm = self.swarms[info_hash] = Swarm()
             old_slot = position = -1
         else:
-            old_slot, position = swarm.find(peer_id, slot)
+            old_slot, position = swarm.find(peer_id)
         completed = 0
         key = request.key
         if old_slot >= 0:
@@ -186,7 +197,7 @@ class SwarmIndex:
                     return self._unchanged(swarm, request, old_slot, position)
             completed = old_group.completed[position]
             if request.event == STOPPED:
-                old_group.remove_at(position)
+                swarm.remove(old_slot, position)
                 if self.journal is not None:
                     self.journal.append(GONE.pack(b"G", info_hash, peer_id))
                 return AnnounceResult(swarm.counts())
@@ -197,7 +208,7 @@ class SwarmIndex:
             ):
                 old_group.seen[position] = now
             else:
-                old_group.remove_at(position)
+                swarm.remove(old_slot, position)
                 old_slot = -1
         elif request.event == STOPPED:
             return AnnounceResult(swarm.counts())
@@ -209,9 +220,7 @@ class SwarmIndex:
             if journal is not None:
                 journal.append(COUNT.pack(b"D", info_hash, swarm.downloaded))
         if old_slot < 0:
-            group = swarm.group(slot)
-            position = len(group.ids)
-            group.add(peer_id, address, now, completed, key)
+            position = swarm.add(slot, peer_id, address, now, completed, key)
         else:
             kept = swarm.groups[slot]
             assert kept is not None
@@ -421,7 +430,7 @@ class SwarmIndex:
             swarm = self.swarms.get(info_hash)
             if swarm is None:
                 continue
-            for group in swarm.groups:
+            for slot, group in enumerate(swarm.groups):
                 if group is None:
                     continue
                 # Backwards: when an announce between slices removes a peer, the one moved
@@ -434,7 +443,7 @@ class SwarmIndex:
                     if group.seen[position] < cutoff:
                         if self.journal is not None:
                             self.journal.append(GONE.pack(b"G", info_hash, group.ids[position]))
-                        group.remove_at(position)
+                        swarm.remove(slot, position)
                         removed[0] += 1
                     budget -= 1
                     if budget <= 0:
@@ -531,22 +540,18 @@ class SwarmIndex:
         if swarm is None:
             swarm = self.swarms[info_hash] = Swarm()
         slot = (_SEEDERS if seeder else _LEECHERS) + (1 if len(address) == _IPV6_WIDTH else 0)
-        old_slot, position = swarm.find(peer_id, slot)
+        old_slot, position = swarm.find(peer_id)
         if old_slot >= 0:
-            group = swarm.groups[old_slot]
-            assert group is not None
-            group.remove_at(position)
-        swarm.group(slot).add(peer_id, address, seen, done, key)
+            swarm.remove(old_slot, position)
+        swarm.add(slot, peer_id, address, seen, done, key)
 
     def load_gone(self, info_hash: bytes, peer_id: bytes) -> None:
         swarm = self.swarms.get(info_hash)
         if swarm is None:
             return
-        old_slot, position = swarm.find(peer_id, 0)
+        old_slot, position = swarm.find(peer_id)
         if old_slot >= 0:
-            group = swarm.groups[old_slot]
-            assert group is not None
-            group.remove_at(position)
+            swarm.remove(old_slot, position)
         if swarm.is_empty() and not swarm.downloaded:
             del self.swarms[info_hash]
 

@@ -104,6 +104,8 @@ class _Messages:
         #: The vectors as size_ts (pointer-sized on Linux): [2 * i + 1] is vector i's length.
         self.vector_words = memoryview(ffi.buffer(self._vectors)).cast("P")
         self.data = memoryview(ffi.buffer(self._data))
+        #: Where the datagrams' memory starts.
+        self.address = int(ffi.cast("uintptr_t", self._data))
         self.names = memoryview(ffi.buffer(self._names))
 
 
@@ -214,17 +216,21 @@ class BatchingPort(udp.Port):
         vectors = sending.vector_words
         data = sending.data
         names = sending.names
-        size = sending.size
         stride = sending.stride
         namelen = sending.namelen
         raws = self._raw
+        base = sending.address
+        # One after the other rather than a slot each: the kernel copies from a few pages.
+        start = 0
         for i, (datagram, addr) in enumerate(pending):
             raw = raws.get(addr)
             if raw is None:
                 raw = self._encode(addr)
-            start = i * size
-            data[start : start + len(datagram)] = datagram
+            end = start + len(datagram)
+            data[start:end] = datagram
+            vectors[2 * i] = base + start
             vectors[2 * i + 1] = len(datagram)
+            start = end
             names[i * _NAME_SIZE : i * _NAME_SIZE + len(raw)] = raw
             words[i * stride + namelen] = len(raw)
         fd = self.socket.fileno()
