@@ -128,6 +128,49 @@ def test_records_each_kind() -> None:
     assert rebuilt.scrape([info_hash(1)])[info_hash(1)] == (0, 0, 9)
 
 
+def checkpointed(index: SwarmIndex, chunk: int) -> bytes:
+    """The index's checkpoint alone, written in runs of at most C{chunk} peers."""
+    index.take_changes()
+    for _ in index.checkpoint([0], chunk=chunk):
+        pass
+    return b"".join(index.take_changes())
+
+
+def test_checkpoint_writes_runs_of_peers() -> None:
+    """A checkpoint is S records and B records of at most the slice's peers, IPv4 and IPv6,
+    keys, times and completions included, and replays to the same index."""
+    rng = random.Random(3)
+    index = SwarmIndex(random.Random(3), journal=True)
+    for step in range(600):
+        announce_any(index, random_announce(rng), 1000 + step)
+    journal = checkpointed(index, 7)
+    assert journal.count(b"B" + info_hash(0)) > 1
+    rebuilt = SwarmIndex()
+    replay(journal, rebuilt)
+    assert state(rebuilt) == state(index)
+
+
+@pytest.mark.parametrize("cut", [1, 20, 26, 27, 40, 70])
+def test_truncated_run_is_refused(cut: int) -> None:
+    """A B record cut anywhere, or claiming more peers than it holds, is an error."""
+    index = SwarmIndex(journal=True)
+    index.announce(announce(1), 1000)
+    index.announce(announce(2), 1000)
+    run = checkpointed(index, 100)[COUNT.size :]
+    assert run[:1] == b"B"
+    with pytest.raises(JournalError):
+        replay(run[:cut], SwarmIndex())
+
+
+def test_run_of_unknown_width_is_refused() -> None:
+    index = SwarmIndex(journal=True)
+    index.announce(announce(1), 1000)
+    run = bytearray(checkpointed(index, 100)[COUNT.size :])
+    run[22] = 7
+    with pytest.raises(JournalError, match="7-byte addresses"):
+        replay(bytes(run), SwarmIndex())
+
+
 @pytest.mark.parametrize("cut", [1, 10, 41, 52, 56, 60])
 def test_truncated_journal_is_refused(cut: int) -> None:
     """A journal cut inside a record is an error, not a silently shorter index."""

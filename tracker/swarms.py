@@ -24,7 +24,7 @@ from tracker.addresses import pack_peer
 from tracker.announce import PAUSED, STOPPED, AnnounceRequest
 from tracker.errors import KeyMismatch
 from tracker.interfaces import NO_COUNTS, AnnounceResult, SwarmCounts
-from tracker.journal import COMPLETED, COUNT, GONE, PEER, SEEDER
+from tracker.journal import COMPLETED, COUNT, GONE, PEER, SEEDER, bulk_record
 
 _IPV4_WIDTH = 6
 _IPV6_WIDTH = 18
@@ -478,8 +478,8 @@ class SwarmIndex:
 
     def checkpoint(self, written: list[int], chunk: int = 5000) -> Iterator[None]:
         """
-        Write every swarm into the journal whole (an C{S} record, then a C{K} record per
-        peer), so that the journal from here on holds everything: a generator that yields
+        Write every swarm into the journal whole (an C{S} record, then C{B} records of its
+        peers), so that the journal from here on holds everything: a generator that yields
         after about C{chunk} peers, even within a swarm, so that a large index is written a
         slice at a time between announces. Changes made meanwhile are in the journal after
         their swarm's C{S} record, and a peer is written as it is when its turn comes, so the
@@ -494,26 +494,24 @@ class SwarmIndex:
             for slot, group in enumerate(swarm.groups):
                 if group is None:
                     continue
-                kind = SEEDER if slot & _SEEDERS else 0
+                seeders = SEEDER if slot & _SEEDERS else 0
                 width = group.width
-                # Backwards, as in expire: a peer moved by a removal between slices is written
-                # twice, never missed.
-                position = len(group.ids)
+                # Backwards, a run at a time, as expire goes: a peer moved by a removal between
+                # slices is written twice, never missed.
+                end = len(group.ids)
                 while True:
-                    position = min(position, len(group.ids)) - 1
-                    if position < 0:
+                    end = min(end, len(group.ids))
+                    if end <= 0:
                         break
-                    flags = kind | (COMPLETED if group.completed[position] else 0)
-                    start = position * width
-                    self._write(
-                        PEER.pack(
-                            b"K", info_hash, group.ids[position], group.seen[position], flags,
-                            group.keys[position], width,
-                        )
-                        + group.addresses[start : start + width],
-                        written,
+                    start = max(end - budget, 0)
+                    record = bulk_record(
+                        info_hash, seeders, width, group.ids[start:end],
+                        group.addresses[start * width : end * width], group.seen[start:end],
+                        group.completed[start:end], group.keys[start:end],
                     )  # fmt: skip
-                    budget -= 1
+                    self._write(record, written)
+                    budget -= end - start
+                    end = start
                     if budget <= 0:
                         budget = chunk
                         yield None

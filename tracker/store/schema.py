@@ -14,7 +14,7 @@ import sqlite3
 from importlib import resources
 from urllib.parse import quote
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class SchemaError(Exception):

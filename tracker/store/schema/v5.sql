@@ -1,8 +1,8 @@
--- Schema version 4. The tracker answers from an index in memory; the journal table is its
--- journal (see tracker/journal.py): one row per group commit, whose blob holds that commit's
--- changes in order, each peer with its key (K records; version 2 wrote P records without one).
--- A checkpoint writes the whole index into the journal and then deletes the rows before it, so
--- replaying the rows in seq order always rebuilds the index.
+-- Schema version 5. The tracker answers from an index in memory; the journal table is its
+-- journal (see tracker/journal.py): a group commit's changes in order, in one or more rows of
+-- whole records, each peer with its key (K records; version 2 wrote P records without one). A
+-- checkpoint writes the whole index into the journal (B records, a run of peers each) and then
+-- deletes the rows before it, so replaying the rows in seq order always rebuilds the index.
 CREATE TABLE journal (
     seq INTEGER PRIMARY KEY,
     records BLOB NOT NULL

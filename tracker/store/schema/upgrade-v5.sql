@@ -1,0 +1,4 @@
+-- From version 4 to version 5: the tables stay as they are; checkpoints from now on write
+-- runs of peers (B records) rather than a K record per peer. The version number is what
+-- changes: a tracker that knows only version 4 cannot read B records, and refuses the file
+-- instead of failing half-way through it.
