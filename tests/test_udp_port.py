@@ -12,7 +12,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tracker import udp_port
-from tracker.udp_port import BATCH, BatchingPort, listen_udp
+from tracker.udp_port import BATCH, BatchingPort, _Messages, listen_udp
 
 #: Datagrams that do not fit one batch.
 MANY = 3 * BATCH + 5
@@ -154,6 +154,15 @@ class BatchingPortTests(TestCase):
         port.write(b"unasked", client.getsockname())
         reply = yield deferToThread(client.recv, 2048)
         self.assertEqual(reply, b"unasked")
+
+
+class OtherWayOfPuttingTests(BatchingPortTests):
+    """The same, with replies put in the way the other interpreter puts them (PyPy through
+    cffi's objects, CPython through memoryviews), so that both ways are tested on each."""
+
+    def setUp(self) -> None:
+        other = _Messages.put_cdata if _Messages.put is _Messages.put_views else _Messages.put_views
+        self.patch(_Messages, "put", other)
 
 
 class FallbackTests(TestCase):

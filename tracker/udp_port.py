@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import udp
@@ -83,6 +84,7 @@ class _Messages:
     def __init__(self, count: int, size: int) -> None:
         assert _C is not None
         ffi, _ = _C
+        self._ffi = ffi
         self.size = size
         self.headers = ffi.new("struct mmsghdr[]", count)
         self._vectors = ffi.new("struct iovec[]", count)
@@ -107,6 +109,65 @@ class _Messages:
         #: Where the datagrams' memory starts.
         self.address = int(ffi.cast("uintptr_t", self._data))
         self.names = memoryview(ffi.buffer(self._names))
+
+    # Replies are packed end to end rather than a slot each: the kernel copies from fewer pages.
+
+    def put_views(
+        self,
+        replies: list[tuple[bytes, Any]],
+        raws: dict[tuple[str, int], bytes],
+        encode: Callable[[Any], bytes],
+    ) -> None:
+        """Copy C{replies} in, each with its socket address (from C{raws}, or encoded),
+        through the integer and byte views: the quicker way on CPython."""
+        words = self.words
+        vectors = self.vector_words
+        data = self.data
+        names = self.names
+        stride = self.stride
+        namelen = self.namelen
+        base = self.address
+        start = 0
+        for i, (datagram, addr) in enumerate(replies):
+            raw = raws.get(addr)
+            if raw is None:
+                raw = encode(addr)
+            end = start + len(datagram)
+            data[start:end] = datagram
+            vectors[2 * i] = base + start
+            vectors[2 * i + 1] = len(datagram)
+            start = end
+            names[i * _NAME_SIZE : i * _NAME_SIZE + len(raw)] = raw
+            words[i * stride + namelen] = len(raw)
+
+    def put_cdata(
+        self,
+        replies: list[tuple[bytes, Any]],
+        raws: dict[tuple[str, int], bytes],
+        encode: Callable[[Any], bytes],
+    ) -> None:
+        """L{put_views} through cffi's own objects, which PyPy compiles to plain stores where
+        a memoryview's slice costs it four times as much."""
+        memmove = self._ffi.memmove
+        data = self._data
+        names = self._names
+        vectors = self._vectors
+        headers = self.headers
+        start = 0
+        for i, (datagram, addr) in enumerate(replies):
+            raw = raws.get(addr)
+            if raw is None:
+                raw = encode(addr)
+            size = len(datagram)
+            memmove(data + start, datagram, size)
+            vector = vectors[i]
+            vector.iov_base = data + start
+            vector.iov_len = size
+            start += size
+            memmove(names + i * _NAME_SIZE, raw, len(raw))
+            headers[i].msg_hdr.msg_namelen = len(raw)
+
+    put = put_cdata if sys.implementation.name == "pypy" else put_views
 
 
 class BatchingPort(udp.Port):
@@ -212,27 +273,7 @@ class BatchingPort(udp.Port):
         """Send the batch's replies; what the socket refuses is dropped, as UDP may."""
         ffi, libc = _C  # type: ignore[misc]
         sending = self._sending
-        words = sending.words
-        vectors = sending.vector_words
-        data = sending.data
-        names = sending.names
-        stride = sending.stride
-        namelen = sending.namelen
-        raws = self._raw
-        base = sending.address
-        # One after the other rather than a slot each: the kernel copies from a few pages.
-        start = 0
-        for i, (datagram, addr) in enumerate(pending):
-            raw = raws.get(addr)
-            if raw is None:
-                raw = self._encode(addr)
-            end = start + len(datagram)
-            data[start:end] = datagram
-            vectors[2 * i] = base + start
-            vectors[2 * i + 1] = len(datagram)
-            start = end
-            names[i * _NAME_SIZE : i * _NAME_SIZE + len(raw)] = raw
-            words[i * stride + namelen] = len(raw)
+        sending.put(pending, self._raw, self._encode)
         fd = self.socket.fileno()
         total = len(pending)
         sent = 0
