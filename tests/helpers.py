@@ -25,6 +25,7 @@ def announce(
     compact: bool = True,
     no_peer_id: bool = False,
     key: int = 0,
+    own_family: bool = False,
 ) -> AnnounceRequest:
     return AnnounceRequest(
         info_hash=info_hash(torrent),
@@ -39,4 +40,5 @@ def announce(
         compact=compact,
         no_peer_id=no_peer_id,
         key=key,
+        own_family=own_family,
     )

@@ -263,6 +263,19 @@ class StoreContract:
         self.assertEqual({p.peer_id: p.address for p in peers(result)}, expected)
 
     @inlineCallbacks
+    def test_own_family_sample(self) -> Any:
+        """Asked for its own family's peers only (UDP), an announcer gets numwant of those
+        however many of the other family there are."""
+        store = yield self.started_store()
+        ip6 = bytes(15) + b"\x01"
+        for n in range(1, 41):
+            yield store.announce(announce(n, ip=ip6 if n > 10 else b"\x7f\x00\x00\x01"), 1000)
+        v4 = yield store.announce(announce(100, numwant=8, own_family=True), 1000)
+        v6 = yield store.announce(announce(101, ip=ip6, numwant=35, own_family=True), 1000)
+        self.assertEqual((len(v4.peers4), v4.peers6), (8 * 6, b""))
+        self.assertEqual((v6.peers4, len(v6.peers6)), (b"", 30 * 18))
+
+    @inlineCallbacks
     def test_large_swarm_sample_is_distinct_and_bounded(self) -> Any:
         """A swarm larger than numwant in both kinds gives numwant distinct other peers."""
         store = yield self.started_store()

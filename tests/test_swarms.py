@@ -262,6 +262,7 @@ def test_version_2_records_load_as_peers_without_keys() -> None:
     asker_left=st.sampled_from([0, 7]),
     asker_v6=st.booleans(),
     numwant=st.integers(1, 60),
+    own_family=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_sample_is_distinct_complete_and_excludes_the_asker(
@@ -270,11 +271,13 @@ def test_sample_is_distinct_complete_and_excludes_the_asker(
     asker_left: int,
     asker_v6: bool,
     numwant: int,
+    own_family: bool,
     seed: int,
 ) -> None:
     """Whatever the mix of leechers and seeders over IPv4 and IPv6, and wherever the asker sits
     among them: an answer holds min(numwant, candidates) distinct peers, never the asker, only
-    leechers for a seeder, each with its own address, and ids in the order of the addresses."""
+    leechers for a seeder, only the asker's family when asked so (UDP), each with its own
+    address, and ids in the order of the addresses."""
     index = SwarmIndex(random.Random(seed))
     kinds = {}
     n = 0
@@ -293,12 +296,17 @@ def test_sample_is_distinct_complete_and_excludes_the_asker(
         left=asker_left,
         numwant=numwant,
         compact=False,
+        own_family=own_family,
     )
     kinds[asker_id] = (2 if asker_left == 0 else 0) + asker_v6
     result = index.announce(request, 1000)
     ids = list(result.peer_ids)
     allowed = [
-        p for p, slot in kinds.items() if p != asker_id and not (asker_left == 0 and slot & 2)
+        p
+        for p, slot in kinds.items()
+        if p != asker_id
+        and not (asker_left == 0 and slot & 2)
+        and not (own_family and slot & 1 != asker_v6)
     ]
     assert len(ids) == min(numwant, len(allowed))
     assert len(set(ids)) == len(ids)

@@ -18,7 +18,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import info_hash, peer_id
+from tests.helpers import announce, info_hash, peer_id
 from tests.test_network import announce_target, get
 from tracker.config import TrackerConfig
 from tracker.connection_ids import WINDOW, ConnectionIds
@@ -228,6 +228,21 @@ class AnnounceTests(UDPTestCase):
         # The HTTP interval with its +-5 % jitter.
         self.assertTrue(950 <= interval <= 1050, interval)
         self.assertEqual(second[4:8], b"TXID")
+
+    @inlineCallbacks
+    def test_numwant_of_the_clients_own_family(self) -> Any:
+        """An IPv4 client in a swarm of mostly IPv6 peers gets numwant IPv4 peers: its reply
+        can carry no others, so none are drawn for it."""
+        v4, v6 = socket.inet_aton("10.0.0.1"), socket.inet_pton(socket.AF_INET6, "2001:db8::1")
+        for peer in range(1, 41):
+            self.store.index.announce(announce(peer, ip=v4 if peer <= 10 else v6), 1_000_000)
+        client = self.client(self.listen())
+        for _ in range(5):
+            reply = yield self.announce(client, 50, numwant=8)
+            _, leechers, _, peers = parse_announce_reply(reply)
+            self.assertEqual(leechers, 41)
+            self.assertEqual(len(set(peers)), 8)
+            self.assertTrue(all(p[:4] == v4 for p in peers), peers)
 
     @inlineCallbacks
     def test_seeder_gets_only_leechers(self) -> Any:

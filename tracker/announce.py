@@ -47,6 +47,9 @@ class AnnounceRequest(NamedTuple):
     #: A known peer's announces from elsewhere must carry the key it registered with (see
     #: L{tracker.interfaces.IPeerStore.announce}).
     key: int = 0
+    #: Whether the peers wanted are of the announcing peer's own address family only (UDP,
+    #: whose reply carries one family), rather than of both (HTTP: BEP 7's peers and peers6).
+    own_family: bool = False
 
     @property
     def is_seeder(self) -> bool:

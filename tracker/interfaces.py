@@ -95,8 +95,9 @@ class IPeerStore(Interface):
     def announce(request: AnnounceRequest, now: int) -> Answer[AnnounceResult]:
         """
         Record the announce (a C{stopped} one removes the peer) and answer with the swarm's
-        counts after it and up to C{request.numwant} other peers, chosen at random. A seeder is
-        given only leechers. A completion is counted once per peer and only when C{left} is 0.
+        counts after it and up to C{request.numwant} other peers, chosen at random (of the
+        announcing peer's own address family if C{request.own_family}). A seeder is given only
+        leechers. A completion is counted once per peer and only when C{left} is 0.
 
         A peer keeps the key it registered with. An announce for it with another key (or
         none) from another address of the same family is refused with

@@ -34,6 +34,9 @@ _LEECHERS, _SEEDERS = 0, 2
 _TWO_RUNS = (0, 1)
 _LEECHER_SLOTS = (0, 1)
 _ALL_SLOTS = (0, 1, 2, 3)
+#: The same, of one family: [0] IPv4, [1] IPv6.
+_FAMILY_LEECHER_SLOTS = ((0,), (1,))
+_FAMILY_SLOTS = ((0, 2), (1, 3))
 #: Building the answer's tuples without their generated __new__, which costs more than the rest.
 _new_tuple = tuple.__new__
 #: Journal records joined into one piece by L{SwarmIndex.take_changes}: at most 20 KiB or so.
@@ -243,14 +246,23 @@ class SwarmIndex:
         own_position: int,
         counts: SwarmCounts,
     ) -> AnnounceResult:
-        """Up to numwant other peers, chosen at random: leechers only for a seeder."""
+        """Up to numwant other peers, chosen at random: leechers only for a seeder, and of the
+        announcer's own family only when it asks so."""
         groups = swarm.groups
         # Seeders, and partial seeds that paused (BEP 21), have no use for other seeders.
         leechers_only = request.left == 0 or request.event == PAUSED
-        slots = _LEECHER_SLOTS if leechers_only else _ALL_SLOTS
-        total = (
-            counts.incomplete if slots is _LEECHER_SLOTS else counts.incomplete + counts.complete
-        )
+        slots: tuple[int, ...]
+        if request.own_family:
+            family = 1 if len(request.ip) == 16 else 0
+            slots = (_FAMILY_LEECHER_SLOTS if leechers_only else _FAMILY_SLOTS)[family]
+            total = 0
+            for slot in slots:
+                group = groups[slot]
+                if group is not None:
+                    total += len(group.ids)
+        else:
+            slots = _LEECHER_SLOTS if leechers_only else _ALL_SLOTS
+            total = counts.incomplete if leechers_only else counts.incomplete + counts.complete
         if own_slot in slots:
             total -= 1
         wanted = request.numwant

@@ -203,6 +203,8 @@ class UDPTracker(DatagramProtocol):
                 True,
                 True,
                 key,
+                # The reply carries the client's own family only: numwant of those.
+                True,
             ),
         )
 
