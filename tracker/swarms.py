@@ -254,12 +254,15 @@ class SwarmIndex:
         slots: tuple[int, ...]
         if request.own_family:
             family = 1 if len(request.ip) == 16 else 0
-            slots = (_FAMILY_LEECHER_SLOTS if leechers_only else _FAMILY_SLOTS)[family]
-            total = 0
-            for slot in slots:
-                group = groups[slot]
-                if group is not None:
-                    total += len(group.ids)
+            leechers = groups[family]
+            total = len(leechers.ids) if leechers is not None else 0
+            if leechers_only:
+                slots = _FAMILY_LEECHER_SLOTS[family]
+            else:
+                slots = _FAMILY_SLOTS[family]
+                seeders = groups[_SEEDERS + family]
+                if seeders is not None:
+                    total += len(seeders.ids)
         else:
             slots = _LEECHER_SLOTS if leechers_only else _ALL_SLOTS
             total = counts.incomplete if leechers_only else counts.incomplete + counts.complete
