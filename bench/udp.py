@@ -5,7 +5,11 @@ in one run, in alternating rounds.
 Each tracker runs alone and fresh, pinned to core 0; the load generator (udpload.c, built here
 with the system's C compiler) runs on core 1. See bench/README.md, "UDP".
 
-    python3 bench/udp.py [--duration 10] [--warmup 3] [--rounds 3]
+    python3 bench/udp.py [--duration 10] [--warmup 3] [--rounds 3] [--populations churn,fixed]
+
+Two loads (udpload.c): "churn", where almost every announce is by a peer new to its swarm and
+the index grows all along, and "fixed", a population of --peers peers each in its own swarm,
+which the tracker mostly knows already.
 """
 
 from __future__ import annotations
@@ -31,6 +35,12 @@ LOAD_CORE = 1
 PYPY_VENV = bl.REPO_DIR / ".venv-pypy" / "bin" / "python"
 INTERPRETERS = {"python3": "python3", "pypy3-venv": str(PYPY_VENV)}
 GOALS = {"python3": 0.5, "pypy3-venv": 1.0}
+POPULATIONS = {
+    "churn": "almost every announce is by a peer new to its swarm (a random peer into a random "
+    "swarm); the index grows all along",
+    "fixed": "peer i always announces into swarm i % swarms: the tracker mostly knows the peer "
+    "already, as between a client's start and stop",
+}
 
 
 def udp_swarm_hash(k: int) -> bytes:
@@ -87,7 +97,9 @@ def free_udp_port() -> int:
         return port
 
 
-def measure(target: Target, load: Path, args: argparse.Namespace) -> dict[str, float]:
+def measure(
+    target: Target, load: Path, population: str, args: argparse.Namespace
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="udp-bench-") as tmp:
         workdir = Path(tmp)
         port = free_udp_port()
@@ -104,7 +116,7 @@ def measure(target: Target, load: Path, args: argparse.Namespace) -> dict[str, f
                 [
                     "taskset", "-c", str(LOAD_CORE), str(load), bl.HOST, str(port),
                     str(args.warmup), str(args.duration), str(args.sockets), str(args.window),
-                    str(args.swarms), str(args.peers),
+                    str(args.swarms), str(args.peers), population,
                 ],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
@@ -145,6 +157,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=8, help="announces in flight per socket")
     parser.add_argument("--swarms", type=int, default=1000)
     parser.add_argument("--peers", type=int, default=50000)
+    parser.add_argument(
+        "--populations", default="churn,fixed", help="loads to run: churn, fixed or both"
+    )
     parser.add_argument("--out", type=Path, default=bl.BENCH_DIR)
     return parser.parse_args(argv)
 
@@ -187,31 +202,36 @@ def summarize(runs: dict[str, list[dict[str, float]]], found: list[Target]) -> l
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     found = targets(args.targets.split(","))
-    runs: dict[str, list[dict[str, float]]] = {target.key: [] for target in found}
+    populations = args.populations.split(",")
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {
+        p: {target.key: [] for target in found} for p in populations
+    }
     with tempfile.TemporaryDirectory(prefix="udpload-") as tmp:
         load = build_load_generator(Path(tmp))
         for round_number in range(1, args.rounds + 1):
-            for target in found:
-                result = measure(target, load, args)
-                runs[target.key].append(result)
-                print(
-                    f"round {round_number}: {target.label}: {result['rate']:,.0f} announces/s "
-                    f"(p99 {result['p99_us'] / 1000:.2f} ms, {result['timeouts']:.0f} timeouts, "
-                    f"{result['peers_per_reply']:.1f} peers a reply)",
-                    flush=True,
-                )
-    table = summarize(runs, found)
-    print("\n".join(table))
+            for population in populations:
+                for target in found:
+                    result = measure(target, load, population, args)
+                    runs[population][target.key].append(result)
+                    print(
+                        f"round {round_number}, {population}: {target.label}: "
+                        f"{result['rate']:,.0f} announces/s (p99 {result['p99_us'] / 1000:.2f} "
+                        f"ms, {result['timeouts']:.0f} timeouts, "
+                        f"{result['peers_per_reply']:.1f} peers a reply)",
+                        flush=True,
+                    )
     setup = (
         f"{args.rounds} rounds of {args.duration:g} s after {args.warmup:g} s of warm-up; "
         f"{args.sockets} sockets x {args.window} announces in flight; {args.swarms} swarms, "
-        f"{args.peers} peers; tracker on core {TRACKER_CORE}, load on core {LOAD_CORE}; "
-        f"{platform.system()} {platform.release()}"
+        f"peers drawn from {args.peers}; tracker on core {TRACKER_CORE}, load on core "
+        f"{LOAD_CORE}; {platform.system()} {platform.release()}"
     )
-    (args.out / "UDP_RESULTS.md").write_text(
-        "# UDP announces per second\n\nWritten by `python3 bench/udp.py`: " + setup + ".\n\n"
-        + "\n".join(table) + "\n"
-    )  # fmt: skip
+    text = ["# UDP announces per second", "", f"Written by `python3 bench/udp.py`: {setup}."]
+    for population in populations:
+        table = summarize(runs[population], found)
+        print(f"{population}:", "\n".join(table), sep="\n")
+        text += ["", f"## {population}: {POPULATIONS[population]}", "", *table]
+    (args.out / "UDP_RESULTS.md").write_text("\n".join(text) + "\n")
     (args.out / "udp_results.json").write_text(json.dumps({"setup": setup, "runs": runs}, indent=1))
     return 0
 

@@ -40,9 +40,13 @@ CLIENT = ("127.0.0.1", 40000)
 _EVENTS = ((0.05, 2), (0.07, 1), (0.10, 3))
 
 
-def announce(rng: random.Random, connection_id: bytes, transaction: int) -> bytes:
-    """One announce as udpload.c builds it."""
+def announce(
+    rng: random.Random, connection_id: bytes, transaction: int, fixed: bool = False
+) -> bytes:
+    """One announce as udpload.c builds it; C{fixed}: its "fixed" population, where peer i
+    always announces into swarm i % SWARMS."""
     i = rng.randrange(POPULATION)
+    swarm = i % SWARMS if fixed else rng.randrange(SWARMS)
     roll = rng.random()
     event = next((code for limit, code in _EVENTS if roll < limit), 0)
     left = 0 if (i % 10 < 3 or event == 1) else 1_000_000 + (i % 1000) * 4096
@@ -50,14 +54,14 @@ def announce(rng: random.Random, connection_id: bytes, transaction: int) -> byte
         "!4sI20s20sqqqI4sIiH",
         ANNOUNCE,
         transaction,
-        udp_swarm_hash(rng.randrange(SWARMS)),
+        udp_swarm_hash(swarm),
         bl.peer_id(i),
         0,
         left,
         0,
         event,
         b"\0\0\0\0",
-        0,
+        rng.getrandbits(32),
         50,
         bl.peer_port(i),
     )
@@ -116,14 +120,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--datagrams", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--population", choices=("churn", "fixed"), default="churn")
     args = parser.parse_args(argv)
     udp, index = tracker()
     connection_id = udp._ids.issue(CLIENT[0])
     rng = random.Random(1)
 
     def fresh() -> list[bytes]:
-        # New announces each time, as the load's are: mostly peers new to their swarm.
-        return [announce(rng, connection_id, n) for n in range(args.datagrams)]
+        # New announces each time, as the load's are (with churn, mostly peers new to their
+        # swarm).
+        fixed = args.population == "fixed"
+        return [announce(rng, connection_id, n, fixed) for n in range(args.datagrams)]
 
     # The swarms filled as a running tracker's are a few seconds into the load.
     feed(udp.datagramReceived, fresh(), index)

@@ -1,12 +1,16 @@
 /*
  * UDP tracker load generator (BEP 15) for bench/udp.py.
  *
- *   udpload HOST PORT WARMUP_S MEASURE_S SOCKETS WINDOW SWARMS PEERS
+ *   udpload HOST PORT WARMUP_S MEASURE_S SOCKETS WINDOW SWARMS PEERS [churn|fixed]
  *
  * SOCKETS sockets, each connected to HOST:PORT with WINDOW announces in flight (closed loop:
  * a reply, or a 1 s timeout, frees its slot for the next announce). Each socket gets its own
  * connection ID and renews it after 60 s, as BEP 15 asks of a client. Announces pick a random
- * swarm of SWARMS and a random peer of PEERS with bench/benchlib.py's identities: info hash
+ * peer of PEERS and, with "churn" (the default), a random swarm of SWARMS: almost every announce
+ * is by a peer new to its swarm, and the tracker's index grows all along. With "fixed", peer i
+ * always announces into swarm i % SWARMS: a population of PEERS peers that the tracker mostly
+ * knows already, as a tracker's load is between clients' start and stop. With
+ * bench/benchlib.py's identities: info hash
  * udp_swarm_hash(k) = "udp-bench-swarm" + k (4 bytes, big-endian) + "\0"; peer i has peer id
  * "-BM0001-" + i (4 bytes) + PEER_ID_TAIL, port 10000 + i, left 0 for 30% of peers; 5% of
  * announces are "started", 2% "completed", 3% "stopped", the rest periodic; numwant 50.
@@ -72,6 +76,7 @@ static uint32_t get32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); re
 static uint64_t get64(const unsigned char *p) { return ((uint64_t)get32(p) << 32) | get32(p + 4); }
 
 static long swarms, peers, window_size, n_clients;
+static int fixed_swarms; /* "fixed": peer i lives in swarm i % swarms */
 static struct client *clients;
 static int64_t measure_from, measure_until;
 static long long replies, connects, errors_seen, timeouts, short_replies, sent, send_fail;
@@ -81,6 +86,8 @@ static long long hist[HIST_BUCKETS + 1];
 static size_t build_announce(unsigned char *out, uint64_t id, uint32_t tid) {
     static const unsigned char tail[8] = {0xfe, 0x00, 0x81, 0x7f, 0xc3, 0x10, 0xaa, 0x55};
     uint32_t k = (uint32_t)(rnd() % (uint64_t)swarms), i = (uint32_t)(rnd() % (uint64_t)peers);
+    if (fixed_swarms)
+        k = i % (uint32_t)swarms;
     unsigned roll = (unsigned)(rnd() % 100);
     uint32_t event = roll < 5 ? 2 : roll < 7 ? 1 : roll < 10 ? 3 : 0; /* started, completed, stopped */
     put64(out, id);
@@ -213,10 +220,15 @@ static double percentile(double q) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 9) {
-        fprintf(stderr, "usage: udpload HOST PORT WARMUP_S MEASURE_S SOCKETS WINDOW SWARMS PEERS\n");
+    if (argc != 9 && argc != 10) {
+        fprintf(stderr, "usage: udpload HOST PORT WARMUP_S MEASURE_S SOCKETS WINDOW SWARMS PEERS [churn|fixed]\n");
         return 2;
     }
+    if (argc == 10 && strcmp(argv[9], "fixed") != 0 && strcmp(argv[9], "churn") != 0) {
+        fprintf(stderr, "population must be churn or fixed\n");
+        return 2;
+    }
+    fixed_swarms = argc == 10 && strcmp(argv[9], "fixed") == 0;
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[2]))};
     if (inet_pton(AF_INET, argv[1], &to.sin_addr) != 1) { fprintf(stderr, "bad host\n"); return 2; }
     double warmup = atof(argv[3]), measure = atof(argv[4]);
