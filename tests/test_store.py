@@ -19,6 +19,7 @@ from tracker.announce import COMPLETED, STOPPED
 from tracker.errors import KeyMismatch
 from tracker.interfaces import StoreStopped, SwarmCounts
 from tracker.journal import KEYLESS_PEER, JournalError, replay
+from tracker.store import schema
 from tracker.store import sqlite as sqlite_store
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.schema import SCHEMA_VERSION, SchemaError
@@ -74,6 +75,39 @@ class SQLiteStoreTests(StoreContract, TestCase):
         finally:
             connection.close()
         self.assertEqual((mode, version), ("wal", SCHEMA_VERSION))
+
+    @inlineCallbacks
+    def test_new_database_has_large_pages(self) -> Any:
+        """A new file is made of PAGE_SIZE pages, so that a commit's row fits in one."""
+        store = yield self.started_store()
+        yield store.announce(announce(1), 1000)
+        yield store.stop()
+        connection = sqlite3.connect(self._path)
+        try:
+            page_size = connection.execute("PRAGMA page_size").fetchall()[0][0]
+        finally:
+            connection.close()
+        self.assertEqual(page_size, schema.PAGE_SIZE)
+
+    @inlineCallbacks
+    def test_database_of_small_pages_is_kept(self) -> Any:
+        """A file made with SQLite's default 4 KiB pages, as earlier versions made them, is
+        used as it is: its peers load and it keeps its page size."""
+        self.patch(schema, "PAGE_SIZE", 4096)
+        first = yield self.started_store()
+        yield first.announce(announce(1), 1000)
+        yield first.stop()
+        self.patch(schema, "PAGE_SIZE", 65536)
+        second = yield self.started_store()
+        result = yield second.announce(announce(2), 1001)
+        self.assertEqual({p.peer_id for p in result.peers()}, {peer_id(1)})
+        yield second.stop()
+        connection = sqlite3.connect(self._path)
+        try:
+            page_size = connection.execute("PRAGMA page_size").fetchall()[0][0]
+        finally:
+            connection.close()
+        self.assertEqual(page_size, 4096)
 
     @inlineCallbacks
     def test_newer_schema_refused(self) -> Any:

@@ -15,6 +15,14 @@ from importlib import resources
 from urllib.parse import quote
 
 SCHEMA_VERSION = 5
+#: Pages of a new database. The journal's rows are whole commits, kilobytes each: on 4 KiB
+#: pages each row spans a chain of overflow pages, and the database thread spent twice the time
+#: writing them (bench/udp.py, the thread's own processor time). Set before the file has any
+#: content; an existing file keeps the size it was made with.
+PAGE_SIZE = 65536
+#: The write-ahead log is copied into the file once it holds this many bytes (SQLite's own
+#: default, 1000 pages of 4 KiB), whatever the page size.
+WAL_CHECKPOINT_BYTES = 4_096_000
 
 
 class SchemaError(Exception):
@@ -31,7 +39,11 @@ def connect(path: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         # Fetch every PRAGMA result: PyPy's sqlite3 keeps an unfetched statement open.
+        connection.execute(f"PRAGMA page_size={PAGE_SIZE}").fetchall()
         connection.execute("PRAGMA journal_mode=WAL").fetchall()
+        page_size = connection.execute("PRAGMA page_size").fetchall()[0][0]
+        pages = max(1, WAL_CHECKPOINT_BYTES // page_size)
+        connection.execute(f"PRAGMA wal_autocheckpoint={pages}").fetchall()
         # In WAL mode NORMAL loses nothing on a process crash; only a power cut can drop the
         # last transactions, and peers re-announce anyway.
         connection.execute("PRAGMA synchronous=NORMAL").fetchall()
