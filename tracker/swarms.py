@@ -193,9 +193,15 @@ class SwarmIndex:
         if old_slot >= 0:
             old_group = swarm.groups[old_slot]
             assert old_group is not None
+            other_family = (slot ^ old_slot) & 1
+            # Listed at the address it announces from, IP and port: asked once, for the key
+            # and for whether the peer stays where it is.
+            width = len(address)
+            start = position * width
+            in_place = not other_family and old_group.addresses[start : start + width] == address
             registered = old_group.keys[position]
             if registered != key:
-                key = self._key_kept(old_group, position, address, key, (slot ^ old_slot) & 1)
+                key = self._key_kept(old_group, position, in_place, key, other_family)
                 if key < 0:
                     return self._unchanged(swarm, request, old_slot, position)
             completed = old_group.completed[position]
@@ -204,11 +210,7 @@ class SwarmIndex:
                 if self.journal is not None:
                     self.journal.append(GONE.pack(b"G", info_hash, peer_id))
                 return AnnounceResult(swarm.counts())
-            if (
-                old_slot == slot
-                and old_group.addresses[position * len(address) : (position + 1) * len(address)]
-                == address
-            ):
+            if in_place and old_slot == slot:
                 old_group.seen[position] = now
             else:
                 swarm.remove(old_slot, position)
@@ -393,20 +395,20 @@ class SwarmIndex:
         return counts
 
     def _key_kept(
-        self, group: _Group, position: int, address: bytes, key: int, other_family: int
+        self, group: _Group, position: int, in_place: bool, key: int, other_family: int
     ) -> int:
         """
         The key a known peer keeps after an announce that carries another key than the one it
-        registered with; -1 if the announce must leave the peer as it is. Raises L{KeyMismatch}
-        when the announce is refused.
+        registered with (C{in_place}: from the address the peer is listed at); -1 if the
+        announce must leave the peer as it is. Raises L{KeyMismatch} when the announce is
+        refused.
         """
         registered = group.keys[position]
         if not registered:
             # A peer that registered without a key keeps none: taking the first key sent for it
             # would let whoever sent it first lock the peer out of its own entry.
             return 0
-        width = group.width
-        if group.addresses[position * width : (position + 1) * width] == address:
+        if in_place:
             # From the address the peer is listed at, IP and port: the peer itself (or someone
             # who shares its address and port, and so could speak for it anyway). aria2 sends
             # a new random key with each UDP announce, and libtorrent's key changes with its
