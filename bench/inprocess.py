@@ -43,7 +43,7 @@ from tracker.passkeys import Passkeys  # noqa: E402
 from tracker.private import PrivateTrackerResource  # noqa: E402
 from tracker.resource import TrackerResource  # noqa: E402
 from tracker.site import TrackerSite  # noqa: E402
-from tracker.store.access import BLACKLIST, WHITELIST, MemoryAccessStore  # noqa: E402
+from tracker.store.access import BLACKLIST, WHITELIST, Account, MemoryAccessStore  # noqa: E402
 from tracker.store.memory import MemoryPeerStore  # noqa: E402
 
 CONNECTIONS = 64
@@ -96,8 +96,7 @@ def gated_site(access: str) -> TrackerSite:
     others = frozenset(random.Random(2).randbytes(20) for _ in range(100_000))
     if access == "private":
         passkeys = Passkeys(access_store, clock)
-        passkeys.load_stored({})
-        passkeys.totals.update({passkey(n): [0, 0] for n in range(PASSKEYS)})
+        passkeys.load_stored({passkey(n): Account("", 0, 0, 0) for n in range(PASSKEYS)})
         return TrackerSite(PrivateTrackerResource(store, passkeys, TrackerConfig(), clock))
     if access == "whitelist":
         listed = others | {bl.swarm_hash(k) for k in range(SWARMS)}
@@ -109,16 +108,23 @@ def gated_site(access: str) -> TrackerSite:
     return TrackerSite(TrackerResource(store, TrackerConfig(), clock))
 
 
+def with_totals(batch: list[bytes]) -> list[bytes]:
+    """The same requests reporting growing totals, as a client moving data does (and so that
+    private mode credits every announce)."""
+    rewritten = []
+    for k, data in enumerate(batch):
+        moved = b"uploaded=%d&downloaded=%d" % (k * 16384, k * 8192)
+        rewritten.append(data.replace(b"uploaded=0&downloaded=0", moved, 1))
+    return rewritten
+
+
 def with_passkeys(batch: list[bytes]) -> list[bytes]:
     """The same requests at /<passkey>/announce: each peer always with its passkey."""
     rewritten = []
-    for k, data in enumerate(batch):
+    for data in batch:
         peer = data.split(b"peer_id=", 1)[1][:40]
         key = passkey(hash(peer) % PASSKEYS)
-        data = data.replace(b"GET /", b"GET /%s/" % key, 1)
-        # Growing totals, so that announces are credited.
-        moved = b"uploaded=%d&downloaded=%d" % (k * 16384, k * 8192)
-        rewritten.append(data.replace(b"uploaded=0&downloaded=0", moved, 1))
+        rewritten.append(data.replace(b"GET /", b"GET /%s/" % key, 1))
     return rewritten
 
 
@@ -153,6 +159,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--access", choices=("whitelist", "blacklist", "private"))
     args = parser.parse_args(argv)
     batch = requests(args.mode, args.requests)
+    if args.access:
+        # Both sites get the same totals: what differs is the access control alone.
+        batch = with_totals(batch)
     floor = Connections(floor_site())
     ours = Connections(TrackerSite(TrackerResource(MemoryPeerStore(), TrackerConfig())))
     gated = Connections(gated_site(args.access)) if args.access else None
