@@ -116,6 +116,16 @@ class DeltaTests(PasskeyTestCase):
         self.passkeys.record(OTHER, report(200, 0))
         self.assertNotIn(OTHER, self.passkeys.totals)
 
+    def test_passkey_added_again_starts_afresh(self) -> None:
+        """A passkey removed and added again is credited only with what its peers move after
+        that, not with the growth since a report made before it was removed."""
+        self.passkeys.record(OTHER, report(100, 0))
+        self.successResultOf(self.passkeys.remove(OTHER))
+        self.assertEqual(self.successResultOf(self.passkeys.add(OTHER)), OTHER)
+        self.passkeys.record(OTHER, report(5000, 0))
+        self.passkeys.record(OTHER, report(5010, 0))
+        self.assertEqual(self.passkeys.totals[OTHER], [10, 0])
+
 
 class FlushTests(PasskeyTestCase):
     def test_batched_writes(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -85,11 +85,18 @@ class Passkeys(StoredState):
         self._baseline_lifetime = baseline_lifetime
         self.totals: dict[bytes, list[int]] = {}
         self._about: dict[bytes, tuple[str, int]] = {}
-        #: Per peer (info hash + peer id): [passkey, uploaded, downloaded] last reported.
-        self._baselines: dict[bytes, list[Any]] = {}
+        #: A number per passkey in force, never reused, that a baseline names it by.
+        self._numbers: dict[bytes, int] = {}
+        self._numbered = 0
+        #: Per swarm (info hash), per peer (peer id): [passkey's number, uploaded, downloaded]
+        #: last reported. Two small lookups, where one keyed by info hash and peer id together
+        #: would be a miss in a dict of every peer and a new 40-byte key per announce; and
+        #: integers alone, which PyPy keeps unboxed in the list, so that updating it allocates
+        #: nothing (a list holding the passkey cost PyPy a tenth of an announce).
+        self._baselines: dict[bytes, dict[bytes, list[int]]] = {}
         #: The previous generation, forgotten at the next turn: a peer silent for longer than
         #: the baseline lifetime has left its swarm and starts again from a new baseline.
-        self._older: dict[bytes, list[Any]] = {}
+        self._older: dict[bytes, dict[bytes, list[int]]] = {}
         self._pending: dict[bytes, list[int]] = {}
         self._flush_call: IDelayedCall | None = None
         self._turn_call: IDelayedCall | None = None
@@ -99,7 +106,7 @@ class Passkeys(StoredState):
 
     def load_stored(self, accounts: dict[bytes, Account]) -> None:
         for passkey, account in accounts.items():
-            self.totals[passkey] = [account.uploaded, account.downloaded]
+            self._put_in_force(passkey, [account.uploaded, account.downloaded])
             self._about[passkey] = (account.label, account.created)
         self._turn_call = self._clock.callLater(self._baseline_lifetime, self._turn)
         self._now_loaded()
@@ -115,19 +122,28 @@ class Passkeys(StoredState):
 
     def record(self, passkey: bytes, request: AnnounceRequest) -> None:
         """Credit C{passkey} with what the peer moved since its previous announce."""
-        key = request.info_hash + request.peer_id
+        number = self._numbers.get(passkey)
+        if number is None:
+            # Removed since the announce was admitted.
+            return
+        info_hash = request.info_hash
+        peer_id = request.peer_id
         uploaded = request.uploaded
         downloaded = request.downloaded
         event = request.event
-        baseline = self._baselines.get(key)
+        peers = self._baselines.get(info_hash)
+        if peers is None:
+            peers = self._baselines[info_hash] = {}
+        baseline = peers.get(peer_id)
         if baseline is None:
-            baseline = self._older.pop(key, None)
+            older = self._older.get(info_hash)
+            baseline = older.pop(peer_id, None) if older is not None else None
             if baseline is None:
                 # First seen (or first since a restart, or silent for long): a baseline only.
                 if event != STOPPED:
-                    self._baselines[key] = [passkey, uploaded, downloaded]
+                    peers[peer_id] = [number, uploaded, downloaded]
                 return
-            self._baselines[key] = baseline
+            peers[peer_id] = baseline
         up = uploaded - baseline[1]
         down = downloaded - baseline[2]
         # Updated in place: no new object for the most common announce.
@@ -135,11 +151,11 @@ class Passkeys(StoredState):
         baseline[2] = downloaded
         if event:
             if event == STOPPED:
-                del self._baselines[key]
+                del peers[peer_id]
             elif event == STARTED:
                 return
-        if baseline[0] != passkey:
-            baseline[0] = passkey
+        if baseline[0] != number:
+            baseline[0] = number
             return
         if up < 0:
             # The client restarted and counts from zero again: all it reports is new.
@@ -148,10 +164,7 @@ class Passkeys(StoredState):
             down = downloaded
         if not (up or down):
             return
-        totals = self.totals.get(passkey)
-        if totals is None:
-            # Removed since the announce was admitted.
-            return
+        totals = self.totals[passkey]
         totals[0] += up
         totals[1] += down
         pending = self._pending.get(passkey)
@@ -162,6 +175,11 @@ class Passkeys(StoredState):
             pending[1] += down
         if self._flush_call is None and not self._stopped:
             self._flush_call = self._clock.callLater(self._flush_every, self.flush)
+
+    def _put_in_force(self, passkey: bytes, totals: list[int]) -> None:
+        self.totals[passkey] = totals
+        self._numbered += 1
+        self._numbers[passkey] = self._numbered
 
     def _turn(self) -> None:
         self._older = self._baselines
@@ -213,7 +231,7 @@ class Passkeys(StoredState):
     def _added(self, new: bool, passkey: bytes, label: str, now: int) -> bytes | None:
         if not new:
             return None
-        self.totals[passkey] = [0, 0]
+        self._put_in_force(passkey, [0, 0])
         self._about[passkey] = (label, now)
         return passkey
 
@@ -224,6 +242,7 @@ class Passkeys(StoredState):
 
     def _removed(self, there: bool, passkey: bytes) -> bool:
         self.totals.pop(passkey, None)
+        self._numbers.pop(passkey, None)
         self._about.pop(passkey, None)
         self._pending.pop(passkey, None)
         return there
