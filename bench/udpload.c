@@ -104,7 +104,9 @@ static size_t build_announce(unsigned char *out, uint64_t id, uint32_t tid) {
     put64(out + 72, 0);                                                  /* uploaded */
     put32(out + 80, event);
     put32(out + 84, 0);                 /* ip: the source address */
-    put32(out + 88, (uint32_t)rnd());   /* key */
+    /* key: one per peer, the same at every announce, as libtorrent, qBittorrent and
+       Transmission send theirs (aria2 alone sends a new one each time); the HTTP load's too */
+    put32(out + 88, i + 1);
     put32(out + 92, 50);                /* numwant */
     out[96] = (unsigned char)((10000 + i) >> 8);
     out[97] = (unsigned char)(10000 + i);
