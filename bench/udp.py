@@ -54,6 +54,8 @@ class Target:
     label: str
     interpreter: str | None = None  # None: opentracker
     floor: bool = False  # bench/udp_floor.py rather than the tracker
+    #: Where the tracker runs from, and so which checkout's tracker package it imports.
+    cwd: Path = bl.REPO_DIR
 
 
 def build_load_generator(where: Path) -> Path:
@@ -104,7 +106,7 @@ def measure(
         workdir = Path(tmp)
         port = free_udp_port()
         cmd = tracker_command(target, port, workdir, args.swarms)
-        proc = bl.start_process(cmd, workdir / "tracker.log", TRACKER_CORE, bl.REPO_DIR)
+        proc = bl.start_process(cmd, workdir / "tracker.log", TRACKER_CORE, target.cwd)
         try:
             deadline = time.monotonic() + 30
             while not udp_answers(port):
