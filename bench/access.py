@@ -6,9 +6,10 @@ The request mix of bench/inprocess.py (announces by 50,000 peers into 1000 swarm
 growing totals as clients moving data do) is sent in turns to our site without access control
 and to our site with a whitelist (every swarm of the mix among 100,000 listed torrents), a
 blacklist (100,000 other torrents) and in private mode (each peer at /<passkey>/announce with
-one of 1000 passkeys, so that every announce is credited). Each turn is timed in CPU time of this process, so that a machine
-shared with other work does not count its own time against either; the figure is the median
-over the pairs of (with / without), the cost of the feature as a ratio.
+one of 1000 passkeys, so that every announce is credited). Each turn is timed in CPU time of
+this process, so that a machine shared with other work does not count its own time against
+either; the figure is the median over the pairs of (with / without), the cost of the feature as
+a ratio.
 """
 
 from __future__ import annotations
