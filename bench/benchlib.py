@@ -54,6 +54,12 @@ def peer_port(i: int) -> int:
     return PORT_BASE + i
 
 
+def peer_key(i: int) -> int:
+    """Peer i's key, the same at every announce, as libtorrent, qBittorrent and Transmission
+    send theirs (aria2 alone sends a new one each time); udpload.c sends the same."""
+    return i + 1
+
+
 def peer_left(i: int) -> int:
     """30% of the population are seeders; the others have a stable amount left."""
     return 0 if i % 10 < 3 else 1000000 + (i % 1000) * 4096
@@ -69,8 +75,8 @@ def announce_path(
     left_value = peer_left(i) if left is None else left
     path = (
         f"/announce?info_hash={quote_from_bytes(info_hash, safe='')}"
-        f"&peer_id={quote_from_bytes(peer_id(i), safe='')}&port={peer_port(i)}&key={i + 1:08X}"
-        f"&uploaded=0&downloaded=0&left={left_value}&compact=1&numwant={numwant}"
+        f"&peer_id={quote_from_bytes(peer_id(i), safe='')}&port={peer_port(i)}"
+        f"&key={peer_key(i):08X}&uploaded=0&downloaded=0&left={left_value}&compact=1&numwant={numwant}"
     )
     if event:
         path += f"&event={event}"

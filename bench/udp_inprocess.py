@@ -61,16 +61,10 @@ def announce(
         0,
         event,
         b"\0\0\0\0",
-        peer_key(i),
+        bl.peer_key(i),
         50,
         bl.peer_port(i),
     )
-
-
-def peer_key(i: int) -> int:
-    """Peer i's key, as udpload.c and the HTTP load send it: the same at every announce, as
-    libtorrent, qBittorrent and Transmission send theirs."""
-    return i + 1
 
 
 class _Socket:
