@@ -251,6 +251,23 @@ class AbuseTests(NetworkTestCase):
         yield self.assertStillServing(port)
 
     @inlineCallbacks
+    def test_malformed_request_lines(self) -> Any:
+        """Request lines Twisted refuses (a control or high byte in the target, a space too
+        many, an unknown HTTP version) get 400 and a closed connection; the next client is
+        served."""
+        port = self.listen("127.0.0.1")
+        for line in (
+            b"GET /announce?info_hash=\x01 HTTP/1.1",
+            b"GET /announce?x=\xff HTTP/1.1",
+            b"GET  /announce HTTP/1.1",
+            b"GET /announce HTTP/2.0",
+            b"GET /announce",
+        ):
+            reply = yield deferToThread(exchange, "127.0.0.1", port, line + b"\r\n\r\n")
+            self.assertEqual(reply.status, 400, line)
+        yield self.assertStillServing(port)
+
+    @inlineCallbacks
     def test_oversized_header(self) -> Any:
         """A header line over 16 KiB gets 431 and a bencoded reason; the next client is
         served."""
