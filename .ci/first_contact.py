@@ -60,6 +60,25 @@ def fetch(url: str | urllib.request.Request, context: Any = None) -> bytes:
         return e.read()
 
 
+def add_passkey(token: str) -> dict[str, Any]:
+    """POST /passkeys as the README shows it, waiting out the 503 the README documents for the
+    moment after a start while the stored passkeys are read."""
+    request = urllib.request.Request(
+        "http://127.0.0.1:6970/passkeys",
+        data=b'{"label": "alice"}',
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return json.loads(response.read())  # type: ignore[no-any-return]
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or time.monotonic() > deadline:
+                fail(f"POST /passkeys answered {e.code}: {e.read()!r}")
+            time.sleep(0.1)
+
+
 class Daemon:
     """A long-running command from the README, stopped as a user would: Ctrl-C."""
 
@@ -232,15 +251,7 @@ def walk(copy: str) -> None:
         fail(f"the private tracker's bare /announce did not say it is private: {body!r}")
     with open(os.path.join(copy, "admin.token")) as f:
         token = f.read().strip()
-    created = json.loads(
-        fetch(
-            urllib.request.Request(
-                "http://127.0.0.1:6970/passkeys",
-                data=b'{"label": "alice"}',
-                headers={"Authorization": f"Bearer {token}"},
-            )
-        )
-    )
+    created = add_passkey(token)
     body = fetch(f"http://127.0.0.1:6969/{created['passkey']}" + ANNOUNCE)
     if b"interval" not in body:
         fail(f"the announce with the passkey the admin API made was refused: {body!r}")
