@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tracker.announce import NONE, AnnounceRequest
+from tracker.passkeys import Passkeys
 
 
 def info_hash(n: int) -> bytes:
@@ -42,3 +43,9 @@ def announce(
         key=key,
         own_family=own_family,
     )
+
+
+def totals(passkeys: Passkeys, passkey: bytes) -> list[int]:
+    """A passkey's [uploaded, downloaded] as credited so far."""
+    ledger = passkeys.ledgers[passkey]
+    return [ledger.uploaded, ledger.downloaded]

@@ -108,7 +108,7 @@ class AdminTests(TestCase):
                 status, reply = yield self.call(method, path, body, token=token)
                 self.assertEqual((status, reply), (401, {"error": "missing or wrong bearer token"}))
         self.assertEqual(self.store.listed[WHITELIST], set())
-        self.assertEqual(list(self.passkeys.totals), [KEY.encode()])
+        self.assertEqual(list(self.passkeys.ledgers), [KEY.encode()])
 
     @inlineCallbacks
     def test_scheme_case(self) -> Any:
@@ -176,7 +176,7 @@ class AdminTests(TestCase):
         self.assertEqual(status, 201)
         generated = reply["passkey"]
         self.assertEqual(reply["announce_path"], f"/{generated}/announce")
-        self.assertIn(generated.encode(), self.passkeys.totals)
+        self.assertIn(generated.encode(), self.passkeys.ledgers)
         self.assertEqual(self.store.passkeys[generated.encode()], Account("bob", 1000, 0, 0))
         given = "given_passkey-0123"
         status, reply = yield self.call("POST", "/passkeys", {"passkey": given})
@@ -185,7 +185,7 @@ class AdminTests(TestCase):
         self.assertEqual(status, 409)
         status, reply = yield self.call("DELETE", f"/passkeys/{given}")
         self.assertEqual((status, reply), (200, {"passkey": given, "removed": True}))
-        self.assertNotIn(given.encode(), self.passkeys.totals)
+        self.assertNotIn(given.encode(), self.passkeys.ledgers)
         status, _ = yield self.call("DELETE", f"/passkeys/{given}")
         self.assertEqual(status, 404)
 
@@ -212,7 +212,7 @@ class AdminTests(TestCase):
             self.assertEqual(status, code, (method, path, reply))
             self.assertIn(message, reply["error"])
         self.assertEqual(self.store.listed[WHITELIST], set())
-        self.assertEqual(len(self.passkeys.totals), 1)
+        self.assertEqual(len(self.passkeys.ledgers), 1)
 
     @inlineCallbacks
     def test_features_off(self) -> Any:

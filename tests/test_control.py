@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import announce, info_hash
+from tests.helpers import info_hash, totals
 from tracker.access import AccessList
 from tracker.control import AccessService
 from tracker.passkeys import Passkeys
@@ -56,14 +56,13 @@ class AccessServiceTests(SynchronousTestCase):
         service.startService()
         self.assertTrue(self.access.loaded and self.passkeys.loaded)
         self.assertTrue(self.access.allows(info_hash(2)))
-        self.assertEqual(self.passkeys.totals[KEY], [5, 6])
+        self.assertEqual(totals(self.passkeys, KEY), [5, 6])
 
     def test_stop_writes_the_totals(self) -> None:
         """Stopping writes the passkeys' totals not written yet."""
         service = AccessService(self.store, None, self.passkeys, self.reactor, False)
         service.startService()
-        self.passkeys.record(KEY, announce(1)._replace(uploaded=10))
-        self.passkeys.record(KEY, announce(1)._replace(uploaded=30))
+        self.passkeys.ledgers[KEY].credit(20, 0)
         self.successResultOf(service.stopService())
         self.assertEqual(self.store.passkeys[KEY].uploaded, 25)
 

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import announce
+from tests.helpers import announce, info_hash, totals
 from tests.test_resource import LogCapture
-from tracker.announce import NONE, STARTED, STOPPED, AnnounceRequest
+from tracker.announce import COMPLETED, NONE, STARTED, STOPPED, AnnounceRequest
+from tracker.errors import KeyMismatch
 from tracker.passkeys import PasskeyError, Passkeys, check_passkey, new_passkey
 from tracker.store.access import Account, MemoryAccessStore, Transfers
+from tracker.swarms import SwarmIndex
 
 KEY = b"k" * 32
 OTHER = b"o" * 32
 
 
 def report(
-    uploaded: int, downloaded: int, event: str = NONE, peer: int = 1, torrent: int = 1
+    uploaded: int,
+    downloaded: int,
+    event: str = NONE,
+    peer: int = 1,
+    torrent: int = 1,
+    **fields: Any,
 ) -> AnnounceRequest:
-    return announce(peer, torrent, event=event)._replace(uploaded=uploaded, downloaded=downloaded)
+    return announce(peer, torrent, event=event, **fields)._replace(
+        uploaded=uploaded, downloaded=downloaded
+    )
 
 
 class _CountingStore(MemoryAccessStore):
@@ -41,98 +53,154 @@ class PasskeyTestCase(SynchronousTestCase):
         self.store = _CountingStore()
         self.store.passkeys[KEY] = Account("alice", 5, 100, 200)
         self.store.passkeys[OTHER] = Account("", 6, 0, 0)
-        self.passkeys = Passkeys(self.store, self.clock, baseline_lifetime=100, flush_every=1)
+        self.passkeys = Passkeys(self.store, self.clock, flush_every=1)
         self.passkeys.load_stored(dict(self.store.passkeys))
+        self.index = SwarmIndex(random.Random(1))
+
+    def record(self, passkey: bytes, request: AnnounceRequest, now: int = 0) -> None:
+        """Announce C{request} to the index, made with C{passkey}."""
+        self.index.announce(request._replace(account=self.passkeys.ledgers[passkey]), now)
 
 
 class DeltaTests(PasskeyTestCase):
+    """The index credits a passkey's ledger as it records the announce."""
+
     def test_deltas_not_totals(self) -> None:
         """A peer's first announce sets its baseline; each next one is credited with the growth
         since the previous, not with the totals it reports."""
-        self.passkeys.record(KEY, report(1000, 500))
-        self.assertEqual(self.passkeys.totals[KEY], [100, 200])
-        self.passkeys.record(KEY, report(1500, 800))
-        self.passkeys.record(KEY, report(1500, 800))
-        self.passkeys.record(KEY, report(4000, 800))
-        self.assertEqual(self.passkeys.totals[KEY], [100 + 3000, 200 + 300])
+        self.record(KEY, report(1000, 500))
+        self.assertEqual(totals(self.passkeys, KEY), [100, 200])
+        self.record(KEY, report(1500, 800))
+        self.record(KEY, report(1500, 800))
+        self.record(KEY, report(4000, 800))
+        self.assertEqual(totals(self.passkeys, KEY), [100 + 3000, 200 + 300])
 
     def test_started_sets_a_new_baseline(self) -> None:
         """A started announce credits nothing and is the base of the next."""
-        self.passkeys.record(KEY, report(1000, 1000))
-        self.passkeys.record(KEY, report(50, 20, STARTED))
-        self.passkeys.record(KEY, report(80, 30))
-        self.assertEqual(self.passkeys.totals[KEY], [100 + 30, 200 + 10])
+        self.record(KEY, report(1000, 1000))
+        self.record(KEY, report(50, 20, STARTED))
+        self.record(KEY, report(80, 30))
+        self.assertEqual(totals(self.passkeys, KEY), [100 + 30, 200 + 10])
 
     def test_reset_counts_from_zero_never_negative(self) -> None:
         """A client that restarted without saying so reports less than before: what it
         reports is counted from zero, never as a negative delta."""
-        self.passkeys.record(KEY, report(10_000, 10_000))
-        self.passkeys.record(KEY, report(300, 20_000))
-        self.assertEqual(self.passkeys.totals[KEY], [100 + 300, 200 + 10_000])
-        self.passkeys.record(KEY, report(500, 20_000))
-        self.assertEqual(self.passkeys.totals[KEY], [100 + 500, 200 + 10_000])
+        self.record(KEY, report(10_000, 10_000))
+        self.record(KEY, report(300, 20_000))
+        self.assertEqual(totals(self.passkeys, KEY), [100 + 300, 200 + 10_000])
+        self.record(KEY, report(500, 20_000))
+        self.assertEqual(totals(self.passkeys, KEY), [100 + 500, 200 + 10_000])
 
     def test_stopped_is_credited_then_forgotten(self) -> None:
         """A stopped announce is credited; the peer's next announce starts a new baseline."""
-        self.passkeys.record(KEY, report(100, 0))
-        self.passkeys.record(KEY, report(150, 0, STOPPED))
-        self.passkeys.record(KEY, report(900, 0))
-        self.assertEqual(self.passkeys.totals[KEY], [100 + 50, 200])
+        self.record(KEY, report(100, 0))
+        self.record(KEY, report(150, 0, STOPPED))
+        self.record(KEY, report(900, 0))
+        self.assertEqual(totals(self.passkeys, KEY), [100 + 50, 200])
 
     def test_peers_and_torrents_apart(self) -> None:
         """Each peer of each torrent has its own baseline."""
-        self.passkeys.record(KEY, report(100, 0, peer=1))
-        self.passkeys.record(KEY, report(1000, 0, peer=2))
-        self.passkeys.record(KEY, report(5000, 0, torrent=2))
-        self.passkeys.record(KEY, report(110, 0, peer=1))
-        self.passkeys.record(KEY, report(1020, 0, peer=2))
-        self.passkeys.record(KEY, report(5030, 0, torrent=2))
-        self.assertEqual(self.passkeys.totals[KEY], [100 + 60, 200])
+        self.record(KEY, report(100, 0, peer=1))
+        self.record(KEY, report(1000, 0, peer=2))
+        self.record(KEY, report(5000, 0, torrent=2))
+        self.record(KEY, report(110, 0, peer=1))
+        self.record(KEY, report(1020, 0, peer=2))
+        self.record(KEY, report(5030, 0, torrent=2))
+        self.assertEqual(totals(self.passkeys, KEY), [100 + 60, 200])
+
+    def test_report_follows_a_moving_peer(self) -> None:
+        """A leecher that completes, and a peer that announces from a new port, are credited
+        as they move to another group of their swarm, and their baseline moves with them."""
+        self.record(KEY, report(100, 1000, peer=1, left=10))
+        self.record(KEY, report(100, 1010, COMPLETED, peer=1, left=0))
+        self.record(KEY, report(130, 1010, peer=1, left=0))
+        self.record(KEY, report(0, 0, peer=2, port=7000))
+        self.record(KEY, report(5, 0, peer=2, port=7001))
+        self.record(KEY, report(9, 0, peer=2, port=7001))
+        self.assertEqual(totals(self.passkeys, KEY), [100 + 30 + 9, 200 + 10])
 
     def test_peer_changing_passkey(self) -> None:
         """A peer that announces under another passkey starts a new baseline under it."""
-        self.passkeys.record(KEY, report(100, 0))
-        self.passkeys.record(OTHER, report(5000, 0))
-        self.passkeys.record(OTHER, report(5010, 0))
-        self.assertEqual(self.passkeys.totals[KEY], [100, 200])
-        self.assertEqual(self.passkeys.totals[OTHER], [10, 0])
+        self.record(KEY, report(100, 0))
+        self.record(OTHER, report(5000, 0))
+        self.record(OTHER, report(5010, 0))
+        self.assertEqual(totals(self.passkeys, KEY), [100, 200])
+        self.assertEqual(totals(self.passkeys, OTHER), [10, 0])
 
-    def test_silent_peers_forgotten(self) -> None:
-        """Baselines of peers silent for two lifetimes are dropped (their peers have expired);
-        a peer that keeps announcing keeps its baseline across turns."""
-        self.passkeys.record(KEY, report(100, 0, peer=1))
-        self.passkeys.record(KEY, report(100, 0, peer=2))
-        self.clock.advance(100)
-        self.passkeys.record(KEY, report(110, 0, peer=1))
-        self.clock.advance(100)
-        self.passkeys.record(KEY, report(120, 0, peer=1))
-        self.passkeys.record(KEY, report(9000, 0, peer=2))
-        self.assertEqual(self.passkeys.totals[KEY], [100 + 20, 200])
+    def test_expired_peer_starts_again(self) -> None:
+        """A peer that expired from its swarm starts from a new baseline; one that keeps
+        announcing keeps its own."""
+        self.record(KEY, report(100, 0, peer=1), now=0)
+        self.record(KEY, report(100, 0, peer=2), now=0)
+        self.record(KEY, report(110, 0, peer=1), now=100)
+        removed = [0]
+        list(self.index.expire(50, removed))
+        self.assertEqual(removed, [1])
+        self.record(KEY, report(120, 0, peer=1), now=150)
+        self.record(KEY, report(9000, 0, peer=2), now=150)
+        self.assertEqual(totals(self.passkeys, KEY), [100 + 20, 200])
+
+    def test_peer_loaded_after_a_restart_starts_again(self) -> None:
+        """A peer the index loaded from the store (after a restart) has no report yet: its
+        first announce is a baseline only."""
+        request = report(100, 0, peer=1)
+        self.index.load_peer(request.info_hash, request.peer_id, b"\x7f\0\0\1\x27\x11", 0, 0, 0)
+        self.record(KEY, report(100, 0, peer=2))
+        self.record(KEY, request)
+        self.record(KEY, report(140, 0, peer=1))
+        self.assertEqual(totals(self.passkeys, KEY), [100 + 40, 200])
+
+    def test_unchanged_announce_credits_nothing(self) -> None:
+        """An announce the index leaves unchanged (another family, without the peer's key)
+        is not credited, nor does it move the peer's baseline."""
+        self.record(KEY, report(100, 0, key=7))
+        self.record(KEY, report(100_000, 0, ip=b"\x20\x01" + b"\0" * 14, key=8))
+        self.record(KEY, report(150, 0, key=7))
+        self.assertEqual(totals(self.passkeys, KEY), [100 + 50, 200])
+        with self.assertRaises(KeyMismatch):
+            self.record(KEY, report(200_000, 0, ip=b"\x0a\0\0\1", key=8))
+        self.assertEqual(totals(self.passkeys, KEY), [100 + 50, 200])
+
+    def test_public_announces_keep_no_reports(self) -> None:
+        """Swarms that no private announce reached keep no reports: a public tracker pays
+        nothing for them."""
+        self.index.announce(report(100, 0, peer=1), 0)
+        self.index.announce(report(100, 0, peer=2, left=0), 0)
+        swarm = self.index.swarms[info_hash(1)]
+        self.assertEqual([g.reports for g in swarm.groups if g is not None], [None, None])
+        self.record(KEY, report(100, 0, peer=3))
+        self.record(KEY, report(160, 0, peer=3))
+        self.record(KEY, report(170, 0, peer=1))
+        self.record(KEY, report(175, 0, peer=1))
+        self.assertEqual(totals(self.passkeys, KEY), [100 + 60 + 5, 200])
 
     def test_removed_passkey_credits_nothing(self) -> None:
-        """Announces already admitted under a passkey removed meanwhile credit nothing."""
-        self.passkeys.record(OTHER, report(100, 0))
+        """Announces already admitted under a passkey removed meanwhile are not written."""
+        ledger = self.passkeys.ledgers[OTHER]
+        self.record(OTHER, report(100, 0))
         self.successResultOf(self.passkeys.remove(OTHER))
-        self.passkeys.record(OTHER, report(200, 0))
-        self.assertNotIn(OTHER, self.passkeys.totals)
+        self.index.announce(report(200, 0)._replace(account=ledger), 0)
+        self.assertNotIn(OTHER, self.passkeys.ledgers)
+        self.clock.advance(1)
+        self.assertEqual(self.store.writes, [])
 
     def test_passkey_added_again_starts_afresh(self) -> None:
         """A passkey removed and added again is credited only with what its peers move after
         that, not with the growth since a report made before it was removed."""
-        self.passkeys.record(OTHER, report(100, 0))
+        self.record(OTHER, report(100, 0))
         self.successResultOf(self.passkeys.remove(OTHER))
         self.assertEqual(self.successResultOf(self.passkeys.add(OTHER)), OTHER)
-        self.passkeys.record(OTHER, report(5000, 0))
-        self.passkeys.record(OTHER, report(5010, 0))
-        self.assertEqual(self.passkeys.totals[OTHER], [10, 0])
+        self.record(OTHER, report(5000, 0))
+        self.record(OTHER, report(5010, 0))
+        self.assertEqual(totals(self.passkeys, OTHER), [10, 0])
 
 
 class FlushTests(PasskeyTestCase):
     def test_batched_writes(self) -> None:
         """Credits are written once a second, all passkeys in one write, never one a request."""
         for n in range(1, 101):
-            self.passkeys.record(KEY, report(n * 10, 0))
-            self.passkeys.record(OTHER, report(0, n * 5, peer=2))
+            self.record(KEY, report(n * 10, 0))
+            self.record(OTHER, report(0, n * 5, peer=2))
         self.assertEqual(self.store.writes, [])
         self.clock.advance(1)
         self.assertEqual(self.store.writes, [{KEY: (990, 0), OTHER: (0, 495)}])
@@ -144,21 +212,21 @@ class FlushTests(PasskeyTestCase):
         """A write that fails is logged and its credits go into the next one."""
         log = LogCapture(self)
         self.store.failing = True
-        self.passkeys.record(KEY, report(10, 0))
-        self.passkeys.record(KEY, report(30, 0))
+        self.record(KEY, report(10, 0))
+        self.record(KEY, report(30, 0))
         self.clock.advance(1)
         self.assertEqual(len(log.failures()), 1)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         self.store.failing = False
-        self.passkeys.record(KEY, report(35, 0))
+        self.record(KEY, report(35, 0))
         self.clock.advance(1)
         self.assertEqual(self.store.writes[-1], {KEY: (25, 0)})
         self.assertEqual(self.store.passkeys[KEY].uploaded, 125)
 
     def test_stop_writes_the_rest(self) -> None:
         """Stopping writes what is pending at once, and nothing is scheduled after."""
-        self.passkeys.record(KEY, report(10, 0))
-        self.passkeys.record(KEY, report(30, 0))
+        self.record(KEY, report(10, 0))
+        self.record(KEY, report(30, 0))
         self.successResultOf(self.passkeys.stop())
         self.assertEqual(self.store.writes, [{KEY: (20, 0)}])
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -171,17 +239,17 @@ class TableTests(PasskeyTestCase):
         generated = self.successResultOf(self.passkeys.add(None, "bob", 7))
         assert generated is not None
         self.assertEqual(len(generated), 32)
-        self.assertIn(generated, self.passkeys.totals)
+        self.assertIn(generated, self.passkeys.ledgers)
         self.assertEqual(self.store.passkeys[generated], Account("bob", 7, 0, 0))
         self.assertIsNone(self.successResultOf(self.passkeys.add(KEY, "again", 8)))
-        self.assertEqual(self.passkeys.totals[KEY], [100, 200])
+        self.assertEqual(totals(self.passkeys, KEY), [100, 200])
         with self.assertRaises(PasskeyError):
             self.passkeys.add(b"short", "", 9)
 
     def test_listing(self) -> None:
         """The listing has every passkey with its label and totals, uncommitted credits too."""
-        self.passkeys.record(KEY, report(10, 0))
-        self.passkeys.record(KEY, report(30, 0))
+        self.record(KEY, report(10, 0))
+        self.record(KEY, report(30, 0))
         rows = self.passkeys.listing()
         self.assertEqual([(r.passkey, r.label, r.uploaded) for r in rows],
                          [(KEY, "alice", 120), (OTHER, "", 0)])  # fmt: skip

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import info_hash
+from tests.helpers import info_hash, totals
 from tests.test_network import get
 from tests.test_resource import LogCapture, ResourceTestCase, announce_query, scrape_query
 from tests.test_udp import Client, announce_packet, error_message, scrape_packet
@@ -76,7 +76,7 @@ class PrivateResourceTests(ResourceTestCase):
         """Announces credit their passkey with what they report moving, as deltas."""
         self.private_announce(KEY, 1, uploaded=1000, downloaded=10)
         self.private_announce(KEY, 1, uploaded=1500, downloaded=70)
-        self.assertEqual(self.passkeys.totals[KEY], [500, 60])
+        self.assertEqual(totals(self.passkeys, KEY), [500, 60])
 
     def test_refused_torrent_credits_nothing(self) -> None:
         """An announce the access list refuses is not credited."""
@@ -86,7 +86,7 @@ class PrivateResourceTests(ResourceTestCase):
         self.private_announce(KEY, 1, uploaded=1000)
         refused = self.private_announce(KEY, 1, uploaded=1500)
         self.assertTrackerFailure(refused)
-        self.assertEqual(self.passkeys.totals[KEY], [0, 0])
+        self.assertEqual(totals(self.passkeys, KEY), [0, 0])
 
     def test_waits_for_passkeys_to_load(self) -> None:
         """Announces that arrive while the passkeys load wait, then are answered or refused."""
@@ -174,4 +174,4 @@ class PrivateNetworkTests(TestCase):
         self.assertTrue(error_message(nothing).startswith(b"this tracker is private"))
         self.assertTrue(error_message(scrape).startswith(b"this tracker is private"))
         self.assertEqual(self.store.scrape([info_hash(1)])[info_hash(1)].incomplete, 2)
-        self.assertEqual(self.passkeys.totals[KEY], [250, 0])
+        self.assertEqual(totals(self.passkeys, KEY), [250, 0])

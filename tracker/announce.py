@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import zlib
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from tracker.addresses import pack_ip
 from tracker.config import TrackerConfig
 from tracker.errors import TrackerError
 from tracker.query import Params
+
+if TYPE_CHECKING:
+    from tracker.ledger import Ledger
 
 #: SQLite's integers are signed 64-bit; larger byte counts are nonsense anyway.
 _MAX_COUNT = 2**63 - 1
@@ -50,6 +53,9 @@ class AnnounceRequest(NamedTuple):
     #: Whether the peers wanted are of the announcing peer's own address family only (UDP,
     #: whose reply carries one family), rather than of both (HTTP: BEP 7's peers and peers6).
     own_family: bool = False
+    #: Private mode: the ledger of the passkey the announce was made with, which the store
+    #: credits with what the peer moved (see L{tracker.ledger}); None on a public tracker.
+    account: Ledger | None = None
 
     @property
     def is_seeder(self) -> bool:
@@ -141,8 +147,11 @@ def _peer_ip(claimed: bytes | None, socket_ip: bytes, config: TrackerConfig) -> 
         raise TrackerError("'ip' must be an IPv4 or IPv6 address") from None
 
 
-def parse_announce(params: Params, socket_ip: bytes, config: TrackerConfig) -> AnnounceRequest:
-    """Validate an announce; C{socket_ip} is the packed address the request came from."""
+def parse_announce(
+    params: Params, socket_ip: bytes, config: TrackerConfig, account: Ledger | None = None
+) -> AnnounceRequest:
+    """Validate an announce; C{socket_ip} is the packed address the request came from, and
+    C{account} the ledger of its passkey in private mode."""
     one = _single_values(params)
     get = one.get
     info_hash = _twenty_bytes(get(b"info_hash"), "info_hash")
@@ -167,6 +176,8 @@ def parse_announce(params: Params, socket_ip: bytes, config: TrackerConfig) -> A
         _flag(get(b"compact"), "compact", default=True),
         _flag(get(b"no_peer_id"), "no_peer_id", default=False),
         parse_key(key) if key else 0,
+        False,
+        account,
     )
 
 

@@ -105,6 +105,10 @@ class IPeerStore(Interface):
         nothing; from the other family it is answered but changes nothing; from the peer's own
         address (IP and port) it is accepted and its key, if any, becomes the peer's. A peer
         registered without a key (0) accepts any announce and keeps no key.
+
+        In private mode an announce carries its passkey's ledger (C{request.account}): the
+        store credits it with what the peer moved since its previous announce, by the rule of
+        L{tracker.swarms.SwarmIndex._credit}, and only when it records the announce.
         """
 
     def scrape(info_hashes: Sequence[bytes]) -> Answer[dict[bytes, SwarmCounts]]:

@@ -70,14 +70,10 @@ class PrivateAnnounceResource(AnnounceResource):
     def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
         passkeys = self._passkeys
         # This endpoint is a leaf below the passkey's segment: the passkey is the one before.
-        passkey = request.prepath[-2]  # type: ignore[index]
-        if passkey not in passkeys.totals:
+        ledger = passkeys.ledgers.get(request.prepath[-2])  # type: ignore[index]
+        if ledger is None:
             return _unknown(passkeys, lambda: self.answer(request, params))
-        announce = self.parse(request, params)
-        body = self.respond(announce)
-        # After the store took it: a torrent the access list refuses credits nothing.
-        passkeys.record(passkey, announce)
-        return body
+        return self.respond(self.parse(request, params, ledger))
 
 
 class PrivateScrapeResource(ScrapeResource):
@@ -95,7 +91,7 @@ class PrivateScrapeResource(ScrapeResource):
         self._passkeys = passkeys
 
     def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
-        if _passkey_of(request) not in self._passkeys.totals:
+        if _passkey_of(request) not in self._passkeys.ledgers:
             return _unknown(self._passkeys, lambda: self.answer(request, params))
         return super().answer(request, params)
 
@@ -200,16 +196,15 @@ class PrivateUDPTracker(UDPTracker):
 
     def _announce(self, data: bytes, transaction: bytes, addr: Any, now: int) -> None:
         started = perf_counter() if self._announces.ok & TIMED == TIMED else 0.0
-        # The fixed fields alone: the URL data is read here, not by the public tracker's check.
-        request = self._parse_announce(data[:_ANNOUNCE_SIZE], addr[0])
-        passkey = _udp_passkey(data)
         passkeys = self._passkeys
-        if passkey not in passkeys.totals:
+        ledger = passkeys.ledgers.get(_udp_passkey(data))
+        if ledger is None:
             waited = _unknown(passkeys, lambda: self._announce(data, transaction, addr, now))
             self._answer_later(waited, data, addr)
             return
+        # The fixed fields alone: the URL data is read here, not by the public tracker's check.
+        request = self._parse_announce(data[:_ANNOUNCE_SIZE], addr[0], ledger)
         self._answer_announce(request, data, transaction, addr, now, started)
-        passkeys.record(passkey, request)
 
     def _scrape(self, data: bytes, transaction: bytes, addr: Any) -> None:
         raise TrackerError(_NO_UDP_SCRAPE)
@@ -217,6 +212,8 @@ class PrivateUDPTracker(UDPTracker):
 
 def _udp_passkey(data: bytes) -> bytes:
     """The passkey of an announce's URL data, C{/<passkey>/announce[?...]}."""
+    if len(data) < _ANNOUNCE_SIZE:
+        raise TrackerError(f"an announce is {_ANNOUNCE_SIZE} bytes, not {len(data)}")
     path = url_data(data, _ANNOUNCE_SIZE).partition(b"?")[0] if len(data) > _ANNOUNCE_SIZE else b""
     parts = path.split(b"/")
     if len(parts) != 3 or parts[0] or parts[2] != b"announce" or not parts[1]:

@@ -24,6 +24,7 @@ from tracker.config import TrackerConfig
 from tracker.errors import TrackerError
 from tracker.fullscrape import Bodies, FullScrape, accepts_gzip
 from tracker.interfaces import IPeerStore, StoreStopped
+from tracker.ledger import Ledger
 from tracker.meters import TIMED, RequestMeter
 from tracker.metrics import MetricsResource
 from tracker.query import Params, parse_query, split_query
@@ -122,15 +123,17 @@ class AnnounceResource(_Endpoint):
     def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
         return self.respond(self.parse(request, params))
 
-    def parse(self, request: Request, params: Params) -> AnnounceRequest:
-        """The announce a request makes; private mode looks at it before L{respond}."""
+    def parse(
+        self, request: Request, params: Params, account: Ledger | None = None
+    ) -> AnnounceRequest:
+        """The announce a request makes; in private mode, C{account} is its passkey's ledger."""
         address = request.getClientAddress()
         ip = client_ip(
             getattr(address, "host", ""),
             request.requestHeaders.getRawHeaders(b"x-forwarded-for"),
             self._config,
         )
-        return parse_announce(params, ip, self._config)
+        return parse_announce(params, ip, self._config, account)
 
     def respond(self, announce: AnnounceRequest) -> Body | Deferred[Body]:
         """Record C{announce} in the store and answer it."""

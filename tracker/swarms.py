@@ -3,8 +3,8 @@ Live swarms in memory: the index every announce and scrape is answered from.
 
 Each swarm keeps its peers in up to four groups (leechers and seeders, IPv4 and IPv6). A group
 stores its peers packed: a list of peer ids, one byte string of compact addresses, arrays of
-last-seen times and of keys, and a byte of completion flags per peer; the swarm has one dict
-from peer id to group and position.
+last-seen times and of keys, a byte of completion flags per peer and, in private mode, each
+peer's last reported totals; the swarm has one dict from peer id to group and position.
 Adding and removing a peer is O(1) (a removed peer's slot is filled by the group's last peer),
 and choosing C{numwant} random peers is O(numwant) whatever the size of the swarm: an announce
 costs the same in a swarm of ten peers or of a million.
@@ -21,10 +21,11 @@ from array import array
 from collections.abc import Iterable, Iterator
 
 from tracker.addresses import pack_peer
-from tracker.announce import PAUSED, STOPPED, AnnounceRequest
+from tracker.announce import PAUSED, STARTED, STOPPED, AnnounceRequest
 from tracker.errors import KeyMismatch
 from tracker.interfaces import NO_COUNTS, AnnounceResult, SwarmCounts
 from tracker.journal import COMPLETED, COUNT, GONE, PEER, SEEDER, bulk_record
+from tracker.ledger import Ledger
 
 _IPV4_WIDTH = 6
 _IPV6_WIDTH = 18
@@ -39,6 +40,10 @@ _FAMILY_LEECHER_SLOTS = ((0,), (1,))
 _FAMILY_SLOTS = ((0, 2), (1, 3))
 #: Building the answer's tuples without their generated __new__, which costs more than the rest.
 _new_tuple = tuple.__new__
+#: A peer's report in private mode: its account's number (0: none yet), then the uploaded and
+#: downloaded totals it reported last.
+_REPORT = 3
+_NO_REPORT = array("q", bytes(8 * _REPORT))
 #: Journal records joined into one piece by L{SwarmIndex.take_changes}: at most 20 KiB or so.
 CHUNK_RECORDS = 256
 
@@ -46,7 +51,7 @@ CHUNK_RECORDS = 256
 class _Group:
     """The peers of one kind and one address family in one swarm."""
 
-    __slots__ = ("ids", "addresses", "seen", "completed", "keys", "width")
+    __slots__ = ("ids", "addresses", "seen", "completed", "keys", "width", "reports")
 
     def __init__(self, width: int) -> None:
         self.ids: list[bytes] = []
@@ -56,6 +61,9 @@ class _Group:
         #: The key each peer registered with (0: none), 4 bytes a peer.
         self.keys = array("I")
         self.width = width
+        #: Private mode's reports (see L{SwarmIndex._credit}), 3 numbers a peer; None until an
+        #: announce with an account reaches the group, so a public tracker keeps none.
+        self.reports: array[int] | None = None
 
     def add(self, peer_id: bytes, address: bytes, now: int, completed: int, key: int) -> int:
         """Add a peer; its position."""
@@ -65,6 +73,8 @@ class _Group:
         self.seen.append(now)
         self.completed.append(completed)
         self.keys.append(key)
+        if self.reports is not None:
+            self.reports.extend(_NO_REPORT)
         return position
 
     def remove_at(self, position: int) -> bytes | None:
@@ -81,11 +91,16 @@ class _Group:
             self.seen[position] = self.seen[last]
             self.completed[position] = self.completed[last]
             self.keys[position] = self.keys[last]
+            if self.reports is not None:
+                start = position * _REPORT
+                self.reports[start : start + _REPORT] = self.reports[last * _REPORT :]
         ids.pop()
         del self.addresses[last * width :]
         self.seen.pop()
         self.completed.pop()
         self.keys.pop()
+        if self.reports is not None:
+            del self.reports[last * _REPORT :]
         return moved
 
     def addresses_without(self, position: int) -> bytes:
@@ -205,6 +220,9 @@ class SwarmIndex:
                 if key < 0:
                     return self._unchanged(swarm, request, old_slot, position)
             completed = old_group.completed[position]
+            if request.account is not None:
+                # Before the peer is removed or moved: a stopped announce is credited too.
+                self._credit(old_group, position, request, request.account)
             if request.event == STOPPED:
                 swarm.remove(old_slot, position)
                 if self.journal is not None:
@@ -226,6 +244,9 @@ class SwarmIndex:
                 journal.append(COUNT.pack(b"D", info_hash, swarm.downloaded))
         if old_slot < 0:
             position = swarm.add(slot, peer_id, address, now, completed, key)
+            if request.account is not None:
+                # New here, or moved here: its report is its baseline.
+                self._credit(swarm.group(slot), position, request, request.account)
         else:
             kept = swarm.groups[slot]
             assert kept is not None
@@ -393,6 +414,36 @@ class SwarmIndex:
             swarm = swarms.get(info_hash)
             counts[info_hash] = NO_COUNTS if swarm is None else swarm.counts()
         return counts
+
+    @staticmethod
+    def _credit(group: _Group, position: int, request: AnnounceRequest, account: Ledger) -> None:
+        """
+        Credit C{account} with what the peer at C{position} moved since its previous report, and
+        keep this report for the next. A report is the base of the next only: the peer's first
+        (or first since the tracker started, or under another passkey) and a C{started} one
+        credit nothing. A client that restarted without saying so reports smaller totals, which
+        count from zero again, never as a negative delta.
+        """
+        reports = group.reports
+        if reports is None:
+            reports = group.reports = _NO_REPORT * len(group.ids)
+        start = position * _REPORT
+        uploaded = request.uploaded
+        downloaded = request.downloaded
+        known = reports[start] == account.number
+        up = uploaded - reports[start + 1]
+        down = downloaded - reports[start + 2]
+        reports[start] = account.number
+        reports[start + 1] = uploaded
+        reports[start + 2] = downloaded
+        if not known or request.event == STARTED:
+            return
+        if up < 0:
+            up = uploaded
+        if down < 0:
+            down = downloaded
+        if up or down:
+            account.credit(up, down)
 
     def _key_kept(
         self, group: _Group, position: int, in_place: bool, key: int, other_family: int

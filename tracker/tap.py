@@ -299,7 +299,7 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
         served = AccessControlledStore(store, access_list)
     passkeys = None
     if options.get("private"):
-        passkeys = Passkeys(access_store, reactor, baseline_lifetime=config.peer_timeout)
+        passkeys = Passkeys(access_store, reactor)
     root = MultiService()
     # Made first for its figures, which HTTP and UDP count into; parented last (see below).
     tracker = TrackerService(store, config, reactor)

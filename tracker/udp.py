@@ -30,6 +30,7 @@ from tracker.config import TrackerConfig
 from tracker.connection_ids import ConnectionIds
 from tracker.errors import TrackerError
 from tracker.interfaces import NO_COUNTS, AnnounceResult, IPeerStore, StoreStopped, SwarmCounts
+from tracker.ledger import Ledger
 from tracker.meters import TIMED
 from tracker.stats import TrackerStats
 from tracker.udp_port import BatchingPort
@@ -162,7 +163,9 @@ class UDPTracker(DatagramProtocol):
             sent = result.addCallback(self._send_announce, transaction, v6, addr, started)
             self._answer_later(sent, data, addr)
 
-    def _parse_announce(self, data: bytes, host: str) -> AnnounceRequest:
+    def _parse_announce(
+        self, data: bytes, host: str, account: Ledger | None = None
+    ) -> AnnounceRequest:
         size = len(data)
         if size != _ANNOUNCE_SIZE:
             if size < _ANNOUNCE_SIZE:
@@ -205,6 +208,7 @@ class UDPTracker(DatagramProtocol):
                 key,
                 # The reply carries the client's own family only: numwant of those.
                 True,
+                account,
             ),
         )
 
