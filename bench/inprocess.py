@@ -108,12 +108,14 @@ def gated_site(access: str) -> TrackerSite:
     return TrackerSite(TrackerResource(store, TrackerConfig(), clock))
 
 
-def with_totals(batch: list[bytes]) -> list[bytes]:
-    """The same requests reporting growing totals, as a client moving data does (and so that
-    private mode credits every announce)."""
+def with_totals(batch: list[bytes], turn: int = 0) -> list[bytes]:
+    """The same requests reporting totals that grow with each C{turn}, as clients moving data
+    do: sent turn after turn, every peer reports more than it did before, so that private mode
+    credits every announce."""
     rewritten = []
     for k, data in enumerate(batch):
-        moved = b"uploaded=%d&downloaded=%d" % (k * 16384, k * 8192)
+        step = turn * len(batch) + k
+        moved = b"uploaded=%d&downloaded=%d" % (step * 16384, step * 8192)
         rewritten.append(data.replace(b"uploaded=0&downloaded=0", moved, 1))
     return rewritten
 
@@ -158,10 +160,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--access", choices=("whitelist", "blacklist", "private"))
     args = parser.parse_args(argv)
-    batch = requests(args.mode, args.requests)
+    plain_batch = batch = requests(args.mode, args.requests)
     if args.access:
         # Both sites get the same totals: what differs is the access control alone.
-        batch = with_totals(batch)
+        batch = with_totals(plain_batch)
     floor = Connections(floor_site())
     ours = Connections(TrackerSite(TrackerResource(MemoryPeerStore(), TrackerConfig())))
     gated = Connections(gated_site(args.access)) if args.access else None
@@ -193,6 +195,9 @@ def main(argv: list[str]) -> int:
         return 0
     per_request: dict[str, Any] = {}
     for n in range(args.rounds):
+        if args.access:
+            batch = with_totals(plain_batch, n + 1)
+            gated_batch = with_passkeys(batch) if args.access == "private" else batch
         floor_us = floor.send(batch) / len(batch) * 1e6
         ours_us = ours.send(batch) / len(batch) * 1e6
         per_request = {"floor": floor_us, "ours": ours_us}
