@@ -44,6 +44,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--pairs", type=int, default=40)
     parser.add_argument("--requests", type=int, default=5000)
     args = parser.parse_args(argv)
+    if args.pairs < 2:
+        parser.error("--pairs must be at least 2, for the quartiles")
     requests = ip.requests("swarms", args.requests)
     plain = ip.Connections(TrackerSite(TrackerResource(MemoryPeerStore(), TrackerConfig())))
     sites = {kind: ip.Connections(ip.gated_site(kind)) for kind in KINDS}
