@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any
 
@@ -11,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import announce, info_hash, totals
 from tests.test_resource import LogCapture
+from tests.test_swarms import random_announce
 from tracker.announce import COMPLETED, NONE, STARTED, STOPPED, AnnounceRequest
 from tracker.errors import KeyMismatch
 from tracker.passkeys import PasskeyError, Passkeys, check_passkey, new_passkey
@@ -269,3 +271,72 @@ class TableTests(PasskeyTestCase):
         self.assertFalse(passkeys.loaded)
         passkeys.load_stored({})
         self.assertIsNone(self.successResultOf(waiting))
+
+
+class CreditModelTests(PasskeyTestCase):
+    """Random announces of every kind (wrong keys, other families, moves, stops, expiry) under
+    three passkeys, against a model of the crediting rules: the reports stay aligned with
+    their peers, and each ledger is credited exactly what the model says."""
+
+    def test_random_announces_against_the_model(self) -> None:
+        ledgers = [self.passkeys.ledgers[KEY], self.passkeys.ledgers[OTHER]]
+        self.successResultOf(self.passkeys.add(b"t" * 32))
+        ledgers.append(self.passkeys.ledgers[b"t" * 32])
+        start = {id(ledger): (ledger.uploaded, ledger.downloaded) for ledger in ledgers}
+        expected = {id(ledger): [0, 0] for ledger in ledgers}
+        model: dict[tuple[bytes, bytes], tuple[int, int, int]] = {}
+        rng = random.Random(11)
+        for step in range(6000):
+            now = 1000 + step
+            account = rng.choice(ledgers)
+            request = random_announce(rng)._replace(
+                uploaded=rng.randrange(10_000), downloaded=rng.randrange(10_000), account=account
+            )
+            peer = (request.info_hash, request.peer_id)
+            before = self._place(peer)
+            with contextlib.suppress(KeyMismatch):
+                self.index.announce(request, now)
+            after = self._place(peer)
+            if request.event == STOPPED:
+                recorded = before is not None and after is None
+            else:
+                recorded = after is not None and after[0].seen[after[1]] == now
+            if recorded:
+                previous = model.get(peer) if before is not None else None
+                if (
+                    previous is not None
+                    and previous[0] == account.number
+                    and request.event != STARTED
+                ):
+                    for k, reported in enumerate((request.uploaded, request.downloaded)):
+                        delta = reported - previous[k + 1]
+                        expected[id(account)][k] += reported if delta < 0 else delta
+                model[peer] = (account.number, request.uploaded, request.downloaded)
+            if step % 500 == 499:
+                list(self.index.expire(now - 300, [0]))
+            self._check_reports(model)
+        for ledger in ledgers:
+            up, down = start[id(ledger)]
+            self.assertEqual(
+                (ledger.uploaded - up, ledger.downloaded - down), tuple(expected[id(ledger)])
+            )
+        self.assertGreater(sum(sum(moved) for moved in expected.values()), 0)
+
+    def _place(self, peer: tuple[bytes, bytes]) -> tuple[Any, int] | None:
+        swarm = self.index.swarms.get(peer[0])
+        if swarm is None:
+            return None
+        slot, position = swarm.find(peer[1])
+        if slot < 0:
+            return None
+        return swarm.groups[slot], position
+
+    def _check_reports(self, model: dict[tuple[bytes, bytes], tuple[int, int, int]]) -> None:
+        for info_hash_, swarm in self.index.swarms.items():
+            for group in swarm.groups:
+                if group is None or group.reports is None:
+                    continue
+                self.assertEqual(len(group.reports), 3 * len(group.ids))
+                for position, member in enumerate(group.ids):
+                    report = tuple(group.reports[position * 3 : position * 3 + 3])
+                    self.assertEqual(report, model[(info_hash_, member)])
