@@ -32,7 +32,7 @@ from tracker.resource import (
 )
 from tracker.response import failure_body
 from tracker.stats import TrackerStats
-from tracker.udp import _ANNOUNCE_SIZE, UDPTracker, url_data
+from tracker.udp import _ANNOUNCE_SIZE, UDPTracker, short_announce, url_data
 
 PRIVATE = "this tracker is private: announce to /<your passkey>/announce"
 UNKNOWN_PASSKEY = "unknown passkey"
@@ -213,7 +213,7 @@ class PrivateUDPTracker(UDPTracker):
 def _udp_passkey(data: bytes) -> bytes:
     """The passkey of an announce's URL data, C{/<passkey>/announce[?...]}."""
     if len(data) < _ANNOUNCE_SIZE:
-        raise TrackerError(f"an announce is {_ANNOUNCE_SIZE} bytes, not {len(data)}")
+        raise short_announce(len(data))
     path = url_data(data, _ANNOUNCE_SIZE).partition(b"?")[0] if len(data) > _ANNOUNCE_SIZE else b""
     parts = path.split(b"/")
     if len(parts) != 3 or parts[0] or parts[2] != b"announce" or not parts[1]:

@@ -169,7 +169,7 @@ class UDPTracker(DatagramProtocol):
         size = len(data)
         if size != _ANNOUNCE_SIZE:
             if size < _ANNOUNCE_SIZE:
-                raise TrackerError(f"an announce is {_ANNOUNCE_SIZE} bytes, not {size}")
+                raise short_announce(size)
             path = url_data(data, _ANNOUNCE_SIZE).partition(b"?")[0]
             if path not in _ANNOUNCE_PATHS:
                 raise TrackerError("not a tracker endpoint: announce to /announce")
@@ -347,6 +347,11 @@ class UDPTracker(DatagramProtocol):
     def doStop(self) -> None:
         self._report()
         super().doStop()
+
+
+def short_announce(size: int) -> TrackerError:
+    """The refusal of an announce of C{size} bytes, too short to hold its fixed fields."""
+    return TrackerError(f"an announce is {_ANNOUNCE_SIZE} bytes, not {size}")
 
 
 def url_data(data: bytes, offset: int) -> bytes:
