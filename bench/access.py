@@ -25,11 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import inprocess as ip  # noqa: E402
 
-from tracker.config import TrackerConfig  # noqa: E402
-from tracker.resource import TrackerResource  # noqa: E402
-from tracker.site import TrackerSite  # noqa: E402
-from tracker.store.memory import MemoryPeerStore  # noqa: E402
-
 KINDS = ("whitelist", "blacklist", "private")
 
 
@@ -47,7 +42,7 @@ def main(argv: list[str]) -> int:
     if args.pairs < 2:
         parser.error("--pairs must be at least 2, for the quartiles")
     requests = ip.requests("swarms", args.requests)
-    plain = ip.Connections(TrackerSite(TrackerResource(MemoryPeerStore(), TrackerConfig())))
+    plain = ip.Connections(ip.our_site())
     sites = {kind: ip.Connections(ip.gated_site(kind)) for kind in KINDS}
     ratios: dict[str, list[float]] = {kind: [] for kind in KINDS}
     plain_us: list[float] = []

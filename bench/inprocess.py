@@ -78,7 +78,17 @@ def requests(mode: str, count: int, seed: int = 1) -> list[bytes]:
         else:
             path = "/scrape?info_hash=" + quote_from_bytes(rng.choice(hashes), safe="")
         paths.append(path)
-    return [b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:6969\r\n\r\n" % p.encode("ascii") for p in paths]
+    return [get_request(path) for path in paths]
+
+
+def get_request(path: str) -> bytes:
+    """A keep-alive GET of C{path}, as a client sends it."""
+    return b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:6969\r\n\r\n" % path.encode("ascii")
+
+
+def our_site() -> TrackerSite:
+    """Our site on its memory store, without access control."""
+    return TrackerSite(TrackerResource(MemoryPeerStore(), TrackerConfig()))
 
 
 PASSKEYS = 1000
@@ -165,13 +175,12 @@ def main(argv: list[str]) -> int:
         # Both sites get the same totals: what differs is the access control alone.
         batch = with_totals(plain_batch)
     floor = Connections(floor_site())
-    ours = Connections(TrackerSite(TrackerResource(MemoryPeerStore(), TrackerConfig())))
+    ours = Connections(our_site())
     gated = Connections(gated_site(args.access)) if args.access else None
     gated_batch = with_passkeys(batch) if args.access == "private" else batch
     if args.mode == "one":
         fill = [
-            b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
-            % bl.announce_path(bl.single_swarm_hash(50000), i, "started", numwant=0).encode()
+            get_request(bl.announce_path(bl.single_swarm_hash(50000), i, "started", numwant=0))
             for i in range(50000)
         ]
         ours.send(fill)

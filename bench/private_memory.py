@@ -15,46 +15,27 @@ import gc
 import sys
 import tracemalloc
 from pathlib import Path
-from urllib.parse import quote_from_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import benchlib as bl  # noqa: E402
 import inprocess as ip  # noqa: E402
-
-from tracker.config import TrackerConfig  # noqa: E402
-from tracker.resource import TrackerResource  # noqa: E402
-from tracker.site import TrackerSite  # noqa: E402
-from tracker.store.memory import MemoryPeerStore  # noqa: E402
-
-_ANNOUNCE = (
-    b"GET /announce?info_hash=%s&peer_id=%s&port=%d&uploaded=%d&downloaded=%d&left=5"
-    b"&compact=1&numwant=0 HTTP/1.1\r\nHost: bench\r\n\r\n"
-)
-
-
-def announces(peers: int, round: int) -> list[bytes]:
-    batch = []
-    for k in range(peers):
-        info_hash = quote_from_bytes(b"%020d" % (k % 1000)).encode()
-        peer_id = quote_from_bytes(b"-BM0001-%012d" % k).encode()
-        moved = (k + 1) * round
-        batch.append(_ANNOUNCE % (info_hash, peer_id, 1024 + k % 60000, moved * 7, moved * 3))
-    return batch
 
 
 def held_per_peer(private: bool, peers: int) -> float:
     """Bytes a site holds per peer after every peer announced twice."""
     tracemalloc.start()
-    if private:
-        site = ip.gated_site("private")
-    else:
-        site = TrackerSite(TrackerResource(MemoryPeerStore(), TrackerConfig()))
-    connections = ip.Connections(site)
+    connections = ip.Connections(ip.gated_site("private") if private else ip.our_site())
+    # Every peer once, in the swarms of bench/access.py.
+    requests = [
+        ip.get_request(bl.announce_path(bl.swarm_hash(k % ip.SWARMS), k, numwant=0))
+        for k in range(peers)
+    ]
     gc.collect()
     before = tracemalloc.get_traced_memory()[0]
-    for round in (1, 2):
-        batch = announces(peers, round)
+    for turn in (1, 2):
+        batch = ip.with_totals(requests, turn)
         connections.send(ip.with_passkeys(batch) if private else batch)
     for _, transport in connections.channels:
         transport.clear()
