@@ -9,7 +9,7 @@ import shlex
 from twisted.application.service import Application
 from twisted.python import usage
 
-from tracker.tap import Options, makeService
+from tracker.daemon.tap import Options, makeService
 
 options = Options()
 try:

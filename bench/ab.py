@@ -49,11 +49,11 @@ from twisted.internet.task import Clock  # noqa: E402
 #: BEP 15's connect request: the protocol's magic number, action 0, a transaction ID.
 _CONNECT = struct.pack("!Q", 0x41727101980) + b"\0\0\0\0CONN"
 MODULES = (
-    "tracker.config",
-    "tracker.resource",
-    "tracker.site",
+    "tracker.core.config",
+    "tracker.http.resource",
+    "tracker.http.site",
     "tracker.store.memory",
-    "tracker.udp",
+    "tracker.udp.protocol",
 )
 
 
@@ -78,10 +78,10 @@ def _is_tracker(name: str) -> bool:
 
 def http_side(modules: dict[str, ModuleType], batch: list[bytes]) -> Callable[[], float]:
     store = modules["tracker.store.memory"].MemoryPeerStore(random.Random(1))
-    resource = modules["tracker.resource"].TrackerResource(
-        store, modules["tracker.config"].TrackerConfig()
+    resource = modules["tracker.http.resource"].TrackerResource(
+        store, modules["tracker.core.config"].TrackerConfig()
     )
-    connections = inprocess.Connections(modules["tracker.site"].TrackerSite(resource))
+    connections = inprocess.Connections(modules["tracker.http.site"].TrackerSite(resource))
     connections.send(batch)  # fill the swarms
     return lambda: _cpu(connections.send, batch)
 
@@ -89,9 +89,9 @@ def http_side(modules: dict[str, ModuleType], batch: list[bytes]) -> Callable[[]
 def udp_side(modules: dict[str, ModuleType], count: int) -> Callable[[], float]:
     clock = Clock()
     clock.advance(1_000_000)
-    tracker: Any = modules["tracker.udp"].UDPTracker(
+    tracker: Any = modules["tracker.udp.protocol"].UDPTracker(
         modules["tracker.store.memory"].MemoryPeerStore(random.Random(7)),
-        modules["tracker.config"].TrackerConfig(),
+        modules["tracker.core.config"].TrackerConfig(),
         clock,
         random.Random(3),
     )
@@ -173,7 +173,7 @@ def main(argv: list[str]) -> int:
         subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
         baseline_modules = load(Path(folder))
     ours_modules = {name: importlib.import_module(name) for name in MODULES}
-    assert baseline_modules["tracker.resource"] is not ours_modules["tracker.resource"]
+    assert baseline_modules["tracker.http.resource"] is not ours_modules["tracker.http.resource"]
     if args.protocol == "http":
         batch = inprocess.requests("swarms", args.requests)
 

@@ -343,7 +343,7 @@ def interpreter_ready(interpreter: str) -> str | None:
     """None if the interpreter can run our tracker, else the reason it cannot."""
     try:
         done = subprocess.run(
-            [interpreter, "-c", "import tracker.tap, twisted"],
+            [interpreter, "-c", "import tracker.daemon.tap, twisted"],
             capture_output=True,
             text=True,
             timeout=60,

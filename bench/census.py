@@ -1,6 +1,6 @@
 """What the periodic walks over every swarm cost: the count behind /stats and /metrics
-(tracker/census.py) and the full scrape's build (tracker/fullscrape.py), on an index of many
-swarms. Both are generators stepped between turns of the reactor; what matters for announces is
+(tracker/ops/census.py) and the full scrape's build (tracker/http/fullscrape.py), on an index of
+many swarms. Both are generators stepped between turns of the reactor; what matters for announces is
 the longest single step (how long the reactor is held at once) and, for the machine, the total.
 
     python3 bench/census.py [--swarms N] [--peers N] [--rounds N]
@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib as bl  # noqa: E402
 
-from tracker.announce import NONE, AnnounceRequest  # noqa: E402
-from tracker.census import Census, walk  # noqa: E402
-from tracker.fullscrape import build  # noqa: E402
-from tracker.swarms import SwarmIndex  # noqa: E402
+from tracker.core.announce import NONE, AnnounceRequest  # noqa: E402
+from tracker.core.swarms import SwarmIndex  # noqa: E402
+from tracker.http.fullscrape import build  # noqa: E402
+from tracker.ops.census import Census, walk  # noqa: E402
 
 
 def fill(swarms: int, peers: int) -> SwarmIndex:

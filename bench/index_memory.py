@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib as bl  # noqa: E402
 
-from tracker.announce import NONE, AnnounceRequest  # noqa: E402
-from tracker.swarms import SwarmIndex  # noqa: E402
+from tracker.core.announce import NONE, AnnounceRequest  # noqa: E402
+from tracker.core.swarms import SwarmIndex  # noqa: E402
 
 
 def requests(peers: int, swarms: int, hashes: list[bytes]) -> Iterator[AnnounceRequest]:

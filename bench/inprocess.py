@@ -36,13 +36,13 @@ from twisted.internet.task import Clock  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 from twisted.web.server import Site  # noqa: E402
 
-from tracker.access import AccessControlledStore, AccessList  # noqa: E402
-from tracker.config import TrackerConfig  # noqa: E402
-from tracker.interfaces import IPeerStore  # noqa: E402
-from tracker.passkeys import Passkeys  # noqa: E402
-from tracker.private import PrivateTrackerResource  # noqa: E402
-from tracker.resource import TrackerResource  # noqa: E402
-from tracker.site import TrackerSite  # noqa: E402
+from tracker.core.config import TrackerConfig  # noqa: E402
+from tracker.core.interfaces import IPeerStore  # noqa: E402
+from tracker.http.private import PrivateTrackerResource  # noqa: E402
+from tracker.http.resource import TrackerResource  # noqa: E402
+from tracker.http.site import TrackerSite  # noqa: E402
+from tracker.ops.access import AccessControlledStore, AccessList  # noqa: E402
+from tracker.ops.passkeys import Passkeys  # noqa: E402
 from tracker.store.access import BLACKLIST, WHITELIST, Account, MemoryAccessStore  # noqa: E402
 from tracker.store.memory import MemoryPeerStore  # noqa: E402
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import benchlib as bl
 
 sys.path.insert(0, str(bl.REPO_DIR))
-from tracker.announce import NONE, AnnounceRequest  # noqa: E402
+from tracker.core.announce import NONE, AnnounceRequest  # noqa: E402
+from tracker.core.swarms import SwarmIndex  # noqa: E402
 from tracker.store.schema import connect  # noqa: E402
-from tracker.swarms import SwarmIndex  # noqa: E402
 
 TRACKER_CORE = 0
 #: The peer that announces after the restart: new to its swarm, with a valid port.

@@ -267,7 +267,9 @@ def targets(interpreters: list[str], wanted: list[str]) -> tuple[list[Target], d
             if reason is None:
                 found.append(Target(key, f"ours ({interp})", "ours", interp))
             else:
-                skipped[key] = f"`{interp} -c 'import tracker.tap, twisted'` failed: {reason}"
+                skipped[key] = (
+                    f"`{interp} -c 'import tracker.daemon.tap, twisted'` failed: {reason}"
+                )
                 print(f"skipping ours on {interp}: {reason}", flush=True)
     if "opentracker" in wanted:
         if shutil.which("opentracker"):

@@ -36,7 +36,7 @@ if [ ! -x "$repo/.venv-pypy/bin/python" ]; then
     (cd "$repo" && pypy3 -m venv .venv-pypy && .venv-pypy/bin/pip install --quiet -e .)
 fi
 
-python3 -c "import tracker.tap" 2>/dev/null || (cd "$repo" && python3 -m pip install --quiet .)
+python3 -c "import tracker.daemon.tap" 2>/dev/null || (cd "$repo" && python3 -m pip install --quiet .)
 python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install --quiet matplotlib
 
 exec python3 "$here/run.py" "$@"

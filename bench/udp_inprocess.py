@@ -30,9 +30,9 @@ from twisted.internet.protocol import DatagramProtocol  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 from udp import udp_swarm_hash  # noqa: E402
 
+from tracker.core.swarms import SwarmIndex  # noqa: E402
 from tracker.store.memory import MemoryPeerStore  # noqa: E402
-from tracker.swarms import SwarmIndex  # noqa: E402
-from tracker.udp import ANNOUNCE, UDPTracker  # noqa: E402
+from tracker.udp.protocol import ANNOUNCE, UDPTracker  # noqa: E402
 
 SWARMS = 1000
 POPULATION = 50_000

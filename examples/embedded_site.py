@@ -21,9 +21,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from tracker.config import TrackerConfig
-from tracker.resource import TrackerResource
-from tracker.service import TrackerService
+from tracker.core.config import TrackerConfig
+from tracker.daemon.service import TrackerService
+from tracker.http.resource import TrackerResource
 from tracker.store.sqlite import SQLitePeerStore
 
 log = Logger()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tracker.announce import NONE, AnnounceRequest
-from tracker.passkeys import Passkeys
+from tracker.core.announce import NONE, AnnounceRequest
+from tracker.ops.passkeys import Passkeys
 
 
 def info_hash(n: int) -> bytes:

@@ -13,9 +13,9 @@ from zope.interface.verify import verifyObject
 
 from tests import helpers
 from tests.helpers import info_hash, peer_id
-from tracker.announce import COMPLETED, PAUSED, STARTED, STOPPED, AnnounceRequest
-from tracker.errors import KeyMismatch
-from tracker.interfaces import AnnounceResult, IPeerStore, Peer, SwarmCounts
+from tracker.core.announce import COMPLETED, PAUSED, STARTED, STOPPED, AnnounceRequest
+from tracker.core.errors import KeyMismatch
+from tracker.core.interfaces import AnnounceResult, IPeerStore, Peer, SwarmCounts
 
 
 def announce(*args: Any, **kwargs: Any) -> AnnounceRequest:

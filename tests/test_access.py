@@ -18,20 +18,20 @@ from tests.helpers import announce, info_hash
 from tests.test_network import announce_target, get
 from tests.test_resource import LogCapture, ResourceTestCase, scrape_query
 from tests.test_udp import Client, announce_packet, error_message, scrape_packet
-from tracker.access import (
+from tracker.core.config import TrackerConfig
+from tracker.core.errors import TrackerError
+from tracker.http.resource import TrackerResource
+from tracker.http.site import TrackerSite
+from tracker.ops.access import (
     AccessControlledStore,
     AccessList,
     AccessListError,
     parse_hash_list,
     read_hash_list,
 )
-from tracker.config import TrackerConfig
-from tracker.errors import TrackerError
-from tracker.resource import TrackerResource
-from tracker.site import TrackerSite
 from tracker.store.access import BLACKLIST, WHITELIST, MemoryAccessStore
 from tracker.store.memory import MemoryPeerStore
-from tracker.udp import UDPTracker
+from tracker.udp.protocol import UDPTracker
 
 HEX1 = info_hash(1).hex()
 HEX2 = info_hash(2).hex()

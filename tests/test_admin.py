@@ -16,9 +16,9 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.helpers import info_hash
-from tracker.access import AccessList
-from tracker.admin import AdminResource, AdminSite
-from tracker.passkeys import Passkeys
+from tracker.ops.access import AccessList
+from tracker.ops.admin import AdminResource, AdminSite
+from tracker.ops.passkeys import Passkeys
 from tracker.store.access import WHITELIST, Account, MemoryAccessStore
 
 TOKEN = b"s3cret-token-0123456789"

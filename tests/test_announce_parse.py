@@ -7,8 +7,8 @@ import zlib
 
 import pytest
 
-from tracker.addresses import client_ip, pack_ip, pack_peer, unpack_ip, unpack_peer
-from tracker.announce import (
+from tracker.core.addresses import client_ip, pack_ip, pack_peer, unpack_ip, unpack_peer
+from tracker.core.announce import (
     COMPLETED,
     NONE,
     PAUSED,
@@ -19,9 +19,9 @@ from tracker.announce import (
     parse_key,
     parse_scrape,
 )
-from tracker.config import TrackerConfig
-from tracker.errors import TrackerError
-from tracker.query import Params, parse_query
+from tracker.core.config import TrackerConfig
+from tracker.core.errors import TrackerError
+from tracker.core.query import Params, parse_query
 
 INFO_HASH = bytes(range(20))
 PEER_ID = b"-XX0001-abcdefghijkl"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker.bencode import BencodeError, bdecode, bencode
+from tracker.core.bencode import BencodeError, bdecode, bencode
 
 #: Any value the decoder can produce: ints, byte strings, lists and byte-keyed dicts, nested.
 bencodable: st.SearchStrategy[Any] = st.recursive(

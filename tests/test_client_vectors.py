@@ -9,9 +9,9 @@ from typing import NamedTuple
 
 import pytest
 
-from tracker.announce import COMPLETED, NONE, STARTED, STOPPED, parse_announce, parse_scrape
-from tracker.config import TrackerConfig
-from tracker.query import parse_query, split_query
+from tracker.core.announce import COMPLETED, NONE, STARTED, STOPPED, parse_announce, parse_scrape
+from tracker.core.config import TrackerConfig
+from tracker.core.query import parse_query, split_query
 from tracker.store.memory import MemoryPeerStore
 
 _IN_REPO = Path(__file__).resolve().parent / "vectors" / "client_announces.txt"

@@ -15,9 +15,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import info_hash, totals
-from tracker.access import AccessList
-from tracker.control import AccessService
-from tracker.passkeys import Passkeys
+from tracker.ops.access import AccessList
+from tracker.ops.control import AccessService
+from tracker.ops.passkeys import Passkeys
 from tracker.store.access import WHITELIST, Account, MemoryAccessStore, StoredAccess
 
 KEY = b"k" * 32

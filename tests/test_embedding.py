@@ -19,7 +19,7 @@ from urllib.parse import quote_from_bytes
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash, peer_id
-from tracker.bencode import bdecode
+from tracker.core.bencode import bdecode
 
 EXAMPLE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "embedded_site.py"

@@ -11,9 +11,9 @@ from twisted.trial.unittest import TestCase
 
 from tests.helpers import announce, info_hash
 from tests.test_resource import ResourceTestCase
-from tracker.config import TrackerConfig
-from tracker.fullscrape import MAX_AGE, STEP, FullScrape, accepts_gzip
-from tracker.resource import TrackerResource
+from tracker.core.config import TrackerConfig
+from tracker.http.fullscrape import MAX_AGE, STEP, FullScrape, accepts_gzip
+from tracker.http.resource import TrackerResource
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.sqlite import SQLitePeerStore
 

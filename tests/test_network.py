@@ -17,10 +17,10 @@ from twisted.trial.unittest import TestCase
 from twisted.web import http
 
 from tests.helpers import info_hash, peer_id
-from tracker.bencode import bdecode
-from tracker.config import TrackerConfig
-from tracker.resource import TrackerResource
-from tracker.site import TrackerSite
+from tracker.core.bencode import bdecode
+from tracker.core.config import TrackerConfig
+from tracker.http.resource import TrackerResource
+from tracker.http.site import TrackerSite
 from tracker.store.sqlite import SQLitePeerStore
 
 #: How long any one client waits for the tracker before the test fails.

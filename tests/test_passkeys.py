@@ -13,11 +13,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.helpers import announce, info_hash, totals
 from tests.test_resource import LogCapture
 from tests.test_swarms import random_announce
-from tracker.announce import COMPLETED, NONE, STARTED, STOPPED, AnnounceRequest
-from tracker.errors import KeyMismatch
-from tracker.passkeys import PasskeyError, Passkeys, check_passkey, new_passkey
+from tracker.core.announce import COMPLETED, NONE, STARTED, STOPPED, AnnounceRequest
+from tracker.core.errors import KeyMismatch
+from tracker.core.swarms import SwarmIndex
+from tracker.ops.passkeys import PasskeyError, Passkeys, check_passkey, new_passkey
 from tracker.store.access import Account, MemoryAccessStore, Transfers
-from tracker.swarms import SwarmIndex
 
 KEY = b"k" * 32
 OTHER = b"o" * 32

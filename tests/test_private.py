@@ -16,13 +16,14 @@ from tests.helpers import info_hash, totals
 from tests.test_network import get
 from tests.test_resource import LogCapture, ResourceTestCase, announce_query, scrape_query
 from tests.test_udp import Client, announce_packet, error_message, scrape_packet
-from tracker.access import AccessControlledStore, AccessList
-from tracker.config import TrackerConfig
-from tracker.passkeys import Passkeys
-from tracker.private import PrivateTrackerResource, PrivateUDPTracker
-from tracker.site import TrackerSite
+from tracker.core.config import TrackerConfig
+from tracker.http.private import PrivateTrackerResource
+from tracker.http.site import TrackerSite
+from tracker.ops.access import AccessControlledStore, AccessList
+from tracker.ops.passkeys import Passkeys
 from tracker.store.access import BLACKLIST, Account, MemoryAccessStore
 from tracker.store.memory import MemoryPeerStore
+from tracker.udp.private import PrivateUDPTracker
 
 KEY = b"0123456789abcdef0123456789abcdef"
 PRIVATE = b"this tracker is private: announce to /<your passkey>/announce"

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker.errors import TrackerError
-from tracker.query import parse_query, percent_decode, split_query
+from tracker.core.errors import TrackerError
+from tracker.core.query import parse_query, percent_decode, split_query
 
 #: RFC 3986 characters a client may leave unescaped in a query value (& is the separator, %
 #: starts an escape and # ends the query, so those three are not here).

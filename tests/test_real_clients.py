@@ -32,7 +32,7 @@ from tests.realclients.payload import Payload, make_payload
 from tests.realclients.swarm import Swarm
 from tests.realclients.tracker import RunningTracker, describe, start_tracker
 from tests.realclients.transmission import transmission_cli_path
-from tracker.bencode import bdecode
+from tracker.core.bencode import bdecode
 
 pytestmark = pytest.mark.realclient
 

@@ -8,7 +8,7 @@ from typing import Callable
 from twisted.trial.unittest import TestCase
 from twisted.web import http
 
-from tracker.requestline import line_reader
+from tracker.http.requestline import line_reader
 
 _Parser = Callable[[bytes], "tuple[bytes, bytes, bytes]"]
 

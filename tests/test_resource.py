@@ -19,12 +19,12 @@ from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 
 from tests.helpers import info_hash, peer_id
-from tracker.announce import AnnounceRequest
-from tracker.bencode import bdecode
-from tracker.config import TrackerConfig
-from tracker.errors import KeyMismatch
-from tracker.interfaces import AnnounceResult, IPeerStore, StoreStopped, SwarmCounts
-from tracker.resource import TrackerResource
+from tracker.core.announce import AnnounceRequest
+from tracker.core.bencode import bdecode
+from tracker.core.config import TrackerConfig
+from tracker.core.errors import KeyMismatch
+from tracker.core.interfaces import AnnounceResult, IPeerStore, StoreStopped, SwarmCounts
+from tracker.http.resource import TrackerResource
 from tracker.store.memory import MemoryPeerStore
 
 NOW = 1_000_000

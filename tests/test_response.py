@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from tracker.addresses import pack_ip, pack_peer
-from tracker.announce import AnnounceRequest
-from tracker.bencode import bdecode
-from tracker.interfaces import AnnounceResult, Peer, SwarmCounts
-from tracker.response import announce_body, failure_body, scrape_body
+from tracker.core.addresses import pack_ip, pack_peer
+from tracker.core.announce import AnnounceRequest
+from tracker.core.bencode import bdecode
+from tracker.core.interfaces import AnnounceResult, Peer, SwarmCounts
+from tracker.http.response import announce_body, failure_body, scrape_body
 
 V4_REQUESTER = b"\x7f\x00\x00\x01"
 V6_REQUESTER = pack_ip("2001:db8::42")

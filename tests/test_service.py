@@ -15,10 +15,10 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from tests.helpers import announce, info_hash
-from tracker.announce import AnnounceRequest
-from tracker.config import TrackerConfig
-from tracker.interfaces import AnnounceResult, IPeerStore, SwarmCounts
-from tracker.service import TrackerService
+from tracker.core.announce import AnnounceRequest
+from tracker.core.config import TrackerConfig
+from tracker.core.interfaces import AnnounceResult, IPeerStore, SwarmCounts
+from tracker.daemon.service import TrackerService
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.sqlite import SQLitePeerStore
 

@@ -14,17 +14,17 @@ from twisted.trial.unittest import TestCase
 from tests.helpers import announce, info_hash
 from tests.test_resource import ResourceTestCase, announce_query, scrape_query
 from tests.test_udp import announce_packet, connect_packet, scrape_packet
-from tracker.census import STEP, Census, walk
-from tracker.config import TrackerConfig
-from tracker.meters import MAX_REASONS, OTHER_REASONS, Histogram, Refusals
-from tracker.metrics import registry
-from tracker.resource import TrackerResource
-from tracker.service import TrackerService
-from tracker.stats import HISTORY, SAMPLE_EVERY, TrackerStats
-from tracker.statspage import render_chart
+from tracker.core.config import TrackerConfig
+from tracker.core.meters import MAX_REASONS, OTHER_REASONS, Histogram, Refusals
+from tracker.core.swarms import SwarmIndex
+from tracker.daemon.service import TrackerService
+from tracker.http.resource import TrackerResource
+from tracker.ops.census import STEP, Census, walk
+from tracker.ops.metrics import registry
+from tracker.ops.stats import HISTORY, SAMPLE_EVERY, TrackerStats
+from tracker.ops.statspage import render_chart
 from tracker.store.memory import MemoryPeerStore
-from tracker.swarms import SwarmIndex
-from tracker.udp import UDPTracker
+from tracker.udp.protocol import UDPTracker
 
 START = 1_000_000
 

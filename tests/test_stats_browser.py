@@ -27,9 +27,9 @@ from tests.png import Image, decode
 from tests.test_network import announce_target, get
 from tests.test_stats_network import HOST, LiveTracker
 from tests.test_udp import Client, announce_packet
-from tracker.service import TrackerService
-from tracker.stats import SAMPLE_EVERY, TrackerStats
-from tracker.statspage import ANNOUNCE_COLOUR, SCRAPE_COLOUR
+from tracker.daemon.service import TrackerService
+from tracker.ops.stats import SAMPLE_EVERY, TrackerStats
+from tracker.ops.statspage import ANNOUNCE_COLOUR, SCRAPE_COLOUR
 
 #: The flags a root user in a container needs, and none of chromium's own network chatter.
 CHROMIUM_FLAGS = (

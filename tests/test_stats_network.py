@@ -19,14 +19,14 @@ from twisted.trial.unittest import TestCase
 from tests.helpers import info_hash
 from tests.test_network import announce_target, exchange, get
 from tests.test_udp import Client, announce_packet, scrape_packet
-from tracker.bencode import bdecode
-from tracker.config import TrackerConfig
-from tracker.resource import TrackerResource
-from tracker.service import TrackerService
-from tracker.site import TrackerSite
-from tracker.stats import TrackerStats
+from tracker.core.bencode import bdecode
+from tracker.core.config import TrackerConfig
+from tracker.daemon.service import TrackerService
+from tracker.http.resource import TrackerResource
+from tracker.http.site import TrackerSite
+from tracker.ops.stats import TrackerStats
 from tracker.store.sqlite import COMMIT_EVERY, SQLitePeerStore
-from tracker.udp import UDPTracker
+from tracker.udp.protocol import UDPTracker
 
 HOST = "127.0.0.1"
 

@@ -15,16 +15,16 @@ from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash, peer_id
 from tests.store_contract import StoreContract, announce
-from tracker.announce import COMPLETED, STOPPED
-from tracker.errors import KeyMismatch
-from tracker.interfaces import StoreStopped, SwarmCounts
-from tracker.journal import KEYLESS_PEER, JournalError, replay
+from tracker.core.announce import COMPLETED, STOPPED
+from tracker.core.errors import KeyMismatch
+from tracker.core.interfaces import StoreStopped, SwarmCounts
+from tracker.core.journal import KEYLESS_PEER, JournalError, replay
+from tracker.core.swarms import SwarmIndex
 from tracker.store import schema
 from tracker.store import sqlite as sqlite_store
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.schema import SCHEMA_VERSION, SchemaError
 from tracker.store.sqlite import SQLitePeerStore
-from tracker.swarms import SwarmIndex
 
 
 class MemoryStoreTests(StoreContract, TestCase):

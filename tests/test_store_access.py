@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from tests.helpers import announce, info_hash
+from tracker.core.swarms import SwarmIndex
 from tracker.store.access import (
     BLACKLIST,
     WHITELIST,
@@ -24,7 +25,6 @@ from tracker.store.access import (
 )
 from tracker.store.schema import SCHEMA_VERSION
 from tracker.store.sqlite import SQLitePeerStore
-from tracker.swarms import SwarmIndex
 
 KEY = b"a" * 32
 OTHER = b"b" * 32

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import announce, info_hash, peer_id
-from tracker.announce import COMPLETED, STOPPED, AnnounceRequest
-from tracker.errors import KeyMismatch
-from tracker.journal import COUNT, GONE, KEYLESS_PEER, SEEDER, JournalError, replay
-from tracker.swarms import SwarmIndex
+from tracker.core.announce import COMPLETED, STOPPED, AnnounceRequest
+from tracker.core.errors import KeyMismatch
+from tracker.core.journal import COUNT, GONE, KEYLESS_PEER, SEEDER, JournalError, replay
+from tracker.core.swarms import SwarmIndex
 
 IP6 = bytes(15) + b"\x01"
 

@@ -30,13 +30,13 @@ from tests.test_udp import (
     error_message,
     parse_announce_reply,
 )
-from tracker.bencode import bdecode
-from tracker.config import TrackerConfig
-from tracker.resource import TrackerResource
-from tracker.service import TrackerService
-from tracker.site import TrackerSite
-from tracker.tap import DEFAULT_DATABASE, Options, default_listen, makeService
-from tracker.udp import UDPTracker
+from tracker.core.bencode import bdecode
+from tracker.core.config import TrackerConfig
+from tracker.daemon.service import TrackerService
+from tracker.daemon.tap import DEFAULT_DATABASE, Options, default_listen, makeService
+from tracker.http.resource import TrackerResource
+from tracker.http.site import TrackerSite
+from tracker.udp.protocol import UDPTracker
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAC = os.path.join(REPOSITORY, "tracker.tac")

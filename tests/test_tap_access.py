@@ -25,17 +25,18 @@ from twisted.trial.unittest import TestCase
 from tests.helpers import info_hash, peer_id
 from tests.test_admin import call
 from tests.test_tap import TAC, _fetch_when_up, _Reactor, free_port, parse
-from tracker.access import AccessControlledStore
-from tracker.admin import DEFAULT_ADMIN_LISTEN, AdminSite
-from tracker.bencode import bdecode
-from tracker.control import AccessService
-from tracker.private import PrivateTrackerResource, PrivateUDPTracker
-from tracker.resource import TrackerResource
-from tracker.service import TrackerService
-from tracker.site import TrackerSite
+from tracker.core.bencode import bdecode
+from tracker.daemon.service import TrackerService
+from tracker.daemon.tap import makeService
+from tracker.http.private import PrivateTrackerResource
+from tracker.http.resource import TrackerResource
+from tracker.http.site import TrackerSite
+from tracker.ops.access import AccessControlledStore
+from tracker.ops.admin import DEFAULT_ADMIN_LISTEN, AdminSite
+from tracker.ops.control import AccessService
 from tracker.store.access import BLACKLIST, WHITELIST
-from tracker.tap import makeService
-from tracker.udp import UDPTracker
+from tracker.udp.private import PrivateUDPTracker
+from tracker.udp.protocol import UDPTracker
 
 HEX1 = info_hash(1).hex()
 HEX2 = info_hash(2).hex()

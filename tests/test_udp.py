@@ -20,16 +20,16 @@ from twisted.trial.unittest import TestCase
 
 from tests.helpers import announce, info_hash, peer_id
 from tests.test_network import announce_target, get
-from tracker.config import TrackerConfig
-from tracker.connection_ids import WINDOW, ConnectionIds
-from tracker.errors import KeyMismatch, TrackerError
-from tracker.interfaces import StoreStopped
-from tracker.resource import TrackerResource
-from tracker.site import TrackerSite
+from tracker.core.config import TrackerConfig
+from tracker.core.errors import KeyMismatch, TrackerError
+from tracker.core.interfaces import StoreStopped
+from tracker.http.resource import TrackerResource
+from tracker.http.site import TrackerSite
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.sqlite import SQLitePeerStore
-from tracker.udp import PROTOCOL_ID, UDPTracker
-from tracker.udp_port import BatchingPort, listen_udp
+from tracker.udp.connection_ids import WINDOW, ConnectionIds
+from tracker.udp.port import BatchingPort, listen_udp
+from tracker.udp.protocol import PROTOCOL_ID, UDPTracker
 
 CLIENT_TIMEOUT = 2.0
 #: How long a test waits before deciding that no reply is coming.

@@ -11,8 +11,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tracker import udp_port
-from tracker.udp_port import BATCH, BatchingPort, _Messages, listen_udp
+from tracker.udp import port as udp_port
+from tracker.udp.port import BATCH, BatchingPort, _Messages, listen_udp
 
 #: Datagrams that do not fit one batch.
 MANY = 3 * BATCH + 5

@@ -17,8 +17,8 @@ from typing import Any
 
 from twisted.logger import eventFromJSON, formatEvent
 
-from tracker.bencode import bdecode
-from tracker.udp import PROTOCOL_ID
+from tracker.core.bencode import bdecode
+from tracker.udp.protocol import PROTOCOL_ID
 
 from .procs import ManagedProcess, free_port, port_is_open, wait_until
 
@@ -200,7 +200,7 @@ def log_problems(process: ManagedProcess, max_lines: int = 20) -> str:
             text = event.get("log_text") or event.get("log_format") or ""
             failure = event.get("log_failure")
             problems.append(f"[{level}] {text} {failure if failure else ''}".strip())
-        elif event.get("log_namespace") == "tracker.udp":
+        elif event.get("log_namespace") == "tracker.udp.protocol":
             problems.append(f"[{level}] {formatEvent(eventFromJSON(line))}")
     return "\n".join(problems[-max_lines:]) or "(no warnings or errors)"
 

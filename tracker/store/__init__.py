@@ -1,1 +1,1 @@
-"""Peer stores: implementations of L{tracker.interfaces.IPeerStore}."""
+"""Peer stores: implementations of L{tracker.core.interfaces.IPeerStore}."""

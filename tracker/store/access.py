@@ -72,7 +72,7 @@ Transfers = Mapping[bytes, "tuple[int, int]"]
 class IAccessStore(Interface):
     """
     Durable access-control state. Every method returns a L{Deferred}; none is on the path of an
-    announce, which is answered from memory (L{tracker.access}, L{tracker.passkeys}).
+    announce, which is answered from memory (L{tracker.ops.access}, L{tracker.ops.passkeys}).
     """
 
     def load() -> Deferred[StoredAccess]:

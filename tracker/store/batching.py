@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from tracker.interfaces import StoreStopped
+from tracker.core.interfaces import StoreStopped
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from tracker.announce import AnnounceRequest
-from tracker.interfaces import AnnounceResult, IIndexedStore, IPeerStore, SwarmCounts
-from tracker.swarms import SwarmIndex
+from tracker.core.announce import AnnounceRequest
+from tracker.core.interfaces import AnnounceResult, IIndexedStore, IPeerStore, SwarmCounts
+from tracker.core.swarms import SwarmIndex
 
 
 @implementer(IPeerStore, IIndexedStore)

@@ -2,13 +2,13 @@
 The SQLite peer store: the tracker's embedded default.
 
 Announces and scrapes are answered at once from the swarm index in memory
-(L{tracker.swarms.SwarmIndex}); the SQLite file is its journal (L{tracker.journal}). The index
-writes down every change as it makes it; every C{commit_every} seconds the changes so far go to
-the database thread and into one row, in one transaction (a group commit), so the reactor never
-waits for the disk and saving a change costs a few bytes, not a B-tree update. When the journal
-has grown to a few times what the index holds, a checkpoint writes the index out whole, a slice
-at a time between announces, and the rows before it are deleted. At start the rows are replayed
-into a new index, on the database thread.
+(L{tracker.core.swarms.SwarmIndex}); the SQLite file is its journal (L{tracker.core.journal}).
+The index writes down every change as it makes it; every C{commit_every} seconds the changes so
+far go to the database thread and into one row, in one transaction (a group commit), so the reactor
+never waits for the disk and saving a change costs a few bytes, not a B-tree update. When the
+journal has grown to a few times what the index holds, a checkpoint writes the index out whole,
+a slice at a time between announces, and the rows before it are deleted. At start the rows are
+replayed into a new index, on the database thread.
 
 What a crash can lose: the changes of the last C{commit_every} seconds plus those of a commit
 still being written (in WAL mode with C{synchronous=NORMAL}, a committed transaction survives a
@@ -30,8 +30,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tracker.announce import AnnounceRequest
-from tracker.interfaces import (
+from tracker.core.announce import AnnounceRequest
+from tracker.core.interfaces import (
     AnnounceResult,
     Answer,
     IIndexedStore,
@@ -39,12 +39,12 @@ from tracker.interfaces import (
     StoreStopped,
     SwarmCounts,
 )
-from tracker.journal import PEER, replay
-from tracker.meters import CommitMeter
-from tracker.slices import cooperator
+from tracker.core.journal import PEER, replay
+from tracker.core.meters import CommitMeter
+from tracker.core.slices import cooperator
+from tracker.core.swarms import SwarmIndex
 from tracker.store.batching import BatchingConnection
 from tracker.store.schema import connect
-from tracker.swarms import SwarmIndex
 
 log = Logger()
 

@@ -2,7 +2,7 @@ from twisted.application.service import ServiceMaker
 
 tracker = ServiceMaker(
     "BitTorrent tracker",
-    "tracker.plugin",
+    "tracker.daemon.plugin",
     "An HTTP BitTorrent tracker with an embedded SQLite store.",
     "tracker",
 )

@@ -12,9 +12,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tracker.config import TrackerConfig
-from tracker.interfaces import IPeerStore
-from tracker.stats import SAMPLE_EVERY, TrackerStats
+from tracker.core.config import TrackerConfig
+from tracker.core.interfaces import IPeerStore
+from tracker.ops.stats import SAMPLE_EVERY, TrackerStats
 
 log = Logger()
 
@@ -23,7 +23,7 @@ class TrackerService(MultiService):
     """
     Starts and stops the store, expires peers every C{config.expire_every} seconds, and samples
     L{stats} every L{SAMPLE_EVERY} seconds. Owns no listener: parent it under any application
-    and serve L{tracker.resource.TrackerResource} (given C{stats=service.stats}) however the
+    and serve L{tracker.http.resource.TrackerResource} (given C{stats=service.stats}) however the
     application likes.
     """
 

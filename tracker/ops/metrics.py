@@ -25,8 +25,8 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
-from tracker.meters import Histogram
-from tracker.stats import TrackerStats
+from tracker.core.meters import Histogram
+from tracker.ops.stats import TrackerStats
 
 
 def registry(stats: TrackerStats) -> CollectorRegistry:

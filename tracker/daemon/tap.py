@@ -14,18 +14,9 @@ from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
-from tracker.access import AccessControlledStore, AccessList, AccessListError, read_hash_list
-from tracker.admin import (
-    DEFAULT_ADMIN_LISTEN,
-    MIN_TOKEN_LENGTH,
-    AdminResource,
-    AdminSite,
-)
-from tracker.config import IPNetwork, TrackerConfig
-from tracker.connection_ids import ConnectionIds
-from tracker.control import AccessService
-from tracker.interfaces import IPeerStore
-from tracker.listening import (
+from tracker.core.config import IPNetwork, TrackerConfig
+from tracker.core.interfaces import IPeerStore
+from tracker.daemon.listening import (
     AdminListeningService,
     ListeningService,
     UDPListeningService,
@@ -33,15 +24,25 @@ from tracker.listening import (
     parse_udp,
     udp_twin,
 )
-from tracker.passkeys import Passkeys
-from tracker.private import PrivateTrackerResource, PrivateUDPTracker
-from tracker.resource import TrackerResource
-from tracker.service import TrackerService
-from tracker.site import TrackerSite
+from tracker.daemon.service import TrackerService
+from tracker.http.private import PrivateTrackerResource
+from tracker.http.resource import TrackerResource
+from tracker.http.site import TrackerSite
+from tracker.ops.access import AccessControlledStore, AccessList, AccessListError, read_hash_list
+from tracker.ops.admin import (
+    DEFAULT_ADMIN_LISTEN,
+    MIN_TOKEN_LENGTH,
+    AdminResource,
+    AdminSite,
+)
+from tracker.ops.control import AccessService
+from tracker.ops.passkeys import Passkeys
 from tracker.store.access import BLACKLIST, WHITELIST, SQLiteAccessStore
 from tracker.store.schema import check_usable
 from tracker.store.sqlite import SQLitePeerStore
-from tracker.udp import UDPTracker
+from tracker.udp.connection_ids import ConnectionIds
+from tracker.udp.private import PrivateUDPTracker
+from tracker.udp.protocol import UDPTracker
 
 log = Logger()
 

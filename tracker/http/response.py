@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tracker.addresses import unpack_peer
-from tracker.announce import AnnounceRequest
-from tracker.bencode import bencode
-from tracker.interfaces import AnnounceResult, SwarmCounts
+from tracker.core.addresses import unpack_peer
+from tracker.core.announce import AnnounceRequest
+from tracker.core.bencode import bencode
+from tracker.core.interfaces import AnnounceResult, SwarmCounts
 
 
 def failure_body(reason: str, retry_in: int | None = None) -> bytes:

@@ -8,7 +8,7 @@ from typing import NamedTuple, TypeVar, Union
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from tracker.announce import AnnounceRequest
+from tracker.core.announce import AnnounceRequest
 
 
 class StoreStopped(Exception):
@@ -101,14 +101,14 @@ class IPeerStore(Interface):
 
         A peer keeps the key it registered with. An announce for it with another key (or
         none) from another address of the same family is refused with
-        L{tracker.errors.KeyMismatch} (raised, or the Deferred fails with it) and changes
+        L{tracker.core.errors.KeyMismatch} (raised, or the Deferred fails with it) and changes
         nothing; from the other family it is answered but changes nothing; from the peer's own
         address (IP and port) it is accepted and its key, if any, becomes the peer's. A peer
         registered without a key (0) accepts any announce and keeps no key.
 
         In private mode an announce carries its passkey's ledger (C{request.account}): the
         store credits it with what the peer moved since its previous announce, by the rule of
-        L{tracker.swarms.SwarmIndex._credit}, and only when it records the announce.
+        L{tracker.core.swarms.SwarmIndex._credit}, and only when it records the announce.
         """
 
     def scrape(info_hashes: Sequence[bytes]) -> Answer[dict[bytes, SwarmCounts]]:
@@ -120,11 +120,12 @@ class IPeerStore(Interface):
 
 class IIndexedStore(Interface):
     """
-    A store that answers from a L{tracker.swarms.SwarmIndex} in this process, which the
+    A store that answers from a L{tracker.core.swarms.SwarmIndex} in this process, which the
     tracker's statistics and full scrapes read directly, a slice at a time.
     """
 
     index = Attribute("The SwarmIndex, or None while the store is still loading.")
     commits = Attribute(
-        "A tracker.meters.CommitMeter counting the store's group commits, or None if it has none."
+        "A tracker.core.meters.CommitMeter counting the store's group commits,"
+        " or None if it has none."
     )

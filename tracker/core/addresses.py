@@ -7,8 +7,8 @@ import socket
 import struct
 from collections.abc import Sequence
 
-from tracker.config import TrackerConfig
-from tracker.errors import TrackerError
+from tracker.core.config import TrackerConfig
+from tracker.core.errors import TrackerError
 
 _V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 _PORT = struct.Struct("!H")

@@ -1,5 +1,5 @@
 """
-The C{twistd tracker} plugin: C{tracker.tap}'s options and service, with a mistake on the
+The C{twistd tracker} plugin: C{tracker.daemon.tap}'s options and service, with a mistake on the
 command line ending in its one line instead of after the whole usage text, as twistd and
 twist would print it.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from twisted.python import usage
 
-from tracker import tap
-from tracker.tap import makeService
+from tracker.daemon import tap
+from tracker.daemon.tap import makeService
 
 __all__ = ["Options", "makeService"]
 

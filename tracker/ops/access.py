@@ -19,9 +19,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tracker.announce import AnnounceRequest
-from tracker.errors import TrackerError
-from tracker.interfaces import AnnounceResult, Answer, IPeerStore, SwarmCounts
+from tracker.core.announce import AnnounceRequest
+from tracker.core.errors import TrackerError
+from tracker.core.interfaces import AnnounceResult, Answer, IPeerStore, SwarmCounts
 from tracker.store.access import BLACKLIST, WHITELIST, IAccessStore, StoredState
 
 log = Logger()

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from tracker.udp_port import listen_udp
+from tracker.udp.port import listen_udp
 
 log = Logger()
 

@@ -24,16 +24,16 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tracker.addresses import pack_ip
-from tracker.announce import COMPLETED, NONE, PAUSED, STARTED, STOPPED, AnnounceRequest
-from tracker.config import TrackerConfig
-from tracker.connection_ids import ConnectionIds
-from tracker.errors import TrackerError
-from tracker.interfaces import NO_COUNTS, AnnounceResult, IPeerStore, StoreStopped, SwarmCounts
-from tracker.ledger import Ledger
-from tracker.meters import TIMED
-from tracker.stats import TrackerStats
-from tracker.udp_port import BatchingPort
+from tracker.core.addresses import pack_ip
+from tracker.core.announce import COMPLETED, NONE, PAUSED, STARTED, STOPPED, AnnounceRequest
+from tracker.core.config import TrackerConfig
+from tracker.core.errors import TrackerError
+from tracker.core.interfaces import NO_COUNTS, AnnounceResult, IPeerStore, StoreStopped, SwarmCounts
+from tracker.core.ledger import Ledger
+from tracker.core.meters import TIMED
+from tracker.ops.stats import TrackerStats
+from tracker.udp.connection_ids import ConnectionIds
+from tracker.udp.port import BatchingPort
 
 log = Logger()
 

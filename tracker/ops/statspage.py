@@ -16,7 +16,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
-from tracker.stats import TrackerStats
+from tracker.ops.stats import TrackerStats
 
 #: The page reloads itself this often, in seconds (a meta refresh: no script needed).
 REFRESH = 30

@@ -9,8 +9,8 @@ from twisted.web.http import parse_qs
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
-from tracker.requestline import line_reader
-from tracker.response import failure_body
+from tracker.http.requestline import line_reader
+from tracker.http.response import failure_body
 
 #: No BitTorrent client sends a request body; anything larger than this is refused unread.
 MAX_BODY = 1024
@@ -21,7 +21,7 @@ _TOO_LARGE = (
 
 
 _QUERY_ONLY = frozenset((b"GET", b"HEAD"))
-#: Twisted's HTTPChannel.lineReceived, reading request lines faster (L{tracker.requestline}).
+#: Twisted's HTTPChannel.lineReceived, reading request lines faster (L{tracker.http.requestline}).
 _read_line = line_reader(http.HTTPChannel.lineReceived)
 
 
@@ -83,7 +83,7 @@ class TrackerChannel(http.HTTPChannel):
     An HTTP connection that answers a line too long to read (Twisted's limit is 16 KiB) with a
     status and a bencoded reason before closing: 414 for the request line (a scrape of a great
     many hashes, say), 431 for a header. Twisted would close the connection without a word.
-    Request lines are read as in L{tracker.requestline}.
+    Request lines are read as in L{tracker.http.requestline}.
     """
 
     _in_headers = False

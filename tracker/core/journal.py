@@ -26,10 +26,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tracker.swarms import SwarmIndex
+from typing import Protocol
 
 PEER = struct.Struct(">c20s20sqBIB")
 #: The peer record of schema version 2, before peers had keys; still read, no longer written.
@@ -46,6 +43,28 @@ _WIDTHS = (6, 18)
 _SWAP = sys.byteorder == "little"
 
 _K, _P, _G, _D, _S, _B = b"K"[0], b"P"[0], b"G"[0], b"D"[0], b"S"[0], b"B"[0]
+
+
+class ReplayTarget(Protocol):
+    """
+    What a journal is replayed into: the swarm index (L{tracker.core.swarms.SwarmIndex}).
+    Named here, not imported, because the index writes its changes with this module's records.
+    """
+
+    def load_peer(
+        self,
+        info_hash: bytes,
+        peer_id: bytes,
+        address: bytes,
+        seeder: int,
+        seen: int,
+        done: int,
+        key: int = 0,
+    ) -> None: ...
+
+    def load_gone(self, info_hash: bytes, peer_id: bytes) -> None: ...
+
+    def load_count(self, info_hash: bytes, downloaded: int, reset: bool = False) -> None: ...
 
 
 def bulk_record(
@@ -75,7 +94,7 @@ def bulk_record(
     )
 
 
-def _replay_bulk(journal: bytes, offset: int, index: SwarmIndex) -> int:
+def _replay_bulk(journal: bytes, offset: int, index: ReplayTarget) -> int:
     """Load the peers of the B record at C{offset}; the offset past it."""
     _, info_hash, seeders, width, count = BULK.unpack_from(journal, offset)
     if width not in _WIDTHS:
@@ -111,7 +130,7 @@ class JournalError(Exception):
     """A journal that is not a sequence of whole records."""
 
 
-def replay(journal: bytes, index: SwarmIndex) -> None:
+def replay(journal: bytes, index: ReplayTarget) -> None:
     """Apply every record of C{journal} to C{index}, in order."""
     offset = 0
     end = len(journal)

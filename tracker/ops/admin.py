@@ -28,8 +28,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from tracker.access import AccessList, AccessListError, parse_info_hash
-from tracker.passkeys import PasskeyError, Passkeys, check_passkey
+from tracker.ops.access import AccessList, AccessListError, parse_info_hash
+from tracker.ops.passkeys import PasskeyError, Passkeys, check_passkey
 
 log = Logger()
 

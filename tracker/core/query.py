@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from codecs import escape_decode as _escape_decode
 
-from tracker.errors import TrackerError
+from tracker.core.errors import TrackerError
 
 Params = dict[bytes, list[bytes]]
 

@@ -17,9 +17,9 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tracker.access import AccessList
-from tracker.interfaces import StoreStopped
-from tracker.passkeys import Passkeys
+from tracker.core.interfaces import StoreStopped
+from tracker.ops.access import AccessList
+from tracker.ops.passkeys import Passkeys
 from tracker.store.access import IAccessStore, StoredAccess
 
 log = Logger()
@@ -27,7 +27,7 @@ log = Logger()
 
 class AccessService(Service):
     """
-    Parent it after the L{tracker.service.TrackerService} of the same store: its work then
+    Parent it after the L{tracker.daemon.service.TrackerService} of the same store: its work then
     queues behind the store's opening, and at shutdown its last write goes before the store
     closes.
     """

@@ -4,9 +4,9 @@ totals over the swarms counted periodically. L{TrackerStats.snapshot} is the one
 C{/stats}, C{/stats.json} and anything else reporting on the tracker are made from.
 
 Nothing here runs per request but the meters' increments: L{TrackerStats.tick}, run by
-L{tracker.service.TrackerService} every L{SAMPLE_EVERY} seconds, samples the counters into the
-history and counts the swarms (L{tracker.census}), so a page view or a metrics scrape only
-reads what is there.
+L{tracker.daemon.service.TrackerService} every L{SAMPLE_EVERY} seconds, samples the counters into
+the history and counts the swarms (L{tracker.ops.census}), so a page view or a metrics scrape
+only reads what is there.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from twisted.internet.task import SchedulerStopped
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tracker.census import EMPTY, Census, walk
-from tracker.interfaces import IIndexedStore, IPeerStore
-from tracker.meters import CommitMeter, Refusals, RequestMeter
-from tracker.slices import cooperator, fire_all
+from tracker.core.interfaces import IIndexedStore, IPeerStore
+from tracker.core.meters import CommitMeter, Refusals, RequestMeter
+from tracker.core.slices import cooperator, fire_all
+from tracker.ops.census import EMPTY, Census, walk
 
 log = Logger()
 

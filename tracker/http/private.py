@@ -1,28 +1,25 @@
 """
-Private mode: every announce and scrape names a passkey in its path, C{/<passkey>/announce} and
-C{/<passkey>/scrape} over HTTP, and C{/<passkey>/announce} in BEP 41's URL data over UDP. An
-unknown passkey, or none, gets a bencoded failure; a known one is credited with what its peers
-report moving (L{tracker.passkeys}).
+Private mode over HTTP: every announce and scrape names a passkey in its path,
+C{/<passkey>/announce} and C{/<passkey>/scrape}. An unknown passkey, or none, gets a bencoded
+failure; a known one is credited with what its peers report moving (L{tracker.ops.passkeys}).
+UDP's private mode is L{tracker.udp.private}.
 """
 
 from __future__ import annotations
 
 import random
-from time import perf_counter
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from tracker.config import TrackerConfig
-from tracker.errors import TrackerError
-from tracker.interfaces import IPeerStore
-from tracker.meters import TIMED
-from tracker.passkeys import Passkeys
-from tracker.query import Params
-from tracker.resource import (
+from tracker.core.config import TrackerConfig
+from tracker.core.errors import TrackerError
+from tracker.core.interfaces import IPeerStore
+from tracker.core.query import Params
+from tracker.http.resource import (
     AnnounceResource,
     Body,
     ScrapeResource,
@@ -30,21 +27,11 @@ from tracker.resource import (
     _Endpoint,
     _send,
 )
-from tracker.response import failure_body
-from tracker.stats import TrackerStats
-from tracker.udp import _ANNOUNCE_SIZE, UDPTracker, short_announce, url_data
+from tracker.http.response import failure_body
+from tracker.ops.passkeys import Passkeys, wait_or_refuse
+from tracker.ops.stats import TrackerStats
 
 PRIVATE = "this tracker is private: announce to /<your passkey>/announce"
-UNKNOWN_PASSKEY = "unknown passkey"
-_PRIVATE_UDP = "this tracker is private: announce to udp://HOST:PORT/<your passkey>/announce"
-_NO_UDP_SCRAPE = "this tracker is private: scrape over HTTP, at /<your passkey>/scrape"
-
-
-def _unknown(passkeys: Passkeys, retry: Callable[[], Any]) -> Deferred[Any]:
-    """Refuse a passkey not found, unless the passkeys are still loading: then wait and retry."""
-    if passkeys.loaded:
-        raise TrackerError(UNKNOWN_PASSKEY)
-    return passkeys.when_loaded().addCallback(lambda _: retry())
 
 
 def _passkey_of(request: Request) -> bytes:
@@ -72,7 +59,7 @@ class PrivateAnnounceResource(AnnounceResource):
         # This endpoint is a leaf below the passkey's segment: the passkey is the one before.
         ledger = passkeys.ledgers.get(request.prepath[-2])  # type: ignore[index]
         if ledger is None:
-            return _unknown(passkeys, lambda: self.answer(request, params))
+            return wait_or_refuse(passkeys, lambda: self.answer(request, params))
         return self.respond(self.parse(request, params, ledger))
 
 
@@ -92,7 +79,7 @@ class PrivateScrapeResource(ScrapeResource):
 
     def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
         if _passkey_of(request) not in self._passkeys.ledgers:
-            return _unknown(self._passkeys, lambda: self.answer(request, params))
+            return wait_or_refuse(self._passkeys, lambda: self.answer(request, params))
         return super().answer(request, params)
 
 
@@ -181,41 +168,3 @@ class PrivateTrackerResource(TrackerResource):
         if not path:
             return super().getChild(path, request)
         return self._passkey_segment
-
-
-class PrivateUDPTracker(UDPTracker):
-    """
-    L{UDPTracker} in private mode: an announce carries C{/<passkey>/announce} as its BEP 41 URL
-    data. A UDP scrape cannot carry a passkey (BEP 41 options follow announces only), so
-    scrapes are refused.
-    """
-
-    def __init__(self, store: IPeerStore, passkeys: Passkeys, *args: Any, **kwargs: Any) -> None:
-        super().__init__(store, *args, **kwargs)
-        self._passkeys = passkeys
-
-    def _announce(self, data: bytes, transaction: bytes, addr: Any, now: int) -> None:
-        started = perf_counter() if self._announces.ok & TIMED == TIMED else 0.0
-        passkeys = self._passkeys
-        ledger = passkeys.ledgers.get(_udp_passkey(data))
-        if ledger is None:
-            waited = _unknown(passkeys, lambda: self._announce(data, transaction, addr, now))
-            self._answer_later(waited, data, addr)
-            return
-        # The fixed fields alone: the URL data is read here, not by the public tracker's check.
-        request = self._parse_announce(data[:_ANNOUNCE_SIZE], addr[0], ledger)
-        self._answer_announce(request, data, transaction, addr, now, started)
-
-    def _scrape(self, data: bytes, transaction: bytes, addr: Any) -> None:
-        raise TrackerError(_NO_UDP_SCRAPE)
-
-
-def _udp_passkey(data: bytes) -> bytes:
-    """The passkey of an announce's URL data, C{/<passkey>/announce[?...]}."""
-    if len(data) < _ANNOUNCE_SIZE:
-        raise short_announce(len(data))
-    path = url_data(data, _ANNOUNCE_SIZE).partition(b"?")[0] if len(data) > _ANNOUNCE_SIZE else b""
-    parts = path.split(b"/")
-    if len(parts) != 3 or parts[0] or parts[2] != b"announce" or not parts[1]:
-        raise TrackerError(_PRIVATE_UDP)
-    return parts[1]

@@ -21,10 +21,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from tracker.errors import TrackerError
-from tracker.interfaces import IIndexedStore, IPeerStore
-from tracker.slices import cooperator, fire_all
-from tracker.swarms import SwarmIndex
+from tracker.core.errors import TrackerError
+from tracker.core.interfaces import IIndexedStore, IPeerStore
+from tracker.core.slices import cooperator, fire_all
+from tracker.core.swarms import SwarmIndex
 
 #: Seconds a full scrape is answered from the last one built.
 MAX_AGE = 10

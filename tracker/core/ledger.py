@@ -1,10 +1,10 @@
 """
 A passkey's ledger: what the peers announcing with it have uploaded and downloaded.
 
-An announce in private mode carries its passkey's ledger (L{tracker.announce.AnnounceRequest}'s
+An announce in private mode carries its passkey's ledger (L{tracker.core.announce.AnnounceRequest}'s
 C{account}), and the swarm index credits it as it records the announce: with the growth of the
 reported totals since the same peer's previous announce, kept beside the peer
-(L{tracker.swarms.SwarmIndex}). So crediting costs no lookup of its own, the report it is
+(L{tracker.core.swarms.SwarmIndex}). So crediting costs no lookup of its own, the report it is
 measured against lives and dies with the peer, and an announce the store does not take (a
 torrent the access list refuses, a peer's entry claimed from elsewhere with the wrong key)
 credits nothing.

@@ -5,13 +5,13 @@ from __future__ import annotations
 import zlib
 from typing import TYPE_CHECKING, NamedTuple
 
-from tracker.addresses import pack_ip
-from tracker.config import TrackerConfig
-from tracker.errors import TrackerError
-from tracker.query import Params
+from tracker.core.addresses import pack_ip
+from tracker.core.config import TrackerConfig
+from tracker.core.errors import TrackerError
+from tracker.core.query import Params
 
 if TYPE_CHECKING:
-    from tracker.ledger import Ledger
+    from tracker.core.ledger import Ledger
 
 #: SQLite's integers are signed 64-bit; larger byte counts are nonsense anyway.
 _MAX_COUNT = 2**63 - 1
@@ -48,13 +48,13 @@ class AnnounceRequest(NamedTuple):
     no_peer_id: bool
     #: The client's key as a 32-bit number (BEP 15's key field; see L{parse_key}), 0 for none.
     #: A known peer's announces from elsewhere must carry the key it registered with (see
-    #: L{tracker.interfaces.IPeerStore.announce}).
+    #: L{tracker.core.interfaces.IPeerStore.announce}).
     key: int = 0
     #: Whether the peers wanted are of the announcing peer's own address family only (UDP,
     #: whose reply carries one family), rather than of both (HTTP: BEP 7's peers and peers6).
     own_family: bool = False
     #: Private mode: the ledger of the passkey the announce was made with, which the store
-    #: credits with what the peer moved (see L{tracker.ledger}); None on a public tracker.
+    #: credits with what the peer moved (see L{tracker.core.ledger}); None on a public tracker.
     account: Ledger | None = None
 
     @property

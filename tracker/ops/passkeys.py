@@ -1,10 +1,10 @@
 """
 Private mode's passkeys, and what each has uploaded and downloaded.
 
-Each passkey in force has a ledger (L{tracker.ledger.Ledger}) that its announces carry, and
+Each passkey in force has a ledger (L{tracker.core.ledger.Ledger}) that its announces carry, and
 that the swarm index credits with what each peer moved since its previous announce (a delta
 against the peer's last report, never the reported totals themselves; see
-L{tracker.swarms.SwarmIndex}).
+L{tracker.core.swarms.SwarmIndex}).
 
 Totals are kept in memory, where the admin API reads them, and written to the database every
 C{flush_every} seconds in one job of the store's group transactions, never one transaction per
@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tracker.ledger import Ledger
+from tracker.core.errors import TrackerError
+from tracker.core.ledger import Ledger
 from tracker.store.access import Account, IAccessStore, StoredState
 
 log = Logger()
@@ -182,3 +183,13 @@ class Passkeys(StoredState):
 
     def __len__(self) -> int:
         return len(self.ledgers)
+
+
+UNKNOWN_PASSKEY = "unknown passkey"
+
+
+def wait_or_refuse(passkeys: Passkeys, retry: Callable[[], Any]) -> Deferred[Any]:
+    """Refuse a passkey not found, unless the passkeys are still loading: then wait and retry."""
+    if passkeys.loaded:
+        raise TrackerError(UNKNOWN_PASSKEY)
+    return passkeys.when_loaded().addCallback(lambda _: retry())

@@ -12,7 +12,7 @@ import heapq
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from tracker.swarms import SwarmIndex
+from tracker.core.swarms import SwarmIndex
 
 #: Swarms looked at between two checks of the time spent.
 STEP = 500

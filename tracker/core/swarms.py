@@ -9,7 +9,7 @@ Adding and removing a peer is O(1) (a removed peer's slot is filled by the group
 and choosing C{numwant} random peers is O(numwant) whatever the size of the swarm: an announce
 costs the same in a swarm of ten peers or of a million.
 
-The index can write every change into a journal (L{tracker.journal}) that the SQLite store
+The index can write every change into a journal (L{tracker.core.journal}) that the SQLite store
 collects and saves in group commits, and can write itself out whole, a slice at a time, for the
 store's checkpoints.
 """
@@ -20,12 +20,12 @@ import random
 from array import array
 from collections.abc import Iterable, Iterator
 
-from tracker.addresses import pack_peer
-from tracker.announce import PAUSED, STARTED, STOPPED, AnnounceRequest
-from tracker.errors import KeyMismatch
-from tracker.interfaces import NO_COUNTS, AnnounceResult, SwarmCounts
-from tracker.journal import COMPLETED, COUNT, GONE, PEER, SEEDER, bulk_record
-from tracker.ledger import Ledger
+from tracker.core.addresses import pack_peer
+from tracker.core.announce import PAUSED, STARTED, STOPPED, AnnounceRequest
+from tracker.core.errors import KeyMismatch
+from tracker.core.interfaces import NO_COUNTS, AnnounceResult, SwarmCounts
+from tracker.core.journal import COMPLETED, COUNT, GONE, PEER, SEEDER, bulk_record
+from tracker.core.ledger import Ledger
 
 _IPV4_WIDTH = 6
 _IPV6_WIDTH = 18
@@ -175,7 +175,7 @@ class Swarm:
 class SwarmIndex:
     """
     Every live swarm, answering announces and scrapes synchronously. With C{journal} set it
-    also writes each change into L{journal} (see L{tracker.journal}), in order.
+    also writes each change into L{journal} (see L{tracker.core.journal}), in order.
     """
 
     def __init__(self, rng: random.Random | None = None, journal: bool = False) -> None:
@@ -590,7 +590,7 @@ class SwarmIndex:
         self.journal.append(record)
         written[0] += len(record)
 
-    # Loading, from a journal (tracker.journal.replay) or older tables; nothing is recorded.
+    # Loading, from a journal (tracker.core.journal.replay) or older tables; nothing is recorded.
 
     def load_peer(
         self,

@@ -18,19 +18,19 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from tracker.addresses import client_ip
-from tracker.announce import AnnounceRequest, parse_announce, parse_scrape
-from tracker.config import TrackerConfig
-from tracker.errors import TrackerError
-from tracker.fullscrape import Bodies, FullScrape, accepts_gzip
-from tracker.interfaces import IPeerStore, StoreStopped
-from tracker.ledger import Ledger
-from tracker.meters import TIMED, RequestMeter
-from tracker.metrics import MetricsResource
-from tracker.query import Params, parse_query, split_query
-from tracker.response import announce_body, failure_body, scrape_body
-from tracker.stats import TrackerStats
-from tracker.statspage import StatsJSONResource, StatsPageResource
+from tracker.core.addresses import client_ip
+from tracker.core.announce import AnnounceRequest, parse_announce, parse_scrape
+from tracker.core.config import TrackerConfig
+from tracker.core.errors import TrackerError
+from tracker.core.interfaces import IPeerStore, StoreStopped
+from tracker.core.ledger import Ledger
+from tracker.core.meters import TIMED, RequestMeter
+from tracker.core.query import Params, parse_query, split_query
+from tracker.http.fullscrape import Bodies, FullScrape, accepts_gzip
+from tracker.http.response import announce_body, failure_body, scrape_body
+from tracker.ops.metrics import MetricsResource
+from tracker.ops.stats import TrackerStats
+from tracker.ops.statspage import StatsJSONResource, StatsPageResource
 
 log = Logger()
 
@@ -227,8 +227,8 @@ class TrackerResource(Resource):
         assert clock is not None
         config = config or TrackerConfig()
         #: The counters this resource's requests feed. Give it the service's
-        #: (L{tracker.service.TrackerService.stats}), so that its history and swarm totals are
-        #: kept up to date; one of its own counts requests but never samples them.
+        #: (L{tracker.daemon.service.TrackerService.stats}), so that its history and swarm
+        #: totals are kept up to date; one of its own counts requests but never samples them.
         self.stats = stats or TrackerStats(store, clock)
         self.putChild(b"announce", AnnounceResource(store, config, clock, self.stats, rng))
         self.putChild(b"scrape", ScrapeResource(store, config, clock, self.stats))
