@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http import parse_qs
 from twisted.web.resource import IResource
@@ -19,6 +21,11 @@ _TOO_LARGE = (
     b"Connection: close\r\n\r\nd14:failure reason22:request body too largee"
 )
 
+
+#: Requests of one connection answered one after another before the other connections get a
+#: turn: a client pipelining requests has the rest of its input read no further than that, and
+#: parsed on a later turn of the reactor.
+REQUESTS_PER_TURN = 4
 
 _QUERY_ONLY = frozenset((b"GET", b"HEAD"))
 #: Twisted's HTTPChannel.lineReceived, reading request lines faster (L{tracker.http.requestline}).
@@ -84,9 +91,87 @@ class TrackerChannel(http.HTTPChannel):
     status and a bencoded reason before closing: 414 for the request line (a scrape of a great
     many hashes, say), 431 for a header. Twisted would close the connection without a word.
     Request lines are read as in L{tracker.http.requestline}.
+
+    It also keeps one connection from having more than its share:
+
+      - Pipelined requests are answered at most L{REQUESTS_PER_TURN} in a row; then the
+        connection is read no further until the reactor has served every other connection once.
+        Twisted answers every request of a read (64 KiB, some 250 announces) before it looks at
+        another socket, so that 300 pipelining connections kept a new client waiting for
+        seconds.
+      - Once the replies waiting to be sent pass the transport's buffer size (64 KiB), nothing
+        more is read from the connection, nor parsed, until they have been sent. Twisted stops
+        reading then only if it is between requests, and the replies are written while a
+        request is being handled: a client that never read its replies made the tracker
+        buffer them without end. A client that never reads is closed by the idle timeout.
+
+    Twisted itself handles one request of a connection at a time and stops reading once 16 KiB
+    of pipelined input wait behind a request it is still answering.
     """
 
     _in_headers = False
+    #: Requests answered since the connection last got a turn of the reactor.
+    _answered = 0
+    #: The connection's next turn, once it has had its share of this one.
+    _next_turn: IDelayedCall | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._busyReceiving:
+            # Called by the reactor with what it read, or when the connection's turn comes:
+            # either way a new turn (calls made while parsing only add to what is buffered).
+            self._answered = 0
+        super().dataReceived(data)
+
+    def requestDone(self, request: http.Request) -> None:
+        self._answered += 1
+        if self.persistent and (
+            self._waitingForTransport
+            or (self._answered >= REQUESTS_PER_TURN and (self._buffer or self._dataBuffer))
+        ):
+            # LineReceiver parses nothing more while paused; what is left stays buffered.
+            self.paused = True
+        super().requestDone(request)
+        if self.paused:
+            self._hold()
+
+    def _hold(self) -> None:
+        """Read nothing more until the replies have been sent, or until the next turn."""
+        transport = self.transport
+        if transport is None or transport.disconnecting:  # type: ignore[attr-defined]
+            return
+        transport.pauseProducing()  # type: ignore[attr-defined]
+        if not self._waitingForTransport and self._next_turn is None:
+            self._next_turn = self.callLater(0, self._take_turn)
+
+    def _take_turn(self) -> None:
+        self._next_turn = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._waitingForTransport or self.transport is None:
+            # Still held until the replies are sent: resumeProducing releases it then.
+            return
+        self.paused = False
+        if not self._handlingRequest:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        self.dataReceived(b"")
+
+    def resumeProducing(self) -> None:
+        # The transport has sent every reply it held.
+        super().resumeProducing()
+        if not self.paused:
+            return
+        if self._next_turn is None:
+            self._release()
+        else:
+            # Twisted resumed reading; this connection's turn is still to come.
+            self._hold()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        if self._next_turn is not None:
+            self._next_turn.cancel()
+            self._next_turn = None
+        super().connectionLost(reason)
 
     def lineReceived(self, line: bytes) -> None:
         if line:
