@@ -5,8 +5,15 @@
    kill must still be returned.
 2. 200 stalled connections (half a request, or nothing at all) must not starve a good client.
 3. 64 connections sending malformed input must not stop good clients being served.
+4. The crash loop: CYCLES times (20 by default), completions and a wrk load, kill -9 at a
+   random moment, a restart on the same database. Every restart must replay the journal and
+   serve; no completion count may go down (from the count after the previous restart, nor
+   from a scrape taken SAVED_AFTER before the kill); every completion answered more than
+   SAVED_AFTER before the kill (the group commit interval, 0.1 s, plus 0.5 s for a commit
+   being written) must be counted, and none twice.
 
 Usage: python3 bench/faults.py [--interpreter python3] [--ours-arg=--option ...]
+       [--cycles 20] [--only crash-loop]
 """
 
 from __future__ import annotations
@@ -14,13 +21,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote_from_bytes
 
 import benchlib as bl
 
@@ -33,6 +43,13 @@ OBSERVER_PEER = 45000
 GOOD_LATENCY_LIMIT = 1.0
 STALLED_SOCKETS = 200
 BAD_CLIENTS = 64
+CRASH_CYCLES = 20
+CRASH_TORRENTS = 10
+#: Peer indexes of the crash loop's completions, apart from every other population.
+FIRST_COMPLETER = 1_000_000
+#: A completion answered this long before a kill must have been saved: the group commit
+#: interval (tracker.store.sqlite.COMMIT_EVERY) plus a commit still being written.
+SAVED_AFTER = 0.1 + 0.5
 
 
 @dataclass
@@ -313,18 +330,209 @@ def check_bad_input(tracker: Tracker) -> Check:
     return check
 
 
+# --- check 4: the crash loop ------------------------------------------------------------
+
+
+def crash_hashes() -> list[bytes]:
+    return [bl.named_hash(f"crash-{t}") for t in range(CRASH_TORRENTS)]
+
+
+@dataclass
+class Completer:
+    """Completes the crash loop's torrents one announce at a time, each by a new peer, round
+    the torrents in turn."""
+
+    port: int
+    peer: int
+    #: (torrent, when answered) of every completion the tracker answered.
+    answered: list[tuple[int, float]] = field(default_factory=list)
+    in_flight: int | None = None
+
+    async def run(self) -> None:
+        client = bl.HttpClient(self.port, timeout=10.0)
+        hashes = crash_hashes()
+        try:
+            while True:
+                t = self.peer % CRASH_TORRENTS
+                path = (
+                    f"/announce?info_hash={quote_from_bytes(hashes[t], safe='')}"
+                    f"&peer_id={quote_from_bytes(bl.peer_id(self.peer), safe='')}"
+                    f"&port={1024 + self.peer % 60000}&left=0&event=completed&numwant=0"
+                )
+                self.in_flight = t
+                status, body = await client.get(path)
+                if status != 200 or b"failure reason" in body:
+                    raise RuntimeError(f"completion refused: {status} {body[:200]!r}")
+                self.answered.append((t, time.monotonic()))
+                self.in_flight = None
+                self.peer += 1
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            pass  # the tracker was killed
+        finally:
+            await client.close()
+
+
+@dataclass
+class CrashCycle:
+    """What one kill and restart showed."""
+
+    restart_seconds: float
+    answered: int
+    saved: int
+    #: Seconds before the kill the oldest lost completion was answered (0: none lost).
+    oldest_lost: float
+    went_down: list[str]
+    counted_twice: list[str]
+
+
+async def crash_load(
+    tracker: Tracker, hash_file: Path, completer: Completer, rng: random.Random
+) -> tuple[dict[bytes, int], float]:
+    """Load and completions, a scrape, then kill -9 at least SAVED_AFTER later: the scrape's
+    counts and the moment of the kill."""
+    load = start_load(tracker.port, hash_file, 30)
+    task = asyncio.ensure_future(completer.run())
+    try:
+        await asyncio.sleep(rng.uniform(1.0, 3.0))
+        safe = await bl.scrape_totals(tracker.port, crash_hashes() + crash_watched_load())
+        await asyncio.sleep(SAVED_AFTER + rng.uniform(0.0, 1.0))
+        killed = time.monotonic()
+        tracker.kill9()
+    finally:
+        bl.kill_hard(load)
+    await asyncio.wait_for(task, 30)
+    return {h: e.get(b"downloaded", 0) for h, e in safe.items()}, killed
+
+
+def crash_watched_load() -> list[bytes]:
+    """Load swarms whose counts are watched too: wrk completes peers in them (tracker.lua)."""
+    return [bl.swarm_hash(k) for k in range(0, 1000, 20)]
+
+
+def check_crash_loop(tracker: Tracker, workdir: Path, cycles: int) -> list[Check]:
+    load_hashes = [bl.swarm_hash(k) for k in range(1000)]
+    hash_file = workdir / "hashes.txt"
+    hash_file.write_text("".join(h.hex() + "\n" for h in load_hashes))
+    hashes = crash_hashes()
+    watched = hashes + crash_watched_load()
+    rng = random.Random(20261208)
+    results: list[CrashCycle] = []
+    floor = dict.fromkeys(watched, 0)
+    ceiling = dict.fromkeys(hashes, 0)
+    previous = dict.fromkeys(hashes, 0)
+    answered: list[tuple[int, float]] = []
+    killed = 0.0
+    peer = FIRST_COMPLETER
+    replay_failure = ""
+    for cycle in range(cycles + 1):
+        started = time.monotonic()
+        try:
+            tracker.start()
+            counts = downloaded_counts(tracker.port, watched)
+        except (RuntimeError, OSError, asyncio.TimeoutError) as exc:
+            tail = tracker.log.read_text(errors="replace")[-800:]
+            replay_failure = f"restart {cycle}: {exc}; log tail: {tail!r}"
+            break
+        restart_seconds = time.monotonic() - started
+        if cycle:
+            saved = sum(counts.get(h, 0) for h in hashes) - sum(previous.values())
+            lost = [killed - when for _, when in answered[max(saved, 0) :]]
+            results.append(
+                CrashCycle(
+                    restart_seconds,
+                    len(answered),
+                    saved,
+                    max(lost, default=0.0),
+                    [f"{h.hex()[:8]} {floor[h]}->{counts.get(h, 0)}" for h in watched
+                     if counts.get(h, 0) < floor[h]],
+                    [f"{h.hex()[:8]} {ceiling[h]}->{counts.get(h, 0)}" for h in hashes
+                     if counts.get(h, 0) > ceiling[h]],
+                )
+            )  # fmt: skip
+        if cycle == cycles:
+            break
+        completer = Completer(tracker.port, peer)
+        safe, killed = asyncio.run(crash_load(tracker, hash_file, completer, rng))
+        answered = completer.answered
+        # The peer whose completion was in flight may have been counted: never reused.
+        peer = completer.peer + 1
+        previous = {h: counts.get(h, 0) for h in hashes}
+        # After the next restart, no count may be below its count now, nor below the scrape
+        # taken at least SAVED_AFTER before the kill; nor above one per completion sent.
+        floor = {h: max(counts.get(h, 0), safe.get(h, 0)) for h in watched}
+        ceiling = dict(previous)
+        for t, _ in answered:
+            ceiling[hashes[t]] += 1
+        if completer.in_flight is not None:
+            ceiling[hashes[completer.in_flight]] += 1
+    tracker.stop()
+    return crash_checks(cycles, results, replay_failure)
+
+
+def crash_checks(cycles: int, results: list[CrashCycle], replay_failure: str) -> list[Check]:
+    done = len(results)
+    restarts = [r.restart_seconds for r in results]
+    replayed = Check(
+        f"the journal replayed after each of {cycles} kill -9 under load",
+        not replay_failure and done == cycles,
+        replay_failure
+        or f"{done} restarts, each answered a scrape after {min(restarts):.2f}-"
+        f"{max(restarts):.2f} s (median {statistics.median(restarts):.2f} s)",
+    )
+    down = [(n, r.went_down) for n, r in enumerate(results, 1) if r.went_down]
+    twice = [(n, r.counted_twice) for n, r in enumerate(results, 1) if r.counted_twice]
+    lost = [r.answered - r.saved for r in results]
+    oldest = [r.oldest_lost for r in results]
+    answered = sum(r.answered for r in results)
+    return [
+        replayed,
+        Check(
+            "no completion count went down",
+            done > 0 and not down,
+            f"after kills {[n for n, _ in down]}, e.g. {down[0][1][:3]}" if down else
+            f"{len(crash_watched_load()) + CRASH_TORRENTS} torrents watched over {done} restarts",
+        ),
+        Check(
+            "at most the last group commit lost (every completion answered"
+            f" {SAVED_AFTER:.1f} s before a kill kept)",
+            done > 0 and max(oldest, default=0.0) <= SAVED_AFTER,
+            f"{answered} completions answered; lost per kill at most {max(lost, default=0)}"
+            f" (median {statistics.median(lost) if lost else 0}); the oldest lost was answered"
+            f" {max(oldest, default=0.0) * 1000:.0f} ms before its kill (median over kills"
+            f" {statistics.median(oldest) * 1000 if oldest else 0:.0f} ms)",
+        ),
+        Check(
+            "no completion counted twice",
+            done > 0 and not twice,
+            f"after kills {[n for n, _ in twice]}, e.g. {twice[0][1][:3]}" if twice else
+            f"{CRASH_TORRENTS} torrents, each completion by a new peer",
+        ),
+    ]  # fmt: skip
+
+
 # --- driver -----------------------------------------------------------------------------
 
 
-def run_checks(tracker: Tracker, workdir: Path, checks: list[Check]) -> None:
+def run_checks(
+    tracker: Tracker, workdir: Path, checks: list[Check], only: str | None, cycles: int
+) -> None:
     """Appends to `checks` as it goes, so an abort keeps the results so far."""
-    checks.extend(check_kill_restart(tracker, workdir))
-    if not tracker.alive():
+    if only is None:
+        checks.extend(check_kill_restart(tracker, workdir))
+        if not tracker.alive():
+            tracker.stop()
+            tracker.database = workdir / "fresh.sqlite3"  # the old one may be what broke it
+            tracker.start()
+        checks.append(check_stalled(tracker))
+        checks.append(check_bad_input(tracker))
         tracker.stop()
-        tracker.database = workdir / "fresh.sqlite3"  # the old one may be what broke it
-        tracker.start()
-    checks.append(check_stalled(tracker))
-    checks.append(check_bad_input(tracker))
+    looped = Tracker(
+        tracker.interpreter, workdir / "crash.sqlite3", workdir / "crash.log", tracker.extra
+    )
+    try:
+        checks.extend(check_crash_loop(looped, workdir, cycles))
+    finally:
+        looped.stop()
 
 
 def main(argv: list[str]) -> int:
@@ -333,6 +541,8 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--interpreter", default="python3")
     parser.add_argument("--ours-arg", action="append", default=[], help="extra tracker option")
+    parser.add_argument("--cycles", type=int, default=CRASH_CYCLES, help="kills of the crash loop")
+    parser.add_argument("--only", choices=["crash-loop"], help="run this check alone")
     args = parser.parse_args(argv)
     reason = bl.interpreter_ready(args.interpreter)
     if reason is not None:
@@ -347,7 +557,7 @@ def main(argv: list[str]) -> int:
         )
         checks: list[Check] = []
         try:
-            run_checks(tracker, workdir, checks)
+            run_checks(tracker, workdir, checks, args.only, args.cycles)
         except (RuntimeError, OSError, asyncio.TimeoutError) as exc:
             checks.append(Check("fault checks ran to the end", False, str(exc)))
         finally:
