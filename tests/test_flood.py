@@ -100,17 +100,18 @@ class TurnTests(SynchronousTestCase):
         )
 
     def test_pipelined_requests_answered_a_few_per_turn(self) -> None:
-        """Of ten requests arriving in one read, REQUESTS_PER_TURN are answered at once; the
-        connection is then read no further until its next turn of the reactor, and the rest
-        are answered a few a turn."""
+        """Of ten requests arriving in one read, REQUESTS_PER_TURN (2) are answered at once;
+        the connection is then read no further until its next turn of the reactor, and the
+        rest are answered REQUESTS_PER_TURN a turn."""
         self.channel.dataReceived(self.pipelined(10))
         self.assertEqual(self.replies(), REQUESTS_PER_TURN)
         self.assertEqual(self.transport.producerState, "paused")
         answered = [self.replies()]
-        for _ in range(3):
+        for _ in range(10):
             self.turn()
             answered.append(self.replies())
-        self.assertEqual(answered, [4, 8, 10, 10])
+        per_turn = [min(10, REQUESTS_PER_TURN * (n + 1)) for n in range(11)]
+        self.assertEqual(answered, per_turn)
         self.assertEqual(self.transport.producerState, "producing")
 
     def test_requests_in_separate_reads_not_held(self) -> None:
