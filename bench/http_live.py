@@ -1,7 +1,13 @@
-"""Benchmark our HTTP tracker against opentracker and webtorrent's bittorrent-tracker.
+"""Live HTTP: our tracker against the Twisted floor, opentracker and webtorrent's
+bittorrent-tracker, each alone on core 0 under the same wrk loads from core 1.
 
-Every tracker runs alone on core 0 and gets the same sequence of wrk loads from core 1.
-Writes results.json, RESULTS.md and results.png next to this file. See README.md.
+    python3 bench/run.py http [--quick] [--interpreters python3,pypy3-venv]
+                              [--trackers ours,opentracker,bittorrent-tracker] [--sizes ...]
+
+Every tracker takes the same sequence of loads; then, per interpreter of ours, the floor
+(bench/floor.py) and ours take the keep-alive load in turns (each pair's ratio from
+measurements seconds apart, which cancels the drift of these machines), and a fresh tracker is
+filled with a known number of peers for its memory. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -9,40 +15,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import benchlib as bl
-import goals
-import phases
 import report
-
-TRACKER_CORE = 0
-LOAD_CORE = 1
-SINGLE_SWARM_SIZES = (1, 1000, 10000, 50000)
-SWARM_COUNT = 1000
-POPULATION = 50000
-#: The PyPy venv that run.sh creates; "pypy3-venv" in --interpreters names it.
-PYPY_VENV = bl.REPO_DIR / ".venv-pypy" / "bin" / "python"
-INTERPRETER_ALIASES = {"pypy3-venv": str(PYPY_VENV)}
-#: PyPy's default nursery is small for a server that allocates per request on two threads:
-#: a larger one measured about 1.4x the announce rate. Passed as PYPY_GC_NURSERY.
-PYPY_NURSERY = "64M"
 
 
 @dataclass
 class Scenario:
     name: str
     lua_args: list[str]
-    keep_alive: bool = True
     prefill_size: int = 0  # peers to put into the single swarm before measuring
 
 
@@ -50,7 +40,7 @@ class Scenario:
 class Target:
     key: str
     label: str
-    kind: str  # "ours", "opentracker" or "bittorrent-tracker"
+    kind: str  # "ours", "floor", "opentracker" or "bittorrent-tracker"
     interpreter: str = ""
 
 
@@ -58,60 +48,7 @@ class Target:
 class Running:
     proc: subprocess.Popen[bytes]
     port: int
-    workdir: Path
     database: Path | None = None
-
-
-@dataclass
-class Config:
-    duration: float
-    warmup: float
-    connections: int
-    wrk_threads: int
-    sizes: tuple[int, ...]
-    prefill_budget: float
-    ours_args: list[str] = field(default_factory=list)
-    pypy_nursery: str = PYPY_NURSERY
-    pair_rounds: int = 3
-
-
-# --- environment ------------------------------------------------------------------------
-
-
-def pin_self() -> None:
-    """Keep this driver (and the prefill loader) off the trackers' core."""
-    if (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {LOAD_CORE})
-
-
-def command_output(cmd: list[str]) -> str:
-    """First line the command prints (wrk prints its version with a usage error)."""
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    lines = (done.stdout.strip() or done.stderr.strip()).splitlines()
-    return lines[0] if lines else ""
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
-def git_commit() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(bl.REPO_DIR), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "uncommitted"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "uncommitted"
 
 
 def bittorrent_tracker_version() -> str:
@@ -124,46 +61,32 @@ def bittorrent_tracker_version() -> str:
 
 def machine_info(interpreters: list[str]) -> dict[str, object]:
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "kernel": os.uname().release,
+        **bl.machine(),
         "pythons": {
-            name: command_output([INTERPRETER_ALIASES.get(name, name), "--version"]) or "missing"
+            name: bl.command_output([bl.interpreter_path(name), "--version"]) or "missing"
             for name in interpreters
         },
-        "node": command_output(["node", "--version"]),
-        "wrk": command_output(["wrk", "--version"]).split(" [")[0],
-        "opentracker": command_output(["dpkg-query", "-W", "-f", "${Version}", "opentracker"]),
+        "node": bl.command_output(["node", "--version"]),
+        "wrk": bl.command_output(["wrk", "--version"]).split(" [")[0],
+        "opentracker": bl.command_output(["dpkg-query", "-W", "-f", "${Version}", "opentracker"]),
         "bittorrent_tracker": bittorrent_tracker_version(),
-        "git_commit": git_commit(),
     }
 
 
 # --- hashes and scenarios -----------------------------------------------------------------
 
 
-def all_hashes(sizes: tuple[int, ...]) -> tuple[list[bytes], list[bytes]]:
-    return [bl.swarm_hash(k) for k in range(SWARM_COUNT)], [bl.single_swarm_hash(n) for n in sizes]
+def every_hash(sizes: list[int]) -> list[bytes]:
+    """Every info hash the run uses (for opentracker's whitelist)."""
+    swarms = [bl.swarm_hash(k) for k in range(bl.SWARMS)]
+    return swarms + [bl.single_swarm_hash(n) for n in sizes]
 
 
-def write_hash_file(path: Path, hashes: list[bytes]) -> None:
-    path.write_text("".join(h.hex() + "\n" for h in hashes))
-
-
-def hash_files(workdir: Path, hashes: tuple[list[bytes], list[bytes]]) -> tuple[Path, list[bytes]]:
-    """The 1000 swarms' hash file for wrk, and every hash the run uses (for whitelists)."""
-    swarm_hashes, single_hashes = hashes
-    hash_file = workdir / "hashes.txt"
-    write_hash_file(hash_file, swarm_hashes)
-    return hash_file, swarm_hashes + single_hashes
-
-
-def scenarios(hash_file: Path, sizes: tuple[int, ...]) -> list[Scenario]:
-    many = ["swarms", str(hash_file), str(POPULATION)]
+def scenarios(hash_file: Path, sizes: list[int]) -> list[Scenario]:
+    many = ["swarms", str(hash_file), str(bl.POPULATION)]
     found = [
-        Scenario("announce 1000 swarms, keep-alive", many),
-        Scenario("announce 1000 swarms, Connection: close", [*many, "close"], keep_alive=False),
+        Scenario(report.KEEP_ALIVE, many),
+        Scenario(report.CLOSE, [*many, "close"]),
     ]
     for size in sizes:
         found.append(
@@ -181,80 +104,34 @@ def scenarios(hash_file: Path, sizes: tuple[int, ...]) -> list[Scenario]:
 # --- trackers ---------------------------------------------------------------------------
 
 
-def start_target(target: Target, workdir: Path, whitelist: list[bytes], cfg: Config) -> Running:
+def start(target: Target, workdir: Path, args: argparse.Namespace) -> Running:
+    workdir.mkdir(exist_ok=True)
     port = bl.free_port()
-    log = workdir / "tracker.log"
+    log = workdir / f"{target.kind}.log"
     database = None
+    cwd = bl.REPO_DIR
+    interpreter = bl.interpreter_path(target.interpreter)
     if target.kind == "ours":
         database = workdir / "db.sqlite3"
-        interpreter = INTERPRETER_ALIASES.get(target.interpreter, target.interpreter)
-        cmd = bl.ours_command(interpreter, port, database, cfg.ours_args)
-        if "pypy" in interpreter and cfg.pypy_nursery:
-            cmd = ["env", f"PYPY_GC_NURSERY={cfg.pypy_nursery}", *cmd]
-        cwd = bl.REPO_DIR
+        cmd = bl.ours_command(interpreter, port, database, args.ours_arg)
+        cmd = bl.with_nursery(cmd, args.pypy_nursery)
+    elif target.kind == "floor":
+        cmd = [interpreter, str(bl.BENCH_DIR / "floor.py"), "http", str(port)]
+        cmd = bl.with_nursery(cmd, args.pypy_nursery)
     elif target.kind == "opentracker":
-        cmd = bl.opentracker_command(workdir, ["-p", str(port)], whitelist)
+        cmd = bl.opentracker_command(workdir, ["-p", str(port)], every_hash(args.sizes))
         cwd = workdir
     else:
         cmd = ["node", str(bl.BENCH_DIR / "bt_tracker.mjs"), str(port)]
         cwd = bl.BENCH_DIR
-    proc = bl.start_process(cmd, log, TRACKER_CORE, cwd)
-    running = Running(proc, port, workdir, database)
+    proc = bl.start_process(cmd, log, bl.TRACKER_CORE, cwd)
     try:
         bl.wait_for_port(port, proc)
     except RuntimeError as exc:
         bl.stop_process(proc)
         tail = log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{target.label} did not start: {exc}\n{tail}") from exc
-    return running
-
-
-def start_floor(cmd: list[str], workdir: Path, cfg: Config) -> Running:
-    """The Twisted floor (bench/floor.py) on the tracker core; PyPy gets ours's GC setting."""
-    port = int(cmd[-1])
-    if "pypy" in cmd[0] and cfg.pypy_nursery:
-        cmd = ["env", f"PYPY_GC_NURSERY={cfg.pypy_nursery}", *cmd]
-    proc = bl.start_process(cmd, workdir / "floor.log", TRACKER_CORE, bl.BENCH_DIR)
-    try:
-        bl.wait_for_port(port, proc)
-    except RuntimeError:
-        bl.stop_process(proc)
-        raise
-    return Running(proc, port, workdir)
-
-
-def ours_against_floor(
-    target: Target, workdir: Path, hashes: tuple[list[bytes], list[bytes]], cfg: Config,
-    log: Callable[[str], None],
-) -> dict[str, object]:  # fmt: skip
-    """Floor pairs on the keep-alive announce load, then the memory check, for one interpreter."""
-    hash_file, whitelist = hash_files(workdir, hashes)
-    keep_alive = scenarios(hash_file, cfg.sizes)[0]
-
-    def start(cmd: list[str] | None, where: Path) -> Running:
-        if cmd is None:
-            return start_target(target, where, whitelist, cfg)
-        return start_floor(cmd, where, cfg)
-
-    interpreter = INTERPRETER_ALIASES.get(target.interpreter, target.interpreter)
-    result: dict[str, object] = {}
-    try:
-        result["floor"] = phases.floor_pairs(
-            start, lambda running: measure(running, keep_alive, cfg), interpreter,
-            workdir, cfg.pair_rounds, log,
-        )  # fmt: skip
-        memory_dir = workdir / "memory"
-        memory_dir.mkdir()
-        running = start_target(target, memory_dir, whitelist, cfg)
-        try:
-            result["memory"] = memory = phases.memory(running, log)
-        finally:
-            bl.stop_process(running.proc)
-        memory.update(phases.index_memory(interpreter, log))
-    except (RuntimeError, OSError, subprocess.TimeoutExpired, asyncio.TimeoutError) as exc:
-        result["error"] = str(exc)
-        log(f"  FAILED: {exc}")
-    return result
+    return Running(proc, port, database)
 
 
 def targets(interpreters: list[str], wanted: list[str]) -> tuple[list[Target], dict[str, str]]:
@@ -263,7 +140,7 @@ def targets(interpreters: list[str], wanted: list[str]) -> tuple[list[Target], d
     if "ours" in wanted:
         for interp in interpreters:
             key = f"ours-{interp}"
-            reason = bl.interpreter_ready(INTERPRETER_ALIASES.get(interp, interp))
+            reason = bl.interpreter_ready(bl.interpreter_path(interp))
             if reason is None:
                 found.append(Target(key, f"ours ({interp})", "ours", interp))
             else:
@@ -287,72 +164,30 @@ def targets(interpreters: list[str], wanted: list[str]) -> tuple[list[Target], d
 # --- measurement ------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def status_kib(pid: int, name: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-class RssSampler(threading.Thread):
-    """Samples VmRSS every 100 ms and keeps the peak."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.peak_kib = 0
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            try:
-                self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
-            except OSError:
-                return
-            self._stop_event.wait(0.1)
-
-    def stop(self) -> int:
-        self._stop_event.set()
-        self.join(2)
-        return self.peak_kib
-
-
-def run_wrk(port: int, scenario: Scenario, seconds: float, cfg: Config) -> dict[str, float]:
-    cmd = [
-        "wrk", "-t", str(cfg.wrk_threads), "-c", str(cfg.connections),
-        "-d", f"{max(1, round(seconds))}s", "--timeout", "5s", "--latency",
-        "-s", str(bl.BENCH_DIR / "tracker.lua"), f"http://{bl.HOST}:{port}",
-        "--", *scenario.lua_args,
-    ]  # fmt: skip
-    if (os.cpu_count() or 1) > 1:
-        cmd = ["taskset", "-c", str(LOAD_CORE), *cmd]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    for line in done.stdout.splitlines():
-        if line.startswith("BENCH_JSON "):
-            return {k: float(v) for k, v in json.loads(line[len("BENCH_JSON ") :]).items()}
-    raise RuntimeError(f"wrk gave no result (exit {done.returncode}): {done.stderr.strip()}")
-
-
-def measure(running: Running, scenario: Scenario, cfg: Config) -> dict[str, float]:
+def measure(running: Running, scenario: Scenario, args: argparse.Namespace) -> dict[str, float]:
     pid = running.proc.pid
-    if cfg.warmup > 0:
-        run_wrk(running.port, scenario, cfg.warmup, cfg)
-    sampler = RssSampler(pid)
-    cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+
+    def wrk(seconds: float) -> dict[str, float]:
+        return bl.run_wrk(
+            running.port, scenario.lua_args, seconds, args.connections, args.wrk_threads
+        )
+
+    if args.warmup > 0:
+        wrk(args.warmup)
+    sampler = bl.RssSampler(pid)
+    cpu_before, wall_before = bl.cpu_seconds(pid), time.monotonic()
     sampler.start()
-    stats = run_wrk(running.port, scenario, cfg.duration, cfg)
-    cpu_after, wall_after = cpu_seconds(pid), time.monotonic()
+    stats = wrk(args.duration)
+    cpu_after, wall_after = bl.cpu_seconds(pid), time.monotonic()
     peak_kib = sampler.stop()
     if running.proc.poll() is not None:
         raise RuntimeError(f"tracker exited with code {running.proc.returncode}")
     seconds = stats["duration_us"] / 1e6
     cpu_used = cpu_after - cpu_before
+    # Read errors are left out: wrk counts one each time a server closes a kept-alive
+    # connection after a complete response (opentracker does so every time). They are
+    # reported on their own; a request lost that way is also missing from "ok".
+    socket_errors = sum(stats[k] for k in ("err_connect", "err_write", "err_timeout"))
     return {
         **stats,
         "rps": stats["requests"] / seconds,
@@ -360,16 +195,9 @@ def measure(running: Running, scenario: Scenario, cfg: Config) -> dict[str, floa
         "cpu_percent": 100.0 * cpu_used / (wall_after - wall_before),
         "requests_per_cpu_second": stats["requests"] / cpu_used if cpu_used > 0 else 0.0,
         "rss_peak_kib": float(peak_kib),
-        "errors_total": stats["failure"] + stats["bad_status"] + socket_errors(stats),
+        "errors_total": stats["failure"] + stats["bad_status"] + socket_errors,
         "avg_peers_returned": stats["peers_returned"] / stats["ok"] if stats["ok"] else 0.0,
     }
-
-
-def socket_errors(stats: dict[str, float]) -> float:
-    # Read errors are left out: wrk counts one each time a server closes a kept-alive
-    # connection after a complete response (opentracker does so every time). They are
-    # reported on their own; a request lost that way is also missing from "ok".
-    return sum(stats[k] for k in ("err_connect", "err_write", "err_timeout"))
 
 
 def prefill(running: Running, size: int, budget: float) -> dict[str, float]:
@@ -398,8 +226,7 @@ def stored_state(running: Running, hashes: list[bytes]) -> dict[str, float]:
     peers = sum(e.get(b"complete", 0) + e.get(b"incomplete", 0) for e in entries.values())
     state: dict[str, float] = {"stored_peers": float(peers), "scraped_hashes": float(len(entries))}
     if running.database is not None:
-        db = running.database
-        sizes = {suffix: _size(Path(str(db) + suffix)) for suffix in ("", "-wal")}
+        sizes = {s: _size(Path(str(running.database) + s)) for s in ("", "-wal")}
         state["db_bytes"] = float(sizes[""])
         state["wal_bytes"] = float(sizes["-wal"])
         state["db_bytes_per_peer"] = (sizes[""] + sizes["-wal"]) / peers if peers else 0.0
@@ -410,44 +237,42 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-# --- driver -----------------------------------------------------------------------------
-
-
 def bench_target(
-    target: Target, workdir: Path, hashes: tuple[list[bytes], list[bytes]], cfg: Config,
-    log: Callable[[str], None],
-) -> dict[str, object]:  # fmt: skip
-    hash_file, every_hash = hash_files(workdir, hashes)
-    running = start_target(target, workdir, every_hash, cfg)
-    result: dict[str, object] = {"label": target.label, "kind": target.kind, "scenarios": {}}
+    target: Target, workdir: Path, args: argparse.Namespace, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Every scenario in order on one fresh tracker."""
+    hash_file = workdir / "hashes.txt"
+    found = scenarios(hash_file, args.sizes)
+    running = start(target, workdir, args)
+    result: dict[str, Any] = {"label": target.label, "kind": target.kind}
     measured: dict[str, object] = {}
     prefills: dict[str, object] = {}
     skipped: dict[str, str] = {}
     try:
-        for scenario in scenarios(hash_file, cfg.sizes):
+        for scenario in found:
             size = scenario.prefill_size
             if size:
-                prefills[str(size)] = fill = prefill(running, size, cfg.prefill_budget)
+                prefills[str(size)] = fill = prefill(running, size, args.prefill_budget)
                 log(f"    prefill: {fill['sent']:.0f} of {size} peers in {fill['seconds']:.1f} s")
                 if not fill["complete"]:
                     # Some trackers spend time linear in the swarm size on every announce.
                     skipped[scenario.name] = (
                         f"prefill reached {fill['sent']:,.0f} of {size:,} peers within the "
-                        f"{cfg.prefill_budget:.0f} s budget"
+                        f"{args.prefill_budget:.0f} s budget"
                     )
                     log(f"  {scenario.name}: skipped, {skipped[scenario.name]}")
                     continue
-            measured[scenario.name] = stats = measure(running, scenario, cfg)
+            measured[scenario.name] = stats = measure(running, scenario, args)
             log(
                 f"  {scenario.name}: {stats['rps']:.0f} req/s, p99 {stats['lat_p99_us'] / 1000:.1f}"
                 f" ms, cpu {stats['cpu_percent']:.0f}%, errors {stats['errors_total']:.0f}"
             )
         if target.kind == "ours":
-            result["flat"] = flat_rounds(running, scenarios(hash_file, cfg.sizes), cfg, log)
+            result["flat"] = flat_rounds(running, found, args, log)
         # Scrapes change nothing, so this is the state right after the largest swarm.
-        result["state"] = stored_state(running, every_hash)
+        result["state"] = stored_state(running, every_hash(args.sizes))
         log(f"    state: {result['state']}")
-        result["vm_hwm_kib"] = float(status_kib(running.proc.pid, "VmHWM"))
+        result["vm_hwm_kib"] = float(bl.status_kib(running.proc.pid, "VmHWM"))
     except (RuntimeError, OSError, subprocess.TimeoutExpired, asyncio.TimeoutError) as exc:
         result["error"] = str(exc)
         log(f"  FAILED: {exc}")
@@ -460,7 +285,7 @@ def bench_target(
 
 
 def flat_rounds(
-    running: Running, found: list[Scenario], cfg: Config, log: Callable[[str], None]
+    running: Running, found: list[Scenario], args: argparse.Namespace, log: Callable[[str], None]
 ) -> dict[str, list[float]]:
     """The single-swarm loads again, in turns (1, 1,000, 50,000, ...), once every swarm is
     filled: whether an announce costs the same in any swarm is read from measurements taken
@@ -470,119 +295,224 @@ def flat_rounds(
     rates: dict[str, list[float]] = {s.name: [] for s in wanted}
     if len(wanted) < 2:
         return rates
-    for _ in range(cfg.pair_rounds):
+    for _ in range(args.pair_rounds):
         for scenario in wanted:
-            rates[scenario.name].append(measure(running, scenario, cfg)["rps"])
+            rates[scenario.name].append(measure(running, scenario, args)["rps"])
     log("    in turns: " + ", ".join(f"{n}: {v[-1]:,.0f}" for n, v in rates.items()))
     return rates
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="3 s measurements, 1 s warm-up")
-    parser.add_argument("--duration", type=float, help="seconds per measurement (default 10)")
-    parser.add_argument("--warmup", type=float, help="warm-up seconds (default 2)")
+# --- ours beside the floor, and its memory ----------------------------------------------------
+
+
+def floor_pairs(
+    target: Target, workdir: Path, args: argparse.Namespace, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """The floor and ours side by side on the tracker core, the same wrk load going to one,
+    then the other, C{args.pair_rounds} times: each pair's ratio is read from measurements a
+    few seconds apart, so the drift of these machines (the PyPy floor has moved by 1.6x within
+    minutes) cancels out."""
+    keep_alive = scenarios(workdir / "hashes.txt", args.sizes)[0]
+    floor_target = Target("floor", "floor", "floor", target.interpreter)
+    floor = start(floor_target, workdir / "floor", args)
+    try:
+        ours = start(target, workdir / "ours", args)
+    except BaseException:
+        bl.stop_process(floor.proc)
+        raise
+    pairs = []
+    try:
+        for n in range(args.pair_rounds):
+            floor_stats = measure(floor, keep_alive, args)
+            ours_stats = measure(ours, keep_alive, args)
+            ratio = ours_stats["rps"] / floor_stats["rps"] if floor_stats["rps"] else 0.0
+            pairs.append({"floor": floor_stats, "ours": ours_stats, "ratio": ratio})
+            log(
+                f"  pair {n + 1}: floor {floor_stats['rps']:,.0f} req/s (p99"
+                f" {floor_stats['lat_p99_us'] / 1000:.1f} ms), ours {ours_stats['rps']:,.0f}"
+                f" req/s (p99 {ours_stats['lat_p99_us'] / 1000:.1f} ms): {ratio:.2f} of the floor"
+            )
+    finally:
+        bl.stop_process(floor.proc)
+        bl.stop_process(ours.proc)
+
+    def median(side: str, field: str) -> float:
+        return statistics.median(p[side][field] for p in pairs)
+
+    return {
+        "pairs": pairs,
+        "ratio_median": statistics.median(p["ratio"] for p in pairs),
+        "ratio_min": min(p["ratio"] for p in pairs),
+        "floor_rps_median": median("floor", "rps"),
+        "ours_rps_median": median("ours", "rps"),
+        "floor_p99_us_median": median("floor", "lat_p99_us"),
+        "ours_p99_us_median": median("ours", "lat_p99_us"),
+        "floor_rss_peak_kib": max(p["floor"]["rss_peak_kib"] for p in pairs),
+        "ours_rss_peak_kib": max(p["ours"]["rss_peak_kib"] for p in pairs),
+    }
+
+
+def _send(port: int, paths: list[str]) -> bl.LoadStats:
+    return asyncio.run(bl.run_requests(port, paths, concurrency=32, seconds=300))
+
+
+def memory(running: Running, peers: int, log: Callable[[str], None]) -> dict[str, float]:
+    """Warm ours up with peers that come and go, then hold exactly C{peers} peers."""
+    pid, port = running.proc.pid, running.port
+    # The same requests as the fill below, into other swarms, and then every peer stops: the
+    # heap has grown to what this load needs and the code is warm before "no peers" is read.
+    warm = [bl.named_hash(f"warm-{k}") for k in range(bl.SWARMS)]
+    for event in ("started", None, "stopped"):
+        _send(port, [bl.announce_path(warm[i % bl.SWARMS], i, event) for i in range(peers)])
+    time.sleep(1)
+    empty_kib = float(bl.status_kib(pid, "VmRSS"))
+    fill = [
+        bl.announce_path(bl.swarm_hash(i % bl.SWARMS), i, "started", numwant=0)
+        for i in range(peers)
+    ]
+    stats = _send(port, fill)
+    # Then everyone announces again, as a live swarm does, with peers in the replies.
+    _send(port, [bl.announce_path(bl.swarm_hash(i % bl.SWARMS), i) for i in range(peers)])
+    time.sleep(1)
+    full_kib = float(bl.status_kib(pid, "VmRSS"))
+    result = {
+        "peers": float(peers),
+        "filled_ok": float(stats.ok),
+        "rss_empty_kib": empty_kib,
+        "rss_full_kib": full_kib,
+        "rss_peak_kib": float(bl.status_kib(pid, "VmHWM")),
+        "bytes_per_peer": (full_kib - empty_kib) * 1024 / peers,
+    }
+    log(
+        f"  memory: {empty_kib / 1024:.1f} MiB warmed up with no peers, {full_kib / 1024:.1f} MiB"
+        f" with {peers:,} ({result['bytes_per_peer']:.0f} bytes/peer), peak"
+        f" {result['rss_peak_kib'] / 1024:.1f} MiB"
+    )
+    return result
+
+
+def index_memory(interpreter: str, peers: int, log: Callable[[str], None]) -> float:
+    """`run.py memory` under C{interpreter}: the index's bytes per peer, counted."""
+    done = subprocess.run(
+        [interpreter, str(bl.BENCH_DIR / "run.py"), "memory", "--peers", str(peers),
+         "--private-peers", "0", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"run.py memory failed: {done.stderr.strip()[-500:]}")
+    counted = float(json.loads(done.stdout.splitlines()[-1])["index_bytes_per_peer"])
+    log(f"  index alone: {counted:.0f} bytes/peer over {peers:,} peers")
+    return counted
+
+
+def ours_against_floor(
+    target: Target, workdir: Path, args: argparse.Namespace, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Floor pairs on the keep-alive announce load, then the memory check, for one interpreter."""
+    workdir.mkdir()
+    (workdir / "hashes.txt").write_text("".join(h.hex() + "\n" for h in every_hash([])))
+    result: dict[str, Any] = {}
+    try:
+        result["floor"] = floor_pairs(target, workdir, args, log)
+        running = start(target, workdir / "memory", args)
+        try:
+            result["memory"] = found = memory(running, args.memory_peers, log)
+        finally:
+            bl.stop_process(running.proc)
+        interpreter = bl.interpreter_path(target.interpreter)
+        found["index_bytes_per_peer"] = index_memory(interpreter, args.index_peers, log)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired, asyncio.TimeoutError) as exc:
+        result["error"] = str(exc)
+        log(f"  FAILED: {exc}")
+    return result
+
+
+# --- the subcommand -------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    bl.option(parser, "--duration", 10.0, 3.0, "seconds per measurement", float)
+    bl.option(parser, "--warmup", 2.0, 1.0, "seconds of warm-up before each", float)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument(
-        "--interpreters", default="python3,pypy3-venv", help="comma-separated, for our tracker"
+        "--interpreters", default="python3,pypy3-venv", help="for our tracker, comma-separated"
     )
     parser.add_argument(
         "--trackers", default="ours,opentracker,bittorrent-tracker", help="comma-separated"
     )
-    parser.add_argument(
-        "--sizes", default=",".join(map(str, SINGLE_SWARM_SIZES)), help="single-swarm sizes"
-    )
+    bl.option(parser, "--sizes", "1,1000,10000,50000", "1,1000", "single-swarm sizes", str)
     parser.add_argument(
         "--ours-arg", action="append", default=[], help="extra option for our tracker (repeat)"
     )
-    parser.add_argument(
-        "--prefill-budget", type=float, help="seconds allowed per swarm prefill (default 120)"
-    )
+    bl.option(parser, "--prefill-budget", 120.0, 45.0, "seconds to fill one swarm", float)
     parser.add_argument(
         "--pypy-nursery",
-        default=PYPY_NURSERY,
-        help="PYPY_GC_NURSERY for our tracker under PyPy ('' for PyPy's default)",
+        default=bl.PYPY_NURSERY,
+        help="PYPY_GC_NURSERY for ours and the floor under PyPy ('' for PyPy's default)",
     )
-    parser.add_argument(
-        "--pair-rounds", type=int, help="floor/ours measurement pairs per interpreter (default 3)"
-    )
-    parser.add_argument("--out", type=Path, default=bl.BENCH_DIR, help="output directory")
-    return parser.parse_args(argv)
+    bl.option(parser, "--pair-rounds", 3, 2, "floor/ours pairs, and rounds of turns")
+    bl.option(parser, "--memory-peers", 50_000, 5_000, "peers for the RSS measurement")
+    bl.option(parser, "--index-peers", 500_000, 50_000, "peers for the index's own count")
 
 
-def make_config(args: argparse.Namespace) -> Config:
-    duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
-    warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
-    budget = args.prefill_budget or (45.0 if args.quick else 120.0)
-    sizes = tuple(int(s) for s in args.sizes.split(",") if s)
-    rounds = args.pair_rounds or (2 if args.quick else 3)
-    return Config(
-        duration,
-        warmup,
-        args.connections,
-        args.wrk_threads,
-        sizes,
-        budget,
-        args.ours_arg,
-        args.pypy_nursery,
-        rounds,
-    )
-
-
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    cfg = make_config(args)
+def run(args: argparse.Namespace) -> int:
+    args.sizes = [int(s) for s in str(args.sizes).split(",") if s]
     interpreters = [i for i in args.interpreters.split(",") if i]
-    pin_self()
+    bl.pin_self()
     found, skipped = targets(interpreters, args.trackers.split(","))
-    hashes = all_hashes(cfg.sizes)
     started = time.monotonic()
-    results: dict[str, object] = {}
+    results: dict[str, Any] = {}
+    floor: dict[str, object] = {}
+    memory_found: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="trackerbench-") as tmp:
         for target in found:
             print(f"== {target.label}", flush=True)
             workdir = Path(tmp) / target.key
             workdir.mkdir()
-            results[target.key] = bench_target(target, workdir, hashes, cfg, print_flush)
-        floor: dict[str, object] = {}
-        memory: dict[str, object] = {}
+            hashes = [bl.swarm_hash(k) for k in range(bl.SWARMS)]
+            (workdir / "hashes.txt").write_text("".join(h.hex() + "\n" for h in hashes))
+            results[target.key] = bench_target(target, workdir, args, print_flush)
         for target in found:
             if target.kind != "ours":
                 continue
             print(f"== {target.label} beside the Twisted floor", flush=True)
-            workdir = Path(tmp) / f"{target.key}-floor"
-            workdir.mkdir()
-            measured = ours_against_floor(target, workdir, hashes, cfg, print_flush)
+            measured = ours_against_floor(
+                target, Path(tmp) / f"{target.key}-floor", args, print_flush
+            )
             if "floor" in measured:
                 floor[target.key] = measured["floor"]
             if "memory" in measured:
-                memory[target.key] = measured["memory"]
+                memory_found[target.key] = measured["memory"]
             if "error" in measured:
                 results[target.key]["error"] = measured["error"]
-    document = {
+    document: dict[str, Any] = {
         "machine": machine_info(interpreters),
         "config": {
-            "duration_s": cfg.duration, "warmup_s": cfg.warmup, "connections": cfg.connections,
-            "wrk_threads": cfg.wrk_threads, "swarms": SWARM_COUNT, "population": POPULATION,
-            "single_swarm_sizes": list(cfg.sizes), "numwant": bl.NUMWANT,
-            "ours_args": cfg.ours_args, "prefill_budget_s": cfg.prefill_budget,
-            "pair_rounds": cfg.pair_rounds, "pypy_nursery": cfg.pypy_nursery,
-            "tracker_core": TRACKER_CORE, "load_core": LOAD_CORE,
-            "scenarios": [s.name for s in scenarios(Path("hashes.txt"), cfg.sizes)],
+            "duration_s": args.duration, "warmup_s": args.warmup,
+            "connections": args.connections, "wrk_threads": args.wrk_threads,
+            "swarms": bl.SWARMS, "population": bl.POPULATION, "single_swarm_sizes": args.sizes,
+            "numwant": bl.NUMWANT, "ours_args": args.ours_arg,
+            "prefill_budget_s": args.prefill_budget, "pair_rounds": args.pair_rounds,
+            "pypy_nursery": args.pypy_nursery, "tracker_core": bl.TRACKER_CORE,
+            "load_core": bl.LOAD_CORE,
+            "scenarios": [s.name for s in scenarios(Path("hashes.txt"), args.sizes)],
         },
         "trackers": results,
         "skipped": skipped,
-        "ratios": report.ratios(results),
         "floor": floor,
-        "memory": memory,
+        "memory": memory_found,
         "elapsed_s": time.monotonic() - started,
     }  # fmt: skip
-    document["goals"] = goals.evaluate(document)
-    report.write_all(document, args.out)
-    print("== goals (issue 8), each against a figure of this run", flush=True)
-    print(goals.text(document["goals"]), flush=True)
-    print(f"done in {document['elapsed_s']:.0f} s; wrote {args.out}/RESULTS.md", flush=True)
+    document["goals"] = report.goals(document)
+    notes, tables = report.http_live(document)
+    report.record(
+        args, "http", "live", "Live, beside the Twisted floor and the other trackers", tables,
+        document, notes, per_interpreter=False,
+    )  # fmt: skip
+    print("== goals, each against a figure of this run", flush=True)
+    print(report.goals_text(document["goals"]), flush=True)
+    print(f"done in {document['elapsed_s']:.0f} s", flush=True)
     failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
     return 1 if failed or not results else 0
 
@@ -592,4 +522,4 @@ def print_flush(message: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit("run it as: python3 bench/run.py http")
