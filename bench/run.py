@@ -27,15 +27,15 @@ import restart  # noqa: E402
 import udp_live  # noqa: E402
 
 COMMANDS = {
-    "http": http_live,
-    "udp": udp_live,
-    "inprocess": inprocess,
-    "ab": ab,
-    "memory": memory,
-    "restart": restart,
-    "faults": faults,
-    "census": census,
-    "access": access,
+    "http": (http_live, "live HTTP: ours, the Twisted floor, opentracker, bittorrent-tracker"),
+    "udp": (udp_live, "live UDP: ours, the UDP floor, opentracker"),
+    "inprocess": (inprocess, "the request path without the kernel, beside the floor"),
+    "ab": (ab, "this checkout against another revision"),
+    "memory": (memory, "the index's bytes per peer; private mode's own"),
+    "restart": (restart, "time to the first answer after a restart on a big file"),
+    "faults": (faults, "kill -9 under load, stalled connections, bad input (faults.py)"),
+    "census": (census, "the walks over every swarm behind /stats, /metrics, the full scrape"),
+    "access": (access, "what access lists and private mode cost an announce"),
 }
 
 
@@ -44,8 +44,7 @@ def parser() -> argparse.ArgumentParser:
         prog="bench/run.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     commands = found.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
-    for name, module in COMMANDS.items():
-        summary = (module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    for name, (module, summary) in COMMANDS.items():
         if module is faults:
             commands.add_parser(name, help=summary, add_help=False)
             continue
@@ -54,7 +53,9 @@ def parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )  # fmt: skip
         command.add_argument("--quick", action="store_true", help="short, to check that it runs")
-        command.add_argument("--out", type=Path, help="record in DIR [bench/results]; '-': nowhere")
+        command.add_argument(
+            "--out", type=Path, metavar="DIR", help="record in DIR [bench/results]; '-': nowhere"
+        )
         module.add_arguments(command)  # type: ignore[attr-defined]
         command.set_defaults(run=module.run)  # type: ignore[attr-defined]
     return found
