@@ -17,7 +17,7 @@ from urllib.parse import quote
 SCHEMA_VERSION = 5
 #: Pages of a new database. The journal's rows are whole commits, kilobytes each: on 4 KiB
 #: pages each row spans a chain of overflow pages, and the database thread spent twice the time
-#: writing them (bench/udp.py, the thread's own processor time). Set before the file has any
+#: writing them (`bench/run.py udp`, the thread's own processor time). Set before the file has any
 #: content; an existing file keeps the size it was made with.
 PAGE_SIZE = 65536
 #: The write-ahead log is copied into the file once it holds this many bytes (SQLite's own
