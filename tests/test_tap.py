@@ -32,6 +32,7 @@ from tests.test_udp import (
 )
 from tracker.bencode import bdecode
 from tracker.config import TrackerConfig
+from tracker.listening import DatabaseLockService, ListeningService
 from tracker.resource import TrackerResource
 from tracker.service import TrackerService
 from tracker.site import TrackerSite
@@ -298,9 +299,10 @@ UNKNOWN_ID = b"connection ID expired or unknown; connect again"
 
 class MakeServiceTests(TestCase):
     def test_wiring(self) -> None:
-        """makeService builds a tracker service on the database, one listener per --listen,
-        each serving the tracker site with the configured idle timeout, and beside each a UDP
-        tracker on the same port and interface."""
+        """makeService builds a tracker service on the database, taken for the daemon alone
+        before anything listens, one listener per --listen, each serving the tracker site with
+        the configured idle timeout, and beside each a UDP tracker on the same port and
+        interface."""
         directory = tempfile.mkdtemp(prefix="tracker-tap-")
         self.addCleanup(shutil.rmtree, directory, True)
         database = os.path.join(directory, "t.sqlite3")
@@ -323,11 +325,13 @@ class MakeServiceTests(TestCase):
         self.assertTrue(IServiceCollection.providedBy(root))
         children = list(root)  # type: ignore[call-overload]
         trackers = [c for c in children if isinstance(c, TrackerService)]
-        listeners = [c for c in children if not isinstance(c, TrackerService)]
+        listeners = [c for c in children if isinstance(c, ListeningService)]
         self.assertEqual(len(trackers), 1)
         self.assertEqual(len(listeners), 4)
         self.assertEqual(trackers[0].config, options["config"])
         self.assertEqual(trackers[0].store.path, database)  # type: ignore[attr-defined]
+        self.assertIsInstance(children[0], DatabaseLockService)
+        self.assertIs(children[0]._store, trackers[0].store)
         # Start only the listeners: the store would start a real database thread.
         for listener in listeners:
             listener.startService()

@@ -29,6 +29,7 @@ from tracker.access import AccessControlledStore
 from tracker.admin import DEFAULT_ADMIN_LISTEN, AdminSite
 from tracker.bencode import bdecode
 from tracker.control import AccessService
+from tracker.listening import ListeningService
 from tracker.private import PrivateTrackerResource, PrivateUDPTracker
 from tracker.resource import TrackerResource
 from tracker.service import TrackerService
@@ -126,7 +127,7 @@ class AccessWiringTests(_Files):
         root = makeService(options, reactor)
         children = list(root)  # type: ignore[call-overload]
         for child in children:
-            if not isinstance(child, (TrackerService, AccessService)):
+            if isinstance(child, ListeningService):
                 child.startService()
                 self.addCleanup(child.stopService)
         return children, reactor

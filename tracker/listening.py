@@ -1,6 +1,7 @@
 """
 The daemon's listening sockets: C{--listen} endpoints checked before anything starts, and a
-service that either listens or stops the daemon with one line saying why.
+service that either listens or stops the daemon with one line saying why; before them, the
+service that takes the database for the daemon alone, or stops it the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from tracker.store.lock import SUFFIX, DatabaseInUse
+from tracker.store.sqlite import SQLitePeerStore
 from tracker.udp_port import listen_udp
 
 log = Logger()
@@ -126,6 +129,39 @@ def why_not(failure: Failure) -> str:
             return "this machine has no such address"
         return (socket_error.strerror or str(socket_error)).lower()
     return str(error)
+
+
+class DatabaseLockService(Service):
+    """
+    Takes the store's database for this daemon alone (L{SQLitePeerStore.lock}), as early as
+    the daemon allows: parent it before the listeners. A database another tracker is using
+    ends the start with one line naming it and that tracker's pid, before anything listens.
+    The store lets go of the lock when it stops; a start that ends before, when the process
+    exits.
+    """
+
+    def __init__(self, store: SQLitePeerStore) -> None:
+        self._store = store
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._lock()
+
+    def startService(self) -> None:
+        # twist starts services without privilegedStartService; taking it again does nothing.
+        self._lock()
+        super().startService()
+
+    def _lock(self) -> None:
+        path = self._store.path
+        try:
+            self._store.lock()
+        except DatabaseInUse as e:
+            raise SystemExit(str(e)) from None
+        except OSError as e:
+            raise SystemExit(
+                f"cannot use the database {path!r}: cannot lock {path + SUFFIX}: {e.strerror}"
+            ) from None
 
 
 class ListeningService(Service):

@@ -27,6 +27,7 @@ from tracker.control import AccessService
 from tracker.interfaces import IPeerStore
 from tracker.listening import (
     AdminListeningService,
+    DatabaseLockService,
     ListeningService,
     UDPListeningService,
     check_listen,
@@ -311,7 +312,9 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     else:
         resource = TrackerResource(served, config, reactor, stats=stats)
     site = TrackerSite(resource, timeout=options["idle-timeout"])
-    # Listeners first: a refused port stops the daemon before the store has opened anything.
+    # The database's lock, then the listeners: a database another tracker is using stops the
+    # daemon before it listens, and a refused port before the store has opened anything.
+    DatabaseLockService(store).setServiceParent(root)
     for endpoint in options["listen"]:
         ListeningService(endpoint, site, reactor).setServiceParent(root)
     connection_ids = ConnectionIds(reactor)

@@ -1,0 +1,170 @@
+"""
+What keeps a running tracker safe from its operators: one database, one daemon; the signals
+they send; a restart that UDP clients do not notice. Against real twistd processes, listening
+on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Any
+from urllib.parse import quote_from_bytes
+
+from twisted.python import usage
+from twisted.trial.unittest import TestCase
+
+from tests.helpers import info_hash, peer_id
+from tests.test_tap import _fetch_when_up, free_port, parse
+from tests.test_tap_access import TWISTD, _Daemon
+from tracker.bencode import bdecode
+from tracker.listening import DatabaseLockService
+from tracker.store.lock import DatabaseLock
+from tracker.store.sqlite import SQLitePeerStore
+
+
+def _announce_url(port: int, peer: int, left: int = 0) -> str:
+    return (
+        f"http://127.0.0.1:{port}/announce?info_hash={quote_from_bytes(info_hash(1))}"
+        f"&peer_id={quote_from_bytes(peer_id(peer))}&port={6880 + peer}&left={left}"
+    )
+
+
+def _reply(body: bytes) -> dict[bytes, Any]:
+    reply = bdecode(body)
+    assert isinstance(reply, dict)
+    assert b"failure reason" not in reply, reply
+    return reply
+
+
+def _files(directory: str) -> dict[str, tuple[int, int]]:
+    """Each file's size and time of last change, but the log's."""
+    found = {}
+    for name in os.listdir(directory):
+        if name == "twistd.log":
+            continue
+        status = os.stat(os.path.join(directory, name))
+        found[name] = (status.st_size, status.st_mtime_ns)
+    return found
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class _Directory(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="tracker-safety-")
+        self.addCleanup(shutil.rmtree, self.directory, True)
+        self.database = os.path.join(self.directory, "t.sqlite3")
+
+    def daemon(self, port: int, *argv: str) -> _Daemon:
+        daemon = _Daemon(
+            self.directory,
+            "--listen", f"tcp:{port}:interface=127.0.0.1", "--database", self.database, *argv,
+        )  # fmt: skip
+        self.addCleanup(daemon.stop)
+        return daemon
+
+
+class OneDatabaseTests(_Directory):
+    def test_refused_while_options_are_read(self) -> None:
+        """A database whose lock another tracker holds is refused with the options, naming
+        the file and the holder's pid, before anything starts; the look creates nothing."""
+        holder = DatabaseLock(self.database)
+        holder.acquire()
+        self.addCleanup(holder.release)
+        before = sorted(os.listdir(self.directory))
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--database", self.database)
+        self.assertEqual(
+            str(caught.exception),
+            f"cannot use the database {self.database!r}: another tracker (pid {os.getpid()})"
+            " is using it",
+        )
+        self.assertEqual(sorted(os.listdir(self.directory)), before)
+        holder.release()
+        self.assertEqual(parse("--database", self.database)["database"], self.database)
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def test_lock_service_refuses_in_one_line(self) -> None:
+        """A database taken between the options and the start (two daemons starting at once)
+        is refused by the lock service, the daemon's first, with the same line."""
+        holder = DatabaseLock(self.database)
+        holder.acquire()
+        self.addCleanup(holder.release)
+        service = DatabaseLockService(SQLitePeerStore(self.database))
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        self.assertEqual(
+            str(caught.exception),
+            f"cannot use the database {self.database!r}: another tracker (pid {os.getpid()})"
+            " is using it",
+        )
+        holder.release()
+        store = SQLitePeerStore(self.database)
+        DatabaseLockService(store).startService()
+        self.assertTrue(os.path.exists(self.database + ".lock"))
+        self.successResultOf(store.stop())
+        self.assertFalse(os.path.exists(self.database + ".lock"))
+
+    def test_second_daemon_refused(self) -> None:
+        """A second twistd on the database of a running one exits non-zero with one line
+        naming the file and the first's pid: it listens on nothing and changes nothing, and
+        the first keeps serving."""
+        port, other_port = free_port(), free_port()
+        first = self.daemon(port)
+        deadline = time.monotonic() + 30
+        reply = _reply(_fetch_when_up(_announce_url(port, 1), first.process, deadline))
+        self.assertEqual(reply[b"complete"], 1)
+        # Once its commit is written the first daemon leaves its files alone while idle.
+        time.sleep(0.5)
+        before = _files(self.directory)
+        result = subprocess.run(
+            TWISTD + ["tracker", "--listen", f"tcp:{other_port}:interface=127.0.0.1",
+                      "--database", self.database],
+            cwd=self.directory, capture_output=True, timeout=60,
+        )  # fmt: skip
+        output = (result.stdout + result.stderr).decode(errors="replace")
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertEqual(len(output.strip().splitlines()), 1, output)
+        self.assertIn(
+            f"cannot use the database {self.database!r}: another tracker"
+            f" (pid {first.process.pid}) is using it",
+            output,
+        )
+        self.assertFalse(_listening(other_port))
+        self.assertEqual(_files(self.directory), before)
+        reply = _reply(_fetch_when_up(_announce_url(port, 2, 10), first.process, deadline))
+        self.assertEqual((reply[b"complete"], reply[b"incomplete"]), (1, 1))
+        log = first.stop()
+        self.assertNotIn("Traceback", log)
+        self.assertFalse(os.path.exists(self.database + ".lock"))
+
+    def test_restart_after_kill_9(self) -> None:
+        """A daemon killed with SIGKILL leaves its lock file but not its lock: a new daemon on
+        the same file starts at once and serves what the first had saved."""
+        port = free_port()
+        first = self.daemon(port)
+        deadline = time.monotonic() + 30
+        _reply(_fetch_when_up(_announce_url(port, 1), first.process, deadline))
+        # Past a group commit (0.1 s), so the seeder is in the file.
+        time.sleep(0.5)
+        first.process.kill()
+        first.process.communicate(timeout=30)
+        self.assertTrue(os.path.exists(self.database + ".lock"))
+        started = time.monotonic()
+        second = self.daemon(port)
+        body = _fetch_when_up(_announce_url(port, 2, 10), second.process, time.monotonic() + 30)
+        self.assertLess(time.monotonic() - started, 20)
+        self.assertEqual((_reply(body)[b"complete"], _reply(body)[b"incomplete"]), (1, 1))
+        log = second.stop()
+        self.assertNotIn("is using it", log)
+        self.assertNotIn("Traceback", log)
