@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from typing import Any
 from urllib.parse import quote_from_bytes
 
@@ -32,6 +35,10 @@ def _announce_url(port: int, peer: int, left: int = 0) -> str:
         f"http://127.0.0.1:{port}/announce?info_hash={quote_from_bytes(info_hash(1))}"
         f"&peer_id={quote_from_bytes(peer_id(peer))}&port={6880 + peer}&left={left}"
     )
+
+
+#: twistd as it runs by default: daemonised.
+TWISTD_DAEMON = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 def _reply(body: bytes) -> dict[bytes, Any]:
@@ -168,3 +175,118 @@ class OneDatabaseTests(_Directory):
         log = second.stop()
         self.assertNotIn("is using it", log)
         self.assertNotIn("Traceback", log)
+
+
+class SignalTests(_Directory):
+    """Each signal README documents, sent to a running daemon."""
+
+    def hang_up_twice(self, daemon: _Daemon, port: int, line: str) -> None:
+        """SIGHUP twice: each time C{line} is logged and announces are still answered."""
+        deadline = time.monotonic() + 30
+        _reply(_fetch_when_up(_announce_url(port, 1), daemon.process, deadline))
+        for peer in (2, 3):
+            mark = len(daemon.log())
+            daemon.process.send_signal(signal.SIGHUP)
+            daemon.wait_for_log(line, mark)
+            reply = _reply(_fetch_when_up(_announce_url(port, peer, 10), daemon.process, deadline))
+            self.assertEqual((reply[b"complete"], reply[b"incomplete"]), (1, peer - 1))
+
+    def assert_clean_stop(self, daemon: _Daemon, statuses: tuple[int, ...] = (0,)) -> None:
+        log = daemon.stop()
+        self.assertIn(daemon.process.returncode, statuses, log)
+        self.assertIn("Server Shut Down.", log)
+        self.assertNotIn("Traceback", log)
+        self.assertFalse(os.path.exists(self.database + ".lock"))
+
+    def test_sighup_without_a_list(self) -> None:
+        """A daemon with no list to reload, given SIGHUP twice, says each time that there is
+        nothing to reload and goes on serving; SIGTERM then stops it with exit status 0."""
+        port = free_port()
+        daemon = self.daemon(port)
+        self.hang_up_twice(daemon, port, "SIGHUP: nothing to reload; carrying on")
+        self.assert_clean_stop(daemon)
+
+    def test_sighup_with_a_list(self) -> None:
+        """A daemon with a whitelist, given SIGHUP twice, reloads it each time and goes on
+        serving; SIGTERM then stops it with exit status 0."""
+        listed = os.path.join(self.directory, "whitelist.txt")
+        with open(listed, "w") as f:
+            f.write(info_hash(1).hex() + "\n")
+        port = free_port()
+        daemon = self.daemon(port, "--whitelist", listed)
+        self.hang_up_twice(daemon, port, f"whitelist {listed} reloaded: 1 torrents")
+        self.assert_clean_stop(daemon)
+
+    def test_sigint(self) -> None:
+        """Ctrl-C (SIGINT) stops the daemon as cleanly as SIGTERM: its last changes written,
+        its database closed and let go. twistd then ends as Ctrl-C's convention has it, by the
+        signal, so that a shell script running it stops too."""
+        port = free_port()
+        daemon = self.daemon(port)
+        _reply(_fetch_when_up(_announce_url(port, 1), daemon.process, time.monotonic() + 30))
+        daemon.process.send_signal(signal.SIGINT)
+        daemon.process.communicate(timeout=30)
+        self.assert_clean_stop(daemon, (0, -signal.SIGINT))
+        again = self.daemon(port)
+        body = _fetch_when_up(_announce_url(port, 2, 10), again.process, time.monotonic() + 30)
+        self.assertEqual(_reply(body)[b"complete"], 1)
+
+    def test_sigterm_daemonised(self) -> None:
+        """twistd daemonised with a pid file: SIGTERM to the pid in it stops the daemon
+        cleanly, and neither the pid file nor the lock file is left behind."""
+        port = free_port()
+        pidfile = os.path.join(self.directory, "twistd.pid")
+        logfile = os.path.join(self.directory, "twistd.log")
+        started = subprocess.run(
+            TWISTD_DAEMON + [f"--pidfile={pidfile}", f"--logfile={logfile}", "tracker",
+                           "--listen", f"tcp:{port}:interface=127.0.0.1",
+                           "--database", self.database],
+            cwd=self.directory, capture_output=True, timeout=60,
+        )  # fmt: skip
+        self.assertEqual(started.returncode, 0, started.stdout + started.stderr)
+        with open(pidfile) as f:
+            pid = int(f.read())
+        self.addCleanup(_kill, pid)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(_announce_url(port, 1), timeout=5) as response:
+                    _reply(response.read())
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with open(self.database + ".lock") as f:
+            self.assertEqual(int(f.read()), pid)
+        os.kill(pid, signal.SIGTERM)
+        while _alive(pid):
+            self.assertLess(time.monotonic(), deadline + 30, "the daemon did not stop")
+            time.sleep(0.05)
+        with open(logfile) as f:
+            log = f.read()
+        self.assertIn("Server Shut Down.", log)
+        self.assertNotIn("Traceback", log)
+        self.assertFalse(os.path.exists(pidfile))
+        self.assertFalse(os.path.exists(self.database + ".lock"))
+
+
+def _alive(pid: int) -> bool:
+    """Whether C{pid} runs: a process that has exited but nobody reaped (its parent is gone)
+    counts as stopped."""
+    if not os.path.isdir("/proc"):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _kill(pid: int) -> None:
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)

@@ -28,7 +28,7 @@ from tests.test_tap import TAC, _fetch_when_up, _Reactor, free_port, parse
 from tracker.access import AccessControlledStore
 from tracker.admin import DEFAULT_ADMIN_LISTEN, AdminSite
 from tracker.bencode import bdecode
-from tracker.control import AccessService
+from tracker.control import AccessService, HangupService
 from tracker.listening import ListeningService
 from tracker.private import PrivateTrackerResource, PrivateUDPTracker
 from tracker.resource import TrackerResource
@@ -161,6 +161,21 @@ class AccessWiringTests(_Files):
         udp = reactor.udpServers[0][1]
         self.assertIsInstance(udp, PrivateUDPTracker)
         self.assertIsInstance(udp._store, AccessControlledStore)
+
+    def test_sighup_always_handled(self) -> None:
+        """Whatever the options, one service handles SIGHUP: the access service's, which
+        reloads the list, or one that says there is nothing to reload."""
+        for argv, reloads in [
+            ((), False),
+            (("--private",), False),
+            (("--whitelist", self.file("w.txt", HEX1)), True),
+            (("--blacklist", self.file("b.txt", ""), "--private"), True),
+        ]:
+            children, _ = self.services(*argv)
+            handlers = [c for c in children if isinstance(c, HangupService)]
+            handlers += [c._hangup for c in children if isinstance(c, AccessService) and c._hangup]
+            self.assertEqual(len(handlers), 1, argv)
+            self.assertEqual(handlers[0]._reload is not None, reloads, argv)
 
     def test_blacklist_public(self) -> None:
         """A blacklist without private mode: the public resource and UDP tracker, behind it."""

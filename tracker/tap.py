@@ -23,7 +23,7 @@ from tracker.admin import (
 )
 from tracker.config import IPNetwork, TrackerConfig
 from tracker.connection_ids import ConnectionIds
-from tracker.control import AccessService
+from tracker.control import AccessService, HangupService, exit_zero_on_sigterm
 from tracker.interfaces import IPeerStore
 from tracker.listening import (
     AdminListeningService,
@@ -337,6 +337,11 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
         # After the tracker service: its reads queue behind the store's opening, and its last
         # write goes before the store closes.
         AccessService(access_store, access_list, passkeys, reactor).setServiceParent(root)
+    if access_list is None:
+        # The access service reloads the list on SIGHUP. Without a list the signal is handled
+        # all the same: its default action would end the daemon.
+        HangupService(reactor).setServiceParent(root)
+    exit_zero_on_sigterm(reactor)
     tracker.started.addCallbacks(
         _say_started,
         _stop_on_failure,
