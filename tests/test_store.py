@@ -285,7 +285,7 @@ class SQLiteStoreTests(StoreContract, TestCase):
         rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         tables = {row[0] for row in rows}
         connection.close()
-        self.assertEqual(tables, {"journal", "listed_torrents", "passkeys"})
+        self.assertEqual(tables, {"journal", "listed_torrents", "passkeys", "connection_secrets"})
         self.assertEqual(self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2, 3)})
 
     @inlineCallbacks
