@@ -1,4 +1,7 @@
-"""The kept secrets of UDP connection IDs against each store, and the schema's version 6."""
+"""
+The kept secrets of UDP connection IDs against each store, the schema's version 6, and the IDs
+that outlive a restart with them.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,13 @@ import tempfile
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tests.helpers import announce, info_hash
+from tracker.connection_ids import WINDOW, ConnectionIds
 from tracker.interfaces import IConnectionSecrets
 from tracker.store.access import SQLiteAccessStore
 from tracker.store.schema import SCHEMA_VERSION
@@ -136,3 +141,93 @@ class SQLiteSecretsTests(SecretsContract, TestCase):
         connection.close()
         self.assertEqual(version, SCHEMA_VERSION)
         self.assertEqual(SCHEMA_VERSION, 6)
+
+
+class _FailingSecrets(MemoryConnectionSecrets):
+    def __init__(self, load: bool, keep: bool) -> None:
+        super().__init__()
+        self._load, self._keep = load, keep
+
+    def load_secrets(self, first_window: int) -> Deferred[dict[int, bytes]]:
+        if self._load:
+            return fail(sqlite3.OperationalError("disk I/O error"))
+        return super().load_secrets(first_window)
+
+    def keep_secret(self, window: int, secret: bytes) -> Deferred[bytes]:
+        if self._keep:
+            return fail(sqlite3.OperationalError("disk I/O error"))
+        return super().keep_secret(window, secret)
+
+
+class KeptConnectionIdTests(SynchronousTestCase):
+    """Connection IDs whose secrets are kept in a store."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_000_000 * WINDOW + 10)
+        self.secrets = MemoryConnectionSecrets()
+
+    def started(self, secrets: Any = None) -> ConnectionIds:
+        ids = ConnectionIds(self.clock, secrets=secrets or self.secrets)
+        self.assertFalse(ids.loaded)
+        waiting = ids.when_loaded()
+        self.assertNoResult(waiting)
+        self.assertIsNone(self.successResultOf(ids.load()))
+        self.assertTrue(ids.loaded)
+        self.successResultOf(waiting)
+        return ids
+
+    def test_id_outlives_a_restart(self) -> None:
+        """An ID issued before a restart is accepted after it, in its own window and the next,
+        and no longer than that; a new start does not accept it before it has loaded."""
+        issued = self.started().issue("10.0.0.1")
+        restarted = ConnectionIds(self.clock, secrets=self.secrets)
+        self.assertFalse(restarted.valid(issued, "10.0.0.1"))
+        restarted.load()
+        self.assertTrue(restarted.valid(issued, "10.0.0.1"))
+        self.assertFalse(restarted.valid(issued, "10.0.0.2"))
+        self.clock.advance(WINDOW)
+        self.assertTrue(self.started().valid(issued, "10.0.0.1"))
+        self.clock.advance(WINDOW)
+        self.assertFalse(self.started().valid(issued, "10.0.0.1"))
+
+    def test_each_new_secret_is_kept(self) -> None:
+        """The secret of each new window is kept as the window starts, and the store holds
+        those of two windows at most."""
+        ids = self.started()
+        first_window = int(self.clock.seconds()) // WINDOW
+        self.assertEqual(list(self.secrets.secrets), [first_window])
+        for n in range(1, 4):
+            self.clock.advance(WINDOW)
+            ids.issue("10.0.0.1")
+            self.assertEqual(sorted(self.secrets.secrets), [first_window + n - 1, first_window + n])
+        issued = ids.issue("10.0.0.1")
+        self.assertTrue(self.started().valid(issued, "10.0.0.1"))
+
+    def test_trackers_sharing_a_store_agree(self) -> None:
+        """Two trackers on one store of secrets accept each other's IDs, also after the window
+        turns: the second to keep a window's secret uses the first's."""
+        one, two = self.started(), self.started()
+        self.assertTrue(two.valid(one.issue("10.0.0.1"), "10.0.0.1"))
+        self.clock.advance(WINDOW)
+        from_one = one.issue("10.0.0.1")
+        from_two = two.issue("10.0.0.1")
+        self.assertEqual(from_one, from_two)
+        self.assertTrue(one.valid(from_two, "10.0.0.1"))
+
+    def test_store_that_fails(self) -> None:
+        """A store that cannot be read or written is logged, and IDs go on working with the
+        process's own secrets."""
+        for load, keep in [(True, False), (False, True)]:
+            ids = self.started(_FailingSecrets(load, keep))
+            self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+            self.assertTrue(ids.valid(ids.issue("10.0.0.1"), "10.0.0.1"))
+
+    def test_without_a_store(self) -> None:
+        """Without a store of secrets the IDs are ready at once, and every start has new
+        secrets, as before."""
+        ids = ConnectionIds(self.clock)
+        self.assertTrue(ids.loaded)
+        self.successResultOf(ids.when_loaded())
+        self.successResultOf(ids.load())
+        self.assertFalse(ConnectionIds(self.clock).valid(ids.issue("10.0.0.1"), "10.0.0.1"))

@@ -22,8 +22,9 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash, peer_id
-from tests.test_tap import _fetch_when_up, free_port, parse
+from tests.test_tap import UNKNOWN_ID, _fetch_when_up, free_port, parse
 from tests.test_tap_access import TWISTD, _Daemon
+from tests.test_udp import Client, announce_packet, error_message, parse_announce_reply
 from tracker.bencode import bdecode
 from tracker.listening import DatabaseLockService
 from tracker.store.lock import DatabaseLock
@@ -290,3 +291,30 @@ def _alive(pid: int) -> bool:
 def _kill(pid: int) -> None:
     if _alive(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+class ConnectionIdRestartTests(_Directory):
+    def test_connection_id_outlives_a_restart(self) -> None:
+        """A UDP client that connected before the daemon restarted on the same database
+        announces after the restart with the connection ID it has: accepted, and answered
+        with the swarm as it was. An ID the tracker never issued is still refused."""
+        port = free_port()
+        first = self.daemon(port)
+        _fetch_when_up(_announce_url(port, 1), first.process, time.monotonic() + 30)
+        client = Client("127.0.0.1", port)
+        self.addCleanup(client.close)
+        connection = client.connect()
+        reply = client.exchange(announce_packet(connection, 2))
+        self.assertEqual(parse_announce_reply(reply)[1:3], (1, 1))
+        log = first.stop()
+        self.assertEqual(first.process.returncode, 0, log)
+        second = self.daemon(port)
+        _fetch_when_up(_announce_url(port, 3, 10), second.process, time.monotonic() + 30)
+        reply = client.exchange(announce_packet(connection, 4))
+        _, leechers, seeders, peers = parse_announce_reply(reply)
+        self.assertEqual((leechers, seeders), (3, 1))
+        self.assertIn(socket.inet_aton("127.0.0.1") + (6881).to_bytes(2, "big"), peers)
+        forged = bytes(8) if connection != bytes(8) else b"\x01" * 8
+        reply = client.exchange(announce_packet(forged, 5))
+        self.assertEqual(error_message(reply), UNKNOWN_ID)
+        self.assertNotIn("Traceback", second.stop())

@@ -32,6 +32,7 @@ from tests.test_udp import (
 )
 from tracker.bencode import bdecode
 from tracker.config import TrackerConfig
+from tracker.connection_ids import ConnectionIdsService
 from tracker.listening import DatabaseLockService, ListeningService
 from tracker.resource import TrackerResource
 from tracker.service import TrackerService
@@ -262,6 +263,13 @@ class OptionsTests(TestCase):
 class _UDPPort:
     def __init__(self, port: int, interface: str) -> None:
         self._address = IPv4Address("UDP", interface or "0.0.0.0", port)
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def startReading(self) -> None:
+        self.reading = True
 
     def getHost(self) -> IPv4Address:
         return self._address
@@ -276,12 +284,14 @@ class _Reactor(MemoryReactorClock):
     def __init__(self) -> None:
         super().__init__()
         self.udpServers: list[tuple[int, Any, str, int]] = []
+        self.udpPorts: list[_UDPPort] = []
 
     def listenUDP(
         self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
     ) -> _UDPPort:
         self.udpServers.append((port, protocol, interface, maxPacketSize))
-        return _UDPPort(port, interface)
+        self.udpPorts.append(_UDPPort(port, interface))
+        return self.udpPorts[-1]
 
 
 class _Datagrams:
@@ -354,6 +364,12 @@ class MakeServiceTests(TestCase):
             # HTTP and UDP count into the figures the service samples.
             self.assertIs(protocol.stats, trackers[0].stats)
         self.assertIs(reactor.tcpServers[0][1].resource.stats, trackers[0].stats)
+        # The UDP ports are bound but not read until the connection IDs' kept secrets are
+        # loaded, by a service after the tracker's, which opens their store.
+        self.assertEqual([port.reading for port in reactor.udpPorts], [False, False])
+        loaders = [c for c in children if isinstance(c, ConnectionIdsService)]
+        self.assertEqual(len(loaders), 1)
+        self.assertGreater(children.index(loaders[0]), children.index(trackers[0]))
         # An ID issued on one port is good on the other: an unknown ID is refused at once,
         # that one waits for the store, which is not started here.
         first, second = (protocol for _, protocol, _, _ in reactor.udpServers)

@@ -10,7 +10,7 @@ import errno
 import ipaddress
 import re
 import socket
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet import endpoints
@@ -230,14 +230,44 @@ _UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 class UDPListeningService(ListeningService):
-    """L{ListeningService} for a C{udp:PORT[:interface=ADDRESS]} listener of a protocol."""
+    """
+    L{ListeningService} for a C{udp:PORT[:interface=ADDRESS]} listener of a protocol. Given
+    C{ready}, the port is bound at once but read only once C{ready()} has fired: the
+    protocol's connection IDs are loaded by then (L{tracker.connection_ids.ConnectionIds}).
+    """
+
+    def __init__(
+        self,
+        description: str,
+        factory: Any,
+        reactor: Any,
+        ready: Callable[[], Deferred[None]] | None = None,
+    ) -> None:
+        super().__init__(description, factory, reactor)
+        self._ready = ready
 
     def _open(self) -> Deferred[IListeningPort]:
         port, interface = parse_udp(self.description)
         listening: Deferred[IListeningPort] = maybeDeferred(
             listen_udp, self._reactor, port, self._factory, interface
         )
-        return listening.addCallback(_with_large_buffer)
+        return listening.addCallback(_with_large_buffer).addCallback(self._read_when_ready)
+
+    def _read_when_ready(self, port: Any) -> Any:
+        if self._ready is None:
+            return port
+        ready = self._ready()
+        if not ready.called:
+            # Datagrams wait in the socket's receive buffer meanwhile: a few milliseconds at a
+            # start, the connection IDs' secrets being read before the swarms.
+            port.stopReading()
+            ready.addCallback(self._resume, port)
+        return port
+
+    def _resume(self, _: None, port: Any) -> None:
+        still_listening = self._port is port
+        if still_listening:
+            port.startReading()
 
 
 def _with_large_buffer(port: Any) -> Any:

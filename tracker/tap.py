@@ -22,7 +22,7 @@ from tracker.admin import (
     AdminSite,
 )
 from tracker.config import IPNetwork, TrackerConfig
-from tracker.connection_ids import ConnectionIds
+from tracker.connection_ids import ConnectionIds, ConnectionIdsService
 from tracker.control import AccessService, HangupService, exit_zero_on_sigterm
 from tracker.interfaces import IPeerStore
 from tracker.listening import (
@@ -41,6 +41,7 @@ from tracker.service import TrackerService
 from tracker.site import TrackerSite
 from tracker.store.access import BLACKLIST, WHITELIST, SQLiteAccessStore
 from tracker.store.schema import check_usable
+from tracker.store.secrets import SQLiteConnectionSecrets
 from tracker.store.sqlite import SQLitePeerStore
 from tracker.udp import UDPTracker
 
@@ -317,7 +318,9 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     DatabaseLockService(store).setServiceParent(root)
     for endpoint in options["listen"]:
         ListeningService(endpoint, site, reactor).setServiceParent(root)
-    connection_ids = ConnectionIds(reactor)
+    # Their secrets are kept in the database, so that an ID outlives a restart (BEP 15); each
+    # UDP port is read once they are loaded.
+    connection_ids = ConnectionIds(reactor, secrets=SQLiteConnectionSecrets(store))
     for description in options["listen-udp"]:
         if passkeys is not None:
             udp: UDPTracker = PrivateUDPTracker(
@@ -325,7 +328,9 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
             )
         else:
             udp = UDPTracker(served, config, reactor, connection_ids=connection_ids, stats=stats)
-        UDPListeningService(description, udp, reactor).setServiceParent(root)
+        UDPListeningService(
+            description, udp, reactor, ready=connection_ids.when_loaded
+        ).setServiceParent(root)
     token: bytes | None = options.get("admin-token")
     if token is not None:
         admin = AdminResource(token, stats.snapshot, access_list, passkeys, reactor)
@@ -333,6 +338,9 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
             root
         )
     tracker.setServiceParent(root)
+    if options["listen-udp"]:
+        # After the tracker service, so that its read queues behind the store's opening.
+        ConnectionIdsService(connection_ids).setServiceParent(root)
     if access_list is not None or passkeys is not None:
         # After the tracker service: its reads queue behind the store's opening, and its last
         # write goes before the store closes.
