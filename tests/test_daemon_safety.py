@@ -1,7 +1,7 @@
 """
 What keeps a running tracker safe from its operators: one database, one daemon; the signals
-they send; a restart that UDP clients do not notice. Against real twistd processes, listening
-on 127.0.0.1.
+they send; a restart that UDP clients do not notice. Mostly against real twistd processes,
+listening on 127.0.0.1.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """
 The service behind access control: it reads the stored access list and passkeys when the
 tracker starts, reloads the list file on SIGHUP, and writes the passkeys' last totals when the
-tracker stops. And the service that handles SIGHUP, whether there is anything to reload or not.
+tracker stops. Beside it, what the daemon does on the other signals an operator sends: SIGHUP
+handled whether there is anything to reload or not, and SIGTERM's exit status.
 """
 
 from __future__ import annotations
