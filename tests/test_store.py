@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from typing import Any
 
@@ -22,6 +24,7 @@ from tracker.core.journal import KEYLESS_PEER, JournalError, replay
 from tracker.core.swarms import SwarmIndex
 from tracker.store import schema
 from tracker.store import sqlite as sqlite_store
+from tracker.store.lock import DatabaseInUse
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.schema import SCHEMA_VERSION, SchemaError
 from tracker.store.sqlite import SQLitePeerStore
@@ -195,7 +198,15 @@ class SQLiteStoreTests(StoreContract, TestCase):
         store.announce(announce(3, event="stopped"), 1000)
         yield deferLater(reactor, 0.5, lambda: None)
         self.assertEqual(self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2)})
-        reopened = SQLitePeerStore(self._path, reactor)
+        # The file as a crash would leave it, copied: the running store keeps it to itself.
+        copy = self._path + ".copy"
+        source, target = sqlite3.connect(self._path), sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        reopened = SQLitePeerStore(copy, reactor)
         yield reopened.start()
         self.addCleanup(reopened.stop)
         self.assertEqual(reopened.scrape([info_hash(1)])[info_hash(1)], SwarmCounts(1, 1, 1))
@@ -274,7 +285,7 @@ class SQLiteStoreTests(StoreContract, TestCase):
         rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         tables = {row[0] for row in rows}
         connection.close()
-        self.assertEqual(tables, {"journal", "listed_torrents", "passkeys"})
+        self.assertEqual(tables, {"journal", "listed_torrents", "passkeys", "connection_secrets"})
         self.assertEqual(self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2, 3)})
 
     @inlineCallbacks
@@ -359,3 +370,108 @@ class SQLiteStoreTests(StoreContract, TestCase):
             yield reopened.announce(announce(3, key=0xBEEF, port=3), 1003)
         yield reopened.announce(announce(1, key=0xF00D, event=STOPPED), 1003)
         self.assertEqual(reopened.scrape([info_hash(1)])[info_hash(1)], SwarmCounts(0, 2, 0))
+
+
+class DatabaseLockTests(TestCase):
+    """One file, one store: the lock beside the database."""
+
+    timeout = 20
+
+    def setUp(self) -> None:
+        directory = tempfile.mkdtemp(prefix="tracker-lock-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.path = os.path.join(directory, "tracker.sqlite3")
+
+    @inlineCallbacks
+    def started(self) -> Any:
+        store = SQLitePeerStore(self.path, reactor)
+        yield store.start()
+        self.addCleanup(store.stop)
+        return store
+
+    @inlineCallbacks
+    def test_second_store_on_the_same_file_refused(self) -> Any:
+        """A second store on a file that a store has open fails to start, with an error naming
+        the file and the holder's pid, and touches nothing; the first keeps working, and once
+        it has stopped the file is free again and its lock file gone."""
+        first = yield self.started()
+        first.announce(announce(1), 1000)
+        with self.assertRaises(DatabaseInUse) as caught:
+            yield SQLitePeerStore(self.path, reactor).start()
+        self.assertEqual(
+            str(caught.exception),
+            f"cannot use the database {self.path!r}: another tracker (pid {os.getpid()})"
+            " is using it",
+        )
+        self.assertEqual(caught.exception.pid, os.getpid())
+        result = yield first.announce(announce(2), 1001)
+        self.assertEqual([p.peer_id for p in result.peers()], [peer_id(1)])
+        yield first.stop()
+        self.assertFalse(os.path.exists(self.path + ".lock"))
+        third = yield self.started()
+        result = yield third.announce(announce(3), 1002)
+        self.assertEqual({p.peer_id for p in result.peers()}, {peer_id(1), peer_id(2)})
+
+    @inlineCallbacks
+    def test_lock_taken_before_start(self) -> Any:
+        """lock() takes the file at once, for a daemon that must refuse before it listens:
+        another store is refused from then on; start() keeps that lock and stop() lets go of
+        it, as it does of a lock never followed by a start."""
+        first = SQLitePeerStore(self.path, reactor)
+        first.lock()
+        self.assertTrue(os.path.exists(self.path + ".lock"))
+        with self.assertRaises(DatabaseInUse):
+            SQLitePeerStore(self.path, reactor).lock()
+        yield first.start()
+        first.lock()
+        yield first.stop()
+        self.assertFalse(os.path.exists(self.path + ".lock"))
+        unused = SQLitePeerStore(self.path, reactor)
+        unused.lock()
+        yield unused.stop()
+        self.assertFalse(os.path.exists(self.path + ".lock"))
+        yield self.started()
+
+    @inlineCallbacks
+    def test_store_that_cannot_load_lets_go(self) -> Any:
+        """A store whose file cannot be loaded lets go of it, so that the next start (after a
+        repair) is not refused as well."""
+        store = yield self.started()
+        store.announce(announce(1), 1000)
+        yield store.stop()
+        connection = sqlite3.connect(self.path)
+        connection.execute("INSERT INTO journal (seq, records) VALUES (999, x'50ff')")
+        connection.commit()
+        with self.assertRaises(JournalError):
+            yield SQLitePeerStore(self.path, reactor).start()
+        self.assertFalse(os.path.exists(self.path + ".lock"))
+        connection.execute("DELETE FROM journal WHERE seq = 999")
+        connection.commit()
+        connection.close()
+        yield self.started()
+
+    @inlineCallbacks
+    def test_lock_dies_with_its_process(self) -> Any:
+        """A file locked by another process is refused with that process's pid; once that
+        process is killed with SIGKILL, cleaning nothing up, a store starts on it at once."""
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from tracker.store.lock import DatabaseLock;"
+             " DatabaseLock(sys.argv[1]).acquire(); print('locked', flush=True);"
+             " sys.stdin.read()", self.path],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        self.addCleanup(holder.communicate)
+        self.addCleanup(holder.kill)
+        assert holder.stdout is not None
+        self.assertEqual(holder.stdout.readline(), b"locked\n")
+        with self.assertRaises(DatabaseInUse) as caught:
+            yield SQLitePeerStore(self.path, reactor).start()
+        self.assertEqual(caught.exception.pid, holder.pid)
+        holder.kill()
+        holder.wait()
+        # Its file is still there, with its pid in it; the lock is not.
+        self.assertTrue(os.path.exists(self.path + ".lock"))
+        store = yield self.started()
+        with open(self.path + ".lock") as f:
+            self.assertEqual(f.read(), f"{os.getpid()}\n")
+        self.assertEqual(store.scrape([info_hash(1)])[info_hash(1)], SwarmCounts(0, 0, 0))

@@ -32,10 +32,12 @@ from tests.test_udp import (
 )
 from tracker.core.bencode import bdecode
 from tracker.core.config import TrackerConfig
+from tracker.daemon.listening import DatabaseLockService, ListeningService
 from tracker.daemon.service import TrackerService
 from tracker.daemon.tap import DEFAULT_DATABASE, Options, default_listen, makeService
 from tracker.http.resource import TrackerResource
 from tracker.http.site import TrackerSite
+from tracker.udp.connection_ids import ConnectionIdsService
 from tracker.udp.protocol import UDPTracker
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -261,6 +263,13 @@ class OptionsTests(TestCase):
 class _UDPPort:
     def __init__(self, port: int, interface: str) -> None:
         self._address = IPv4Address("UDP", interface or "0.0.0.0", port)
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def startReading(self) -> None:
+        self.reading = True
 
     def getHost(self) -> IPv4Address:
         return self._address
@@ -275,12 +284,14 @@ class _Reactor(MemoryReactorClock):
     def __init__(self) -> None:
         super().__init__()
         self.udpServers: list[tuple[int, Any, str, int]] = []
+        self.udpPorts: list[_UDPPort] = []
 
     def listenUDP(
         self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
     ) -> _UDPPort:
         self.udpServers.append((port, protocol, interface, maxPacketSize))
-        return _UDPPort(port, interface)
+        self.udpPorts.append(_UDPPort(port, interface))
+        return self.udpPorts[-1]
 
 
 class _Datagrams:
@@ -298,9 +309,10 @@ UNKNOWN_ID = b"connection ID expired or unknown; connect again"
 
 class MakeServiceTests(TestCase):
     def test_wiring(self) -> None:
-        """makeService builds a tracker service on the database, one listener per --listen,
-        each serving the tracker site with the configured idle timeout, and beside each a UDP
-        tracker on the same port and interface."""
+        """makeService builds a tracker service on the database, taken for the daemon alone
+        before anything listens, one listener per --listen, each serving the tracker site with
+        the configured idle timeout, and beside each a UDP tracker on the same port and
+        interface."""
         directory = tempfile.mkdtemp(prefix="tracker-tap-")
         self.addCleanup(shutil.rmtree, directory, True)
         database = os.path.join(directory, "t.sqlite3")
@@ -323,11 +335,13 @@ class MakeServiceTests(TestCase):
         self.assertTrue(IServiceCollection.providedBy(root))
         children = list(root)  # type: ignore[call-overload]
         trackers = [c for c in children if isinstance(c, TrackerService)]
-        listeners = [c for c in children if not isinstance(c, TrackerService)]
+        listeners = [c for c in children if isinstance(c, ListeningService)]
         self.assertEqual(len(trackers), 1)
         self.assertEqual(len(listeners), 4)
         self.assertEqual(trackers[0].config, options["config"])
         self.assertEqual(trackers[0].store.path, database)  # type: ignore[attr-defined]
+        self.assertIsInstance(children[0], DatabaseLockService)
+        self.assertIs(children[0]._store, trackers[0].store)
         # Start only the listeners: the store would start a real database thread.
         for listener in listeners:
             listener.startService()
@@ -350,6 +364,12 @@ class MakeServiceTests(TestCase):
             # HTTP and UDP count into the figures the service samples.
             self.assertIs(protocol.stats, trackers[0].stats)
         self.assertIs(reactor.tcpServers[0][1].resource.stats, trackers[0].stats)
+        # The UDP ports are bound but not read until the connection IDs' kept secrets are
+        # loaded, by a service after the tracker's, which opens their store.
+        self.assertEqual([port.reading for port in reactor.udpPorts], [False, False])
+        loaders = [c for c in children if isinstance(c, ConnectionIdsService)]
+        self.assertEqual(len(loaders), 1)
+        self.assertGreater(children.index(loaders[0]), children.index(trackers[0]))
         # An ID issued on one port is good on the other: an unknown ID is refused at once,
         # that one waits for the store, which is not started here.
         first, second = (protocol for _, protocol, _, _ in reactor.udpServers)

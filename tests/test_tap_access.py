@@ -26,6 +26,7 @@ from tests.helpers import info_hash, peer_id
 from tests.test_admin import call
 from tests.test_tap import TAC, _fetch_when_up, _Reactor, free_port, parse
 from tracker.core.bencode import bdecode
+from tracker.daemon.listening import ListeningService
 from tracker.daemon.service import TrackerService
 from tracker.daemon.tap import makeService
 from tracker.http.private import PrivateTrackerResource
@@ -33,7 +34,7 @@ from tracker.http.resource import TrackerResource
 from tracker.http.site import TrackerSite
 from tracker.ops.access import AccessControlledStore
 from tracker.ops.admin import DEFAULT_ADMIN_LISTEN, AdminSite
-from tracker.ops.control import AccessService
+from tracker.ops.control import AccessService, HangupService
 from tracker.store.access import BLACKLIST, WHITELIST
 from tracker.udp.private import PrivateUDPTracker
 from tracker.udp.protocol import UDPTracker
@@ -127,7 +128,7 @@ class AccessWiringTests(_Files):
         root = makeService(options, reactor)
         children = list(root)  # type: ignore[call-overload]
         for child in children:
-            if not isinstance(child, (TrackerService, AccessService)):
+            if isinstance(child, ListeningService):
                 child.startService()
                 self.addCleanup(child.stopService)
         return children, reactor
@@ -161,6 +162,21 @@ class AccessWiringTests(_Files):
         udp = reactor.udpServers[0][1]
         self.assertIsInstance(udp, PrivateUDPTracker)
         self.assertIsInstance(udp._store, AccessControlledStore)
+
+    def test_sighup_always_handled(self) -> None:
+        """Whatever the options, one service handles SIGHUP: the access service's, which
+        reloads the list, or one that says there is nothing to reload."""
+        for argv, reloads in [
+            ((), False),
+            (("--private",), False),
+            (("--whitelist", self.file("w.txt", HEX1)), True),
+            (("--blacklist", self.file("b.txt", ""), "--private"), True),
+        ]:
+            children, _ = self.services(*argv)
+            handlers = [c for c in children if isinstance(c, HangupService)]
+            handlers += [c._hangup for c in children if isinstance(c, AccessService) and c._hangup]
+            self.assertEqual(len(handlers), 1, argv)
+            self.assertEqual(handlers[0]._reload is not None, reloads, argv)
 
     def test_blacklist_public(self) -> None:
         """A blacklist without private mode: the public resource and UDP tracker, behind it."""

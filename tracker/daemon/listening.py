@@ -1,6 +1,7 @@
 """
 The daemon's listening sockets: C{--listen} endpoints checked before anything starts, and a
-service that either listens or stops the daemon with one line saying why.
+service that either listens or stops the daemon with one line saying why; before them, the
+service that takes the database for the daemon alone, or stops it the same way.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import errno
 import ipaddress
 import re
 import socket
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet import endpoints
@@ -20,6 +21,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from tracker.store.lock import SUFFIX, DatabaseInUse
+from tracker.store.sqlite import SQLitePeerStore
 from tracker.udp.port import listen_udp
 
 log = Logger()
@@ -128,6 +131,39 @@ def why_not(failure: Failure) -> str:
     return str(error)
 
 
+class DatabaseLockService(Service):
+    """
+    Takes the store's database for this daemon alone (L{SQLitePeerStore.lock}), as early as
+    the daemon allows: parent it before the listeners. A database another tracker is using
+    ends the start with one line naming it and that tracker's pid, before anything listens.
+    The store lets go of the lock when it stops; a start that ends before, when the process
+    exits.
+    """
+
+    def __init__(self, store: SQLitePeerStore) -> None:
+        self._store = store
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._lock()
+
+    def startService(self) -> None:
+        # twist starts services without privilegedStartService; taking it again does nothing.
+        self._lock()
+        super().startService()
+
+    def _lock(self) -> None:
+        path = self._store.path
+        try:
+            self._store.lock()
+        except DatabaseInUse as e:
+            raise SystemExit(str(e)) from None
+        except OSError as e:
+            raise SystemExit(
+                f"cannot use the database {path!r}: cannot lock {path + SUFFIX}: {e.strerror}"
+            ) from None
+
+
 class ListeningService(Service):
     """
     Listens on one endpoint, as early as the daemon allows (in C{privilegedStartService} under
@@ -194,14 +230,44 @@ _UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 class UDPListeningService(ListeningService):
-    """L{ListeningService} for a C{udp:PORT[:interface=ADDRESS]} listener of a protocol."""
+    """
+    L{ListeningService} for a C{udp:PORT[:interface=ADDRESS]} listener of a protocol. Given
+    C{ready}, the port is bound at once but read only once C{ready()} has fired: the
+    protocol's connection IDs are loaded by then (L{tracker.udp.connection_ids.ConnectionIds}).
+    """
+
+    def __init__(
+        self,
+        description: str,
+        factory: Any,
+        reactor: Any,
+        ready: Callable[[], Deferred[None]] | None = None,
+    ) -> None:
+        super().__init__(description, factory, reactor)
+        self._ready = ready
 
     def _open(self) -> Deferred[IListeningPort]:
         port, interface = parse_udp(self.description)
         listening: Deferred[IListeningPort] = maybeDeferred(
             listen_udp, self._reactor, port, self._factory, interface
         )
-        return listening.addCallback(_with_large_buffer)
+        return listening.addCallback(_with_large_buffer).addCallback(self._read_when_ready)
+
+    def _read_when_ready(self, port: Any) -> Any:
+        if self._ready is None:
+            return port
+        ready = self._ready()
+        if not ready.called:
+            # Datagrams wait in the socket's receive buffer meanwhile: a few milliseconds at a
+            # start, the connection IDs' secrets being read before the swarms.
+            port.stopReading()
+            ready.addCallback(self._resume, port)
+        return port
+
+    def _resume(self, _: None, port: Any) -> None:
+        still_listening = self._port is port
+        if still_listening:
+            port.startReading()
 
 
 def _with_large_buffer(port: Any) -> Any:

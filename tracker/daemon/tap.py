@@ -18,6 +18,7 @@ from tracker.core.config import IPNetwork, TrackerConfig
 from tracker.core.interfaces import IPeerStore
 from tracker.daemon.listening import (
     AdminListeningService,
+    DatabaseLockService,
     ListeningService,
     UDPListeningService,
     check_listen,
@@ -35,12 +36,13 @@ from tracker.ops.admin import (
     AdminResource,
     AdminSite,
 )
-from tracker.ops.control import AccessService
+from tracker.ops.control import AccessService, HangupService, exit_zero_on_sigterm
 from tracker.ops.passkeys import Passkeys
 from tracker.store.access import BLACKLIST, WHITELIST, SQLiteAccessStore
 from tracker.store.schema import check_usable
+from tracker.store.secrets import SQLiteConnectionSecrets
 from tracker.store.sqlite import SQLitePeerStore
-from tracker.udp.connection_ids import ConnectionIds
+from tracker.udp.connection_ids import ConnectionIds, ConnectionIdsService
 from tracker.udp.private import PrivateUDPTracker
 from tracker.udp.protocol import UDPTracker
 
@@ -312,10 +314,14 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     else:
         resource = TrackerResource(served, config, reactor, stats=stats)
     site = TrackerSite(resource, timeout=options["idle-timeout"])
-    # Listeners first: a refused port stops the daemon before the store has opened anything.
+    # The database's lock, then the listeners: a database another tracker is using stops the
+    # daemon before it listens, and a refused port before the store has opened anything.
+    DatabaseLockService(store).setServiceParent(root)
     for endpoint in options["listen"]:
         ListeningService(endpoint, site, reactor).setServiceParent(root)
-    connection_ids = ConnectionIds(reactor)
+    # Their secrets are kept in the database, so that an ID outlives a restart (BEP 15); each
+    # UDP port is read once they are loaded.
+    connection_ids = ConnectionIds(reactor, secrets=SQLiteConnectionSecrets(store))
     for description in options["listen-udp"]:
         if passkeys is not None:
             udp: UDPTracker = PrivateUDPTracker(
@@ -323,7 +329,9 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
             )
         else:
             udp = UDPTracker(served, config, reactor, connection_ids=connection_ids, stats=stats)
-        UDPListeningService(description, udp, reactor).setServiceParent(root)
+        UDPListeningService(
+            description, udp, reactor, ready=connection_ids.when_loaded
+        ).setServiceParent(root)
     token: bytes | None = options.get("admin-token")
     if token is not None:
         admin = AdminResource(token, stats.snapshot, access_list, passkeys, reactor)
@@ -331,10 +339,18 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
             root
         )
     tracker.setServiceParent(root)
+    if options["listen-udp"]:
+        # After the tracker service, so that its read queues behind the store's opening.
+        ConnectionIdsService(connection_ids).setServiceParent(root)
     if access_list is not None or passkeys is not None:
         # After the tracker service: its reads queue behind the store's opening, and its last
         # write goes before the store closes.
         AccessService(access_store, access_list, passkeys, reactor).setServiceParent(root)
+    if access_list is None:
+        # The access service reloads the list on SIGHUP. Without a list the signal is handled
+        # all the same: its default action would end the daemon.
+        HangupService(reactor).setServiceParent(root)
+    exit_zero_on_sigterm(reactor)
     tracker.started.addCallbacks(
         _say_started,
         _stop_on_failure,

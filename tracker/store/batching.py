@@ -112,9 +112,9 @@ class BatchingConnection:
             else:
                 d.errback(value)
 
-    def close(self) -> Deferred[None]:
-        """Refuse new work, finish what is queued, close the connection in its thread.
-        Closing again waits for the first close."""
+    def close(self, then: Callable[[], None] | None = None) -> Deferred[None]:
+        """Refuse new work, finish what is queued, close the connection in its thread, and
+        there run C{then} after it. Closing again waits for the first close."""
         if self._closed:
             return succeed(None)
         if self._stopping:
@@ -126,7 +126,9 @@ class BatchingConnection:
         if self._running:
             drained = Deferred()
             self._drained.append(drained)
-        drained.addCallback(lambda _: deferToThreadPool(self._reactor, self._pool, self._thd_close))
+        drained.addCallback(
+            lambda _: deferToThreadPool(self._reactor, self._pool, self._thd_close, then)
+        )
         drained.addBoth(self._stop_pool)
         return drained
 
@@ -139,7 +141,11 @@ class BatchingConnection:
             waiter.callback(None)
         return result
 
-    def _thd_close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+    def _thd_close(self, then: Callable[[], None] | None) -> None:
+        try:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+        finally:
+            if then is not None:
+                then()

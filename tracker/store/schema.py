@@ -14,7 +14,9 @@ import sqlite3
 from importlib import resources
 from urllib.parse import quote
 
-SCHEMA_VERSION = 5
+from tracker.store.lock import holder
+
+SCHEMA_VERSION = 6
 #: Pages of a new database. The journal's rows are whole commits, kilobytes each: on 4 KiB
 #: pages each row spans a chain of overflow pages, and the database thread spent twice the time
 #: writing them (`bench/run.py udp`, the thread's own processor time). Set before the file has any
@@ -58,13 +60,17 @@ def connect(path: str) -> sqlite3.Connection:
 def check_usable(path: str) -> str | None:
     """
     Why C{path} cannot be the tracker's database, or None if it can: run before anything
-    listens, so that a daemon given a bad file refuses to start instead of serving nothing.
-    Reads an existing file without changing it and creates nothing.
+    listens, so that a daemon given a bad file, or one another tracker is using, refuses to
+    start instead of serving nothing. Reads an existing file without changing it and creates
+    nothing.
     """
     if path == ":memory:":
         return None
     if os.path.isdir(path):
         return "it is a directory"
+    in_use = holder(path)
+    if in_use is not None:
+        return in_use.reason
     if not os.path.exists(path):
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):

@@ -13,6 +13,10 @@ replayed into a new index, on the database thread.
 What a crash can lose: the changes of the last C{commit_every} seconds plus those of a commit
 still being written (in WAL mode with C{synchronous=NORMAL}, a committed transaction survives a
 process crash; only a power cut can take back the last few).
+
+A file has one store: the store locks it (L{tracker.store.lock}) from start to stop, and a
+second store on the same file, here or in another process, fails to start with
+L{tracker.store.lock.DatabaseInUse}.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from tracker.core.meters import CommitMeter
 from tracker.core.slices import cooperator
 from tracker.core.swarms import SwarmIndex
 from tracker.store.batching import BatchingConnection
+from tracker.store.lock import DatabaseLock
 from tracker.store.schema import connect
 
 log = Logger()
@@ -152,6 +157,8 @@ class SQLitePeerStore:
         self._random = rng
         self._commit_every = commit_every
         self._db = BatchingConnection(reactor)
+        self._lock = None if path == ":memory:" else DatabaseLock(path)
+        self._opened = False
         self._index: SwarmIndex | None = None
         #: Announces and scrapes that arrived while the file was being read.
         self._waiting: list[Deferred[None]] = []
@@ -175,11 +182,37 @@ class SQLitePeerStore:
         """The swarms in memory; None until the file has been read."""
         return self._index
 
+    def lock(self) -> None:
+        """
+        Take the file for this store alone now, or raise L{tracker.store.lock.DatabaseInUse}
+        (C{OSError} if the lock file cannot be made): for a daemon, which must refuse to start
+        before it listens. Returns at once (see L{DatabaseLock.acquire}). L{start} takes the
+        lock if this did not; L{stop} lets go of it.
+        """
+        if self._lock is not None:
+            self._lock.acquire()
+
     def start(self) -> Deferred[None]:
-        opened = self._db.open(lambda: connect(self.path))
+        self._opened = True
+        opened = self._db.open(self._thd_connect)
         opened.addCallback(lambda _: self._db.run(lambda c: _thd_load(c, self._random)))
         opened.addCallbacks(self._loaded, self._load_failed)
         return opened
+
+    def _thd_connect(self) -> sqlite3.Connection:
+        # On the database thread, as all of the file's work is: the lock never waits for
+        # another tracker, but making its file is a write to the disk like any other.
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            return connect(self.path)
+        except BaseException:
+            self._thd_unlock()
+            raise
+
+    def _thd_unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     def _loaded(self, loaded: _Loaded) -> None:
         self._index = loaded.swarms
@@ -198,7 +231,7 @@ class SQLitePeerStore:
             d.errback(failure)
         # Nothing can use a store that did not load: release its thread and file now.
         self._stopping = True
-        return self._db.close().addBoth(lambda _: failure)
+        return self._db.close(self._thd_unlock).addBoth(lambda _: failure)
 
     def _ready(self) -> SwarmIndex | None:
         """The index, or None while it is loading; refuses work once the store is stopping."""
@@ -342,9 +375,15 @@ class SQLitePeerStore:
         walk.addCallbacks(walked, stopped)
 
     def stop(self) -> Deferred[None]:
-        """Write what is not saved yet, then close the file on its thread."""
+        """Write what is not saved yet, then close the file and let go of its lock on its
+        thread."""
+        if not self._opened:
+            # Locked, perhaps, but never started: there is no thread to do it on.
+            self._stopping = True
+            self._thd_unlock()
+            return succeed(None)
         if self._stopping:
-            return self._db.close()
+            return self._db.close(self._thd_unlock)
         self._stopping = True
         self._cooperator.stop()
         waiting, self._waiting = self._waiting, []
@@ -356,4 +395,4 @@ class SQLitePeerStore:
         if self._index is not None:
             # Queued behind any commit being written, so the last state wins.
             self._commit()
-        return self._db.close()
+        return self._db.close(self._thd_unlock)
