@@ -105,6 +105,13 @@ class Options(usage.Options):
             None,
             "Private mode: announce at /<passkey>/announce; passkeys through the admin API.",
         ],
+        [
+            "reuse-port",
+            None,
+            "Bind the HTTP and UDP listeners with SO_REUSEPORT, so that several daemons share"
+            " their ports and Linux spreads clients over them (each daemon keeps its own"
+            " swarms; not the admin API's listener).",
+        ],
     ]
     optParameters = [
         ["database", "d", DEFAULT_DATABASE, "SQLite database file (created if missing)."],
@@ -202,8 +209,10 @@ class Options(usage.Options):
             self["listen"] = default_listen()
         from twisted.internet import reactor
 
+        if self["reuse-port"] and not hasattr(socket, "SO_REUSEPORT"):
+            raise usage.UsageError("--reuse-port: this system has no SO_REUSEPORT")
         for description in self["listen"]:
-            check_listen(description, reactor)
+            check_listen(description, reactor, reuse_port=bool(self["reuse-port"]))
         if self["no-udp"]:
             self["listen-udp"] = []
         elif not self["listen-udp"]:
@@ -312,8 +321,11 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
         resource = TrackerResource(served, config, reactor, stats=stats)
     site = TrackerSite(resource, timeout=options["idle-timeout"])
     # Listeners first: a refused port stops the daemon before the store has opened anything.
+    reuse_port = bool(options.get("reuse-port"))
     for endpoint in options["listen"]:
-        ListeningService(endpoint, site, reactor).setServiceParent(root)
+        listener = ListeningService(endpoint, site, reactor)
+        listener.reuse_port = reuse_port
+        listener.setServiceParent(root)
     connection_ids = ConnectionIds(reactor)
     for description in options["listen-udp"]:
         if passkeys is not None:
@@ -322,7 +334,9 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
             )
         else:
             udp = UDPTracker(served, config, reactor, connection_ids=connection_ids, stats=stats)
-        UDPListeningService(description, udp, reactor).setServiceParent(root)
+        udp_listener = UDPListeningService(description, udp, reactor)
+        udp_listener.reuse_port = reuse_port
+        udp_listener.setServiceParent(root)
     token: bytes | None = options.get("admin-token")
     if token is not None:
         admin = AdminResource(token, stats.snapshot, access_list, passkeys, reactor)
