@@ -1,20 +1,24 @@
 """
 The service files in contrib/: the systemd units pass `systemd-analyze verify` and their command
-lines parse with the tracker's own options (and run it), and the settings shown anywhere in
-contrib/ are valid options.
+lines parse with the tracker's own options (and run it), the settings shown anywhere in
+contrib/ are valid options, and the nginx site passes `nginx -t` and carries requests to a
+tracker.
 
-The tools come from Debian packages (systemd; .ci/run installs it). A tool that is missing
-skips its test with a loud message, or fails it when CI=true or REALCLIENTS_REQUIRED=1 (as in
-CI).
+The tools come from Debian packages (systemd, nginx; .ci/run installs them). A tool that is
+missing skips its test with a loud message, or fails it when CI=true or REALCLIENTS_REQUIRED=1
+(as in CI).
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -26,6 +30,7 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.test_tap import _fetch_when_up, free_port
+from tracker.bencode import bdecode
 from tracker.tap import Options
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +52,7 @@ def tool(name: str) -> str:
         return path
     message = (
         f"!!! CONTRIB TEST NOT RUN: {name} is not installed. Run apt-get install"
-        " systemd as root to install the tools these tests use. !!!"
+        " systemd nginx as root to install the tools these tests use. !!!"
     )
     if os.environ.get("REALCLIENTS_REQUIRED") == "1" or os.environ.get("CI") == "true":
         raise AssertionError(message)
@@ -96,6 +101,17 @@ def stop(process: Any) -> None:
     if process.poll() is None:
         process.kill()
     process.communicate()
+
+
+def stop_nginx(process: Any) -> None:
+    """Stop nginx's master, which stops its workers first (SIGKILL would leave them)."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class SystemdTests(TestCase):
@@ -235,13 +251,14 @@ class SettingsTests(TestCase):
             ("systemd", "tracker.default"),
             ("systemd", "tracker.service"),
             ("systemd", "tracker@.service"),
+            ("nginx", "tracker.conf"),
         ]:
             text = read(*path)
             assigned = re.findall(r"\bTRACKER_(?:INSTANCE_)?ARGS=(.*)", text)
             quoted = re.findall(r"\bTRACKER_(INSTANCE_)?ARGS='([^'\n]*)'$", text, re.MULTILINE)
             self.assertEqual(len(assigned), len(quoted), f"{path}: {assigned}")
             examples.extend(quoted)
-        self.assertGreaterEqual(len(examples), 4)
+        self.assertGreaterEqual(len(examples), 5)
         for instance, example in examples:
             words = example.replace("/etc/tracker/", directory + "/").split()
             if instance:
@@ -249,3 +266,165 @@ class SettingsTests(TestCase):
                 words += ["--admin-token-file", os.path.join(directory, "admin.token")]
             options = Options()
             options.parseOptions([*words, "--database", os.path.join(directory, "t.sqlite3")])
+        nginx = [e for _, e in examples if "--trusted-proxy 127.0.0.1" in e]
+        self.assertTrue(nginx)
+        options = Options()
+        options.parseOptions([*nginx[0].split(), "--database", os.path.join(directory, "n.db")])
+        self.assertEqual(options["listen"], ["tcp:6969:interface=127.0.0.1"])
+        self.assertEqual(options["listen-udp"], ["udp:6969:interface=::"])
+
+
+def _certificate(directory: str) -> tuple[str, str]:
+    """A self-signed key and certificate for 127.0.0.1 in C{directory}."""
+    try:
+        from tests.test_tap import _self_signed
+
+        return _self_signed(directory)
+    except ImportError:
+        # cryptography is not installed under PyPy: the openssl command makes them instead.
+        key = os.path.join(directory, "key.pem")
+        cert = os.path.join(directory, "cert.pem")
+        subprocess.run(
+            [tool("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+             "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        return key, cert
+
+
+class NginxTests(TestCase):
+    timeout = 120
+
+    def site(
+        self, directory: str, upstream: int | None = None, ports: tuple[int, int] | None = None
+    ) -> str:
+        """The nginx site with a certificate of the tests, in a minimal nginx.conf: its path.
+        With C{upstream} and C{ports}, the tracker's port and the site's own HTTP and HTTPS
+        ports on 127.0.0.1 are moved there."""
+        key, cert = _certificate(directory)
+        site = read("nginx", "tracker.conf")
+        for path, ours in [
+            ("/etc/letsencrypt/live/tracker.example.org/fullchain.pem", cert),
+            ("/etc/letsencrypt/live/tracker.example.org/privkey.pem", key),
+        ]:
+            self.assertIn(path, site)
+            site = site.replace(path, ours)
+        if upstream is not None:
+            self.assertIn("server 127.0.0.1:6969;", site)
+            site = site.replace("server 127.0.0.1:6969;", f"server 127.0.0.1:{upstream};")
+        if ports is not None:
+            site = re.sub(r"\n *listen \[::\]:\d+( ssl)?;", "", site)
+            site = site.replace("listen 80;", f"listen 127.0.0.1:{ports[0]};")
+            site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{ports[1]} ssl;")
+        with open(os.path.join(directory, "tracker.conf"), "w") as f:
+            f.write(site)
+        conf = os.path.join(directory, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(
+                f"pid {directory}/nginx.pid;\n"
+                "error_log stderr;\n"
+                "events {}\n"
+                f"http {{\n    include {directory}/tracker.conf;\n}}\n"
+            )
+        # Readable by nginx's workers, which drop root's privileges.
+        os.chmod(directory, 0o755)
+        return conf
+
+    def test_configuration(self) -> None:
+        """nginx -t accepts the site as it is written, certificate paths apart."""
+        nginx = tool("nginx")
+        directory = tempdir(self, "tracker-nginx-")
+        conf = self.site(directory)
+        result = subprocess.run(
+            [nginx, "-t", "-p", directory, "-c", conf, "-e", "stderr"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output)
+        self.assertIn("test is successful", output)
+        self.assertNotIn("[warn]", output)
+
+    def test_requests_through_nginx(self) -> None:
+        """Through the site, over HTTPS and HTTP, the tracker (run with the options the file
+        names) stores each peer at its client's own address, not nginx's nor one the client
+        claims in its own X-Forwarded-For; /metrics answers this host only."""
+        nginx = tool("nginx")
+        directory = tempdir(self, "tracker-nginx-")
+        upstream, http_port, https_port = free_port(), free_port(), free_port()
+        conf = self.site(directory, upstream, (http_port, https_port))
+        tracker = subprocess.Popen(
+            [TWISTD, "--nodaemon", "--pidfile=", "tracker", "--no-udp",
+             "--listen", f"tcp:{upstream}:interface=127.0.0.1", "--trusted-proxy", "127.0.0.1",
+             "--database", os.path.join(directory, "t.sqlite3")],
+            cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.addCleanup(stop, tracker)
+        _fetch_when_up(f"http://127.0.0.1:{upstream}/stats.json", tracker, time.monotonic() + 60)
+        # Its output into a file: its workers, not only the process started here, hold it.
+        output = os.open(os.path.join(directory, "nginx.out"), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            server = subprocess.Popen(
+                [nginx, "-p", directory, "-c", conf, "-e", "stderr", "-g", "daemon off;"],
+                stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        finally:
+            os.close(output)
+        self.addCleanup(stop_nginx, server)
+        context = ssl.create_default_context(cafile=os.path.join(directory, "cert.pem"))
+
+        def get(path: str, source: str, tls: bool = True) -> tuple[int, bytes]:
+            deadline = time.monotonic() + 30
+            while True:
+                if tls:
+                    connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                        "127.0.0.1", https_port, timeout=10, source_address=(source, 0),
+                        context=context,
+                    )  # fmt: skip
+                else:
+                    connection = http.client.HTTPConnection(
+                        "127.0.0.1", http_port, timeout=10, source_address=(source, 0)
+                    )
+                try:
+                    connection.request("GET", path, headers={"X-Forwarded-For": "203.0.113.9"})
+                    response = connection.getresponse()
+                    return response.status, response.read()
+                except ConnectionRefusedError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        with open(os.path.join(directory, "nginx.out"), "rb") as f:
+                            said = f.read()
+                        raise AssertionError(f"nginx did not start: {said!r}") from None
+                    time.sleep(0.1)
+                finally:
+                    connection.close()
+
+        def announce(peer: bytes, port: int, source: str, tls: bool) -> dict[bytes, Any]:
+            status, body = get(
+                f"/announce?info_hash={'%41' * 20}&peer_id={peer.decode()}&port={port}&left=0",
+                source, tls,
+            )  # fmt: skip
+            self.assertEqual(status, 200, body)
+            reply = bdecode(body)
+            assert isinstance(reply, dict), reply
+            return reply
+
+        first = announce(b"A" * 20, 6881, "127.0.0.5", tls=True)
+        self.assertEqual(first[b"external ip"], socket.inet_aton("127.0.0.5"))
+        second = announce(b"B" * 20, 6882, "127.0.0.6", tls=False)
+        self.assertEqual(second[b"external ip"], socket.inet_aton("127.0.0.6"))
+        # The second is a seeder too: it gets no peers, but the swarm counts both. A leecher
+        # is handed the first peer at its client's address.
+        self.assertEqual(second[b"complete"], 2)
+        status, body = get(
+            f"/announce?info_hash={'%41' * 20}&peer_id={'C' * 20}&port=6883&left=1", "127.0.0.7"
+        )
+        reply = bdecode(body)
+        assert isinstance(reply, dict), reply
+        peers = reply[b"peers"]
+        self.assertIn(socket.inet_aton("127.0.0.5") + (6881).to_bytes(2, "big"), peers)
+        self.assertIn(socket.inet_aton("127.0.0.6") + (6882).to_bytes(2, "big"), peers)
+        status, body = get("/metrics", "127.0.0.1")
+        self.assertEqual(status, 200)
+        self.assertIn(b"tracker_requests_total", body)
+        self.assertEqual(get("/metrics", "127.0.0.5")[0], 403)
+        self.assertEqual(get("/stats.json", "127.0.0.5")[0], 200)
