@@ -1,18 +1,20 @@
 """
 The service files in contrib/: the systemd units pass `systemd-analyze verify` and their command
 lines parse with the tracker's own options (and run it), the settings shown anywhere in
-contrib/ are valid options, and the nginx site passes `nginx -t` and carries requests to a
-tracker.
+contrib/ are valid options, the nginx site passes `nginx -t` and carries requests to a tracker,
+and the logrotate file rotates a running twistd's log without ending any process.
 
-The tools come from Debian packages (systemd, nginx; .ci/run installs them). A tool that is
-missing skips its test with a loud message, or fails it when CI=true or REALCLIENTS_REQUIRED=1
-(as in CI).
+The tools come from Debian packages (systemd, nginx, logrotate; .ci/run installs them). A tool
+that is missing skips its test with a loud message, or fails it when CI=true or
+REALCLIENTS_REQUIRED=1 (as in CI).
 """
 
 from __future__ import annotations
 
+import grp
 import http.client
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -29,7 +31,7 @@ from typing import Any
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.test_tap import _fetch_when_up, free_port
+from tests.test_tap import _fetch_when_up, _wait_for_line, free_port
 from tracker.bencode import bdecode
 from tracker.tap import Options
 
@@ -52,7 +54,7 @@ def tool(name: str) -> str:
         return path
     message = (
         f"!!! CONTRIB TEST NOT RUN: {name} is not installed. Run apt-get install"
-        " systemd nginx as root to install the tools these tests use. !!!"
+        " systemd nginx logrotate as root to install the tools these tests use. !!!"
     )
     if os.environ.get("REALCLIENTS_REQUIRED") == "1" or os.environ.get("CI") == "true":
         raise AssertionError(message)
@@ -428,3 +430,76 @@ class NginxTests(TestCase):
         self.assertIn(b"tracker_requests_total", body)
         self.assertEqual(get("/metrics", "127.0.0.5")[0], 403)
         self.assertEqual(get("/stats.json", "127.0.0.5")[0], 200)
+
+
+class LogrotateTests(TestCase):
+    timeout = 120
+
+    def test_rotation(self) -> None:
+        """logrotate with the contrib file (its folder moved to a temporary one) has a running
+        twistd rotate its log: the old lines in twistd.log.1, new ones in a new twistd.log,
+        rotated files older than two weeks deleted, the tracker still serving. A process that
+        does not catch SIGUSR1, named in twistd.pid, is left alive."""
+        logrotate = tool("logrotate")
+        directory = tempdir(self, "tracker-logrotate-")
+        user = pwd.getpwuid(os.getuid()).pw_name
+        group = grp.getgrgid(os.getgid()).gr_name
+        rules = read("logrotate", "tracker")
+        self.assertIn("su tracker tracker", rules)
+        rules = rules.replace(STATE, directory).replace("su tracker tracker", f"su {user} {group}")
+        conf = os.path.join(directory, "logrotate.conf")
+        with open(conf, "w") as f:
+            f.write(rules)
+        os.chmod(conf, 0o644)
+        whitelist = os.path.join(directory, "whitelist.txt")
+        open(whitelist, "w").close()
+        log = os.path.join(directory, "twistd.log")
+        # twistd in the foreground, logging to a file: it rotates on SIGUSR1 as a daemon does.
+        tracker = subprocess.Popen(
+            [TWISTD, "--nodaemon", f"--logfile={log}", f"--pidfile={directory}/twistd.pid",
+             "tracker", "--no-udp", "--listen", "tcp:0:interface=127.0.0.1",
+             "--whitelist", whitelist, "--database", os.path.join(directory, "t.sqlite3")],
+            cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.addCleanup(stop, tracker)
+        _wait_for_line(log, "open, serving", tracker, time.monotonic() + 60)
+        for name, text, age in [("twistd.log.2", "recent\n", 0), ("twistd.log.3", "old\n", 30)]:
+            path = os.path.join(directory, name)
+            with open(path, "w") as f:
+                f.write(text)
+            then = time.time() - age * 86400
+            os.utime(path, (then, then))
+
+        def rotate() -> None:
+            result = subprocess.run(
+                [logrotate, "-f", "-s", os.path.join(directory, "state"), conf],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            self.assertNotIn("error", (result.stdout + result.stderr).lower())
+
+        rotate()
+        rotated = os.path.join(directory, "twistd.log.1")
+        _wait_for_line(rotated, "open, serving", tracker, time.monotonic() + 30)
+        tracker.send_signal(signal.SIGHUP)  # logs a line: it rereads its whitelist
+        _wait_for_line(log, "SIGHUP: reloading", tracker, time.monotonic() + 30)
+        with open(log) as f:
+            self.assertNotIn("open, serving", f.read())
+        kept = {}
+        for name in os.listdir(directory):
+            if name.startswith("twistd.log."):
+                with open(os.path.join(directory, name)) as f:
+                    kept[name] = f.read()
+        self.assertIn("recent\n", kept.values())
+        self.assertNotIn("old\n", kept.values())
+        self.assertNotIn("twistd.log-", " ".join(os.listdir(directory)))
+
+        # twistd.pid naming a process that would die of SIGUSR1: it is not sent.
+        bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        self.addCleanup(stop, bystander)
+        with open(os.path.join(directory, "twistd.pid"), "w") as f:
+            f.write(f"{bystander.pid}\n")
+        rotate()
+        time.sleep(0.5)
+        self.assertIsNone(bystander.poll())
+        self.assertIsNone(tracker.poll())
