@@ -32,7 +32,7 @@ from tests.test_udp import (
 )
 from tracker.core.bencode import bdecode
 from tracker.core.config import TrackerConfig
-from tracker.daemon.listening import DatabaseLockService, ListeningService
+from tracker.daemon.listening import DatabaseLockService, ListeningService, listen_reusing_port
 from tracker.daemon.service import TrackerService
 from tracker.daemon.tap import DEFAULT_DATABASE, Options, default_listen, makeService
 from tracker.http.resource import TrackerResource
@@ -64,6 +64,7 @@ EVERY_OPTION = [
     "--private",
     "--admin-listen",
     "--admin-token-file",
+    "--reuse-port",
 ]
 
 
@@ -686,3 +687,216 @@ class ListenTests(TestCase):
         log = output.decode(errors="replace")
         self.assertIn(f"tracker listening on https://127.0.0.1:{port}/announce", log)
         self.assertNotIn("Traceback", log)
+
+
+def _wait_for_line(path: str, line: str, process: Any, deadline: float) -> str:
+    """The log at C{path} once it holds C{line}; fail if the daemon exits or never writes it."""
+    while True:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                log = f.read()
+        except FileNotFoundError:
+            log = ""
+        if line in log:
+            return log
+        if process.poll() is not None:
+            raise AssertionError(f"twistd exited early: {log}{process.communicate()[0]!r}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {line!r} in the log: {log}")
+        time.sleep(0.1)
+
+
+class ReusePortTests(TestCase):
+    timeout = 120
+
+    def test_option(self) -> None:
+        """--reuse-port is off by default, and refused with a listener that cannot share its
+        port, in one line naming it."""
+        self.assertFalse(parse()["reuse-port"])
+        options = parse("--reuse-port", "--listen", "tcp:7000", "--listen", "tcp6:7001")
+        self.assertTrue(options["reuse-port"])
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--reuse-port", "--listen", "unix:/tmp/tracker.sock")
+        self.assertEqual(
+            str(caught.exception),
+            "--reuse-port: --listen unix:/tmp/tracker.sock cannot share its port:"
+            " only tcp:, tcp6: and ssl: listeners can",
+        )
+
+    def test_wiring(self) -> None:
+        """With --reuse-port every HTTP and UDP listener binds with SO_REUSEPORT; the admin
+        API's does not (each daemon has its own lists and passkeys to manage)."""
+        directory = tempfile.mkdtemp(prefix="tracker-reuse-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        token = os.path.join(directory, "admin.token")
+        with open(token, "w") as f:
+            f.write("0123456789abcdef0123456789abcdef\n")
+        for flags, expected in [([], False), (["--reuse-port"], True)]:
+            options = parse(
+                *flags,
+                "--listen", "tcp:7000",
+                "--listen", "tcp6:7001",
+                "--admin-token-file", token,
+                "--database", os.path.join(directory, "t.sqlite3"),
+            )  # fmt: skip
+            root = makeService(options, _Reactor())
+            listeners = [c for c in root if hasattr(c, "reuse_port")]  # type: ignore[attr-defined]
+            self.assertEqual(
+                [(type(c).__name__, c.reuse_port) for c in listeners],
+                [
+                    ("ListeningService", expected),
+                    ("ListeningService", expected),
+                    ("UDPListeningService", expected),
+                    ("UDPListeningService", expected),
+                    ("AdminListeningService", False),
+                ],
+            )
+
+    def test_socket_option_set(self) -> None:
+        """listen_reusing_port binds its socket with SO_REUSEPORT, so a second listener gets
+        the same port; Twisted's own port, asked for the port again, is refused."""
+        from twisted.internet import reactor
+        from twisted.internet.error import CannotListenError
+        from twisted.internet.protocol import Factory
+
+        first = listen_reusing_port(reactor, "tcp:0:interface=127.0.0.1", Factory())
+        self.addCleanup(first.stopListening)
+        port = first.getHost().port  # type: ignore[attr-defined]
+        second = listen_reusing_port(reactor, f"tcp:{port}:interface=127.0.0.1", Factory())
+        self.addCleanup(second.stopListening)
+        for listening in (first, second):
+            sock = listening.socket  # type: ignore[attr-defined]
+            self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT), 1)
+        self.assertEqual(second.getHost().port, port)  # type: ignore[attr-defined]
+        self.assertRaises(CannotListenError, reactor.listenTCP, port, Factory(), 50, "127.0.0.1")
+        six = listen_reusing_port(reactor, "tcp6:0:interface=\\:\\:1", Factory())
+        self.addCleanup(six.stopListening)
+        self.assertEqual(six.getHost().host, "::1")  # type: ignore[attr-defined]
+        sock = six.socket  # type: ignore[attr-defined]
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT), 1)
+
+    def test_tls_shares_its_port(self) -> None:
+        """With pyOpenSSL, an ssl: listener binds with SO_REUSEPORT too and still serves
+        HTTPS; without it, asking for one is refused in one line, as without --reuse-port."""
+        if not _has_tls():
+            with self.assertRaises(usage.UsageError) as caught:
+                parse("--reuse-port", "--listen", "ssl:0:privateKey=key.pem")
+            self.assertIn("TLS needs pyOpenSSL: run pip install '.[tls]'", str(caught.exception))
+            return None
+        import ssl
+
+        from twisted.internet import reactor
+        from twisted.internet.threads import deferToThread
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        class Hello(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> bytes:
+                return b"over TLS"
+
+        directory = tempfile.mkdtemp(prefix="tracker-reuse-tls-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        key, cert = _self_signed(directory)
+        root = Hello()
+        endpoint = "ssl:{port}:interface=127.0.0.1:privateKey=" + key + ":certKey=" + cert
+        first = listen_reusing_port(reactor, endpoint.format(port=0), Site(root))
+        self.addCleanup(first.stopListening)
+        port = first.getHost().port  # type: ignore[attr-defined]
+        second = listen_reusing_port(reactor, endpoint.format(port=port), Site(root))
+        self.addCleanup(second.stopListening)
+        sock = second.socket  # type: ignore[attr-defined]
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT), 1)
+        context = ssl.create_default_context(cafile=cert)
+
+        def fetch() -> bytes:
+            url = f"https://127.0.0.1:{port}/hello"
+            with urllib.request.urlopen(url, timeout=10, context=context) as response:
+                return response.read()  # type: ignore[no-any-return]
+
+        return deferToThread(fetch).addCallback(self.assertEqual, b"over TLS")  # type: ignore[no-any-return]
+
+    def test_two_daemons_share_one_port(self) -> None:
+        """Two daemons started with --reuse-port on one TCP and UDP port both start, and both
+        answer: fresh connections and fresh UDP sockets reach one daemon or the other, each
+        with its own swarms. A third daemon without --reuse-port is refused with one line,
+        for TCP and for UDP, before it creates its database."""
+        directory = tempfile.mkdtemp(prefix="tracker-reuse-daemons-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        port = free_port()
+        listen = f"tcp:{port}:interface=127.0.0.1"
+        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                  "--pidfile="]  # fmt: skip
+        processes = []
+        try:
+            for n in (1, 2):
+                log = os.path.join(directory, f"daemon{n}.log")
+                process = subprocess.Popen(
+                    twistd + [f"--logfile={log}", "tracker", "--reuse-port", "--listen", listen,
+                              "--database", os.path.join(directory, f"daemon{n}.sqlite3")],
+                    cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+                processes.append((process, log))
+            for process, log in processes:
+                text = _wait_for_line(log, "open, serving", process, time.monotonic() + 60)
+                self.assertIn(f"tracker listening on http://127.0.0.1:{port}/announce", text)
+                self.assertIn(f"tracker listening on udp://127.0.0.1:{port}/announce", text)
+
+            # Each daemon counts only the seeders that reached it, itself included: two
+            # answers of 1 seeder mean two swarms answered, one in each daemon.
+            fresh = 40
+            seeders = []
+            for k in range(fresh):
+                url = (
+                    f"http://127.0.0.1:{port}/announce?info_hash={quote_from_bytes(info_hash(1))}"
+                    f"&peer_id={quote_from_bytes(peer_id(k))}&port={10000 + k}&left=0"
+                )
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    reply = bdecode(response.read())
+                assert isinstance(reply, dict), reply
+                seeders.append(reply[b"complete"])
+            self.assertEqual(seeders.count(1), 2, seeders)
+            self.assertLess(max(seeders), fresh, seeders)
+            seeders = []
+            for k in range(fresh):
+                client = Client("127.0.0.1", port)
+                try:
+                    packet = announce_packet(client.connect(), k, torrent=2, left=0)
+                    seeders.append(parse_announce_reply(client.exchange(packet))[2])
+                finally:
+                    client.close()
+            self.assertEqual(seeders.count(1), 2, seeders)
+            self.assertLess(max(seeders), fresh, seeders)
+
+            # Without --reuse-port, the port is taken: for TCP, and for UDP.
+            udp = f"udp:{port}:interface=127.0.0.1"
+            for argv, refused in [
+                (["--listen", listen], listen),
+                (["--listen", "tcp:0:interface=127.0.0.1", "--listen-udp", udp], udp),
+            ]:
+                database = os.path.join(directory, "refused.sqlite3")
+                result = subprocess.run(
+                    twistd + ["--logfile=-", "tracker", *argv, "--database", database],
+                    cwd=directory, capture_output=True, timeout=60,
+                )  # fmt: skip
+                output = (result.stdout + result.stderr).decode(errors="replace")
+                self.assertNotEqual(result.returncode, 0, output)
+                self.assertIn(f"cannot listen on {refused}: address already in use", output)
+                self.assertNotIn("Traceback", output)
+                self.assertFalse(os.path.exists(database))
+
+            for process, _ in processes:
+                process.send_signal(signal.SIGTERM)
+            for process, log in processes:
+                process.communicate(timeout=30)
+                with open(log, encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+                self.assertIn(process.returncode, (0, -signal.SIGTERM), text)
+                self.assertIn("Server Shut Down.", text)
+                self.assertNotIn("Traceback", text)
+        finally:
+            for process, _ in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.communicate()

@@ -13,7 +13,7 @@ import socket
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet import endpoints
+from twisted.internet import abstract, endpoints
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
@@ -28,11 +28,22 @@ from tracker.udp.port import listen_udp
 log = Logger()
 
 
-def check_listen(description: str, reactor: Any, option: str = "--listen") -> None:
+#: The endpoints L{listen_reusing_port} can bind with C{SO_REUSEPORT}.
+_REUSABLE = (
+    endpoints.TCP4ServerEndpoint,
+    endpoints.TCP6ServerEndpoint,
+    endpoints.SSL4ServerEndpoint,
+)
+
+
+def check_listen(
+    description: str, reactor: Any, option: str = "--listen", reuse_port: bool = False
+) -> None:
     """
     Parse one C{--listen} endpoint (or another C{option}'s) now, so that a typo, a missing
     certificate file or a missing TLS library ends in one line before anything starts, not in a
-    traceback once it has.
+    traceback once it has. With C{reuse_port}, an endpoint that cannot share its port (a UNIX
+    socket, say) is refused the same way.
     """
     try:
         endpoint = endpoints.serverFromString(reactor, description)
@@ -52,6 +63,53 @@ def check_listen(description: str, reactor: Any, option: str = "--listen") -> No
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise usage.UsageError(f"{option} {description}: port {port} is out of range 0-65535")
+    if reuse_port and not isinstance(endpoint, _REUSABLE):
+        raise usage.UsageError(
+            f"--reuse-port: {option} {description} cannot share its port:"
+            " only tcp:, tcp6: and ssl: listeners can"
+        )
+
+
+def listen_reusing_port(reactor: Any, description: str, factory: Any) -> IListeningPort:
+    """
+    Listen on a C{tcp:}, C{tcp6:} or C{ssl:} endpoint as C{endpoint.listen(factory)} does, on a
+    socket bound with C{SO_REUSEPORT}: several daemons that all ask for it share the port, and
+    Linux spreads incoming connections over them. Twisted's endpoints cannot set the option
+    before they bind, so the socket is made here and handed to the reactor. Raises
+    L{CannotListenError} as C{listenTCP} does.
+    """
+    endpoint = endpoints.serverFromString(reactor, description)
+    if not isinstance(endpoint, _REUSABLE):
+        raise ValueError(f"{description}: not a tcp:, tcp6: or ssl: endpoint")
+    port: int = endpoint._port
+    interface: str = endpoint._interface
+    if isinstance(endpoint, endpoints.SSL4ServerEndpoint):
+        # What listenSSL does: TLS in memory over a plain TCP port.
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
+    family = socket.AF_INET6 if abstract.isIPv6Address(interface) else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # SO_REUSEADDR as Twisted's own TCP ports set it: a restart need not wait for the
+        # connections of the last run to leave TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            # Resolves a scope (fe80::1%eth0) as Twisted does.
+            address = socket.getaddrinfo(interface, port, family, 0, 0, socket.AI_NUMERICHOST)
+            sock.bind(address[0][4])
+        else:
+            sock.bind((interface, port))
+        sock.listen(endpoint._backlog)
+        sock.setblocking(False)
+        # The reactor's port works on a duplicate of the descriptor: this one is closed below.
+        listening: IListeningPort = reactor.adoptStreamPort(sock.fileno(), family, factory)
+        return listening
+    except OSError as e:
+        raise CannotListenError(interface, port, e) from None
+    finally:
+        sock.close()
 
 
 def parse_udp(description: str) -> tuple[int, str]:
@@ -175,6 +233,9 @@ class ListeningService(Service):
     what = "tracker"
     path = "/announce"
 
+    #: Bind with C{SO_REUSEPORT} (C{--reuse-port}), so that other daemons can share the port.
+    reuse_port = False
+
     def __init__(self, description: str, factory: Any, reactor: Any) -> None:
         self.description = description
         self._factory = factory
@@ -191,6 +252,11 @@ class ListeningService(Service):
         super().startService()
 
     def _open(self) -> Deferred[IListeningPort]:
+        if self.reuse_port:
+            reusing: Deferred[IListeningPort] = maybeDeferred(
+                listen_reusing_port, self._reactor, self.description, self._factory
+            )
+            return reusing
         endpoint = endpoints.serverFromString(self._reactor, self.description)
         listening: Deferred[IListeningPort] = endpoint.listen(self._factory)
         return listening
@@ -249,7 +315,7 @@ class UDPListeningService(ListeningService):
     def _open(self) -> Deferred[IListeningPort]:
         port, interface = parse_udp(self.description)
         listening: Deferred[IListeningPort] = maybeDeferred(
-            listen_udp, self._reactor, port, self._factory, interface
+            listen_udp, self._reactor, port, self._factory, interface, self.reuse_port
         )
         return listening.addCallback(_with_large_buffer).addCallback(self._read_when_ready)
 

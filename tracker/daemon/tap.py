@@ -108,6 +108,13 @@ class Options(usage.Options):
             None,
             "Private mode: announce at /<passkey>/announce; passkeys through the admin API.",
         ],
+        [
+            "reuse-port",
+            None,
+            "Bind the HTTP and UDP listeners with SO_REUSEPORT, so that several daemons share"
+            " their ports and Linux spreads clients over them (each daemon keeps its own"
+            " swarms; not the admin API's listener).",
+        ],
     ]
     optParameters = [
         ["database", "d", DEFAULT_DATABASE, "SQLite database file (created if missing)."],
@@ -205,8 +212,10 @@ class Options(usage.Options):
             self["listen"] = default_listen()
         from twisted.internet import reactor
 
+        if self["reuse-port"] and not hasattr(socket, "SO_REUSEPORT"):
+            raise usage.UsageError("--reuse-port: this system has no SO_REUSEPORT")
         for description in self["listen"]:
-            check_listen(description, reactor)
+            check_listen(description, reactor, reuse_port=bool(self["reuse-port"]))
         if self["no-udp"]:
             self["listen-udp"] = []
         elif not self["listen-udp"]:
@@ -317,8 +326,11 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     # The database's lock, then the listeners: a database another tracker is using stops the
     # daemon before it listens, and a refused port before the store has opened anything.
     DatabaseLockService(store).setServiceParent(root)
+    reuse_port = bool(options.get("reuse-port"))
     for endpoint in options["listen"]:
-        ListeningService(endpoint, site, reactor).setServiceParent(root)
+        listener = ListeningService(endpoint, site, reactor)
+        listener.reuse_port = reuse_port
+        listener.setServiceParent(root)
     # Their secrets are kept in the database, so that an ID outlives a restart (BEP 15); each
     # UDP port is read once they are loaded.
     connection_ids = ConnectionIds(reactor, secrets=SQLiteConnectionSecrets(store))
@@ -329,9 +341,11 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
             )
         else:
             udp = UDPTracker(served, config, reactor, connection_ids=connection_ids, stats=stats)
-        UDPListeningService(
+        udp_listener = UDPListeningService(
             description, udp, reactor, ready=connection_ids.when_loaded
-        ).setServiceParent(root)
+        )
+        udp_listener.reuse_port = reuse_port
+        udp_listener.setServiceParent(root)
     token: bytes | None = options.get("admin-token")
     if token is not None:
         admin = AdminResource(token, stats.snapshot, access_list, passkeys, reactor)
