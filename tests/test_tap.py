@@ -493,9 +493,41 @@ class RefusedStartTests(TestCase):
             self.assertIn("--help lists every option", output)
         self.assertEqual(os.listdir(directory), [])
 
+    def test_faults_in_named_files_say_only_what_is_wrong(self) -> None:
+        """A command line that is right but names a file the tracker cannot use (a list with a
+        bad line, a token file that cannot be read, a database that is not one) ends in one
+        line naming the file and the fault, without pointing at --help, which would not help."""
+        directory = tempfile.mkdtemp(prefix="tracker-fault-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        whitelist = os.path.join(directory, "whitelist.txt")
+        with open(whitelist, "w") as f:
+            f.write("not a hash\n")
+        missing = os.path.join(directory, "admin.token")
+        notes = os.path.join(directory, "notes.txt")
+        with open(notes, "w") as f:
+            f.write("not a database\n" * 300)
+        before = sorted(os.listdir(directory))
+        twist = [sys.executable, "-m", "twisted", "tracker", "--listen",
+                 f"tcp:{free_port()}:interface=127.0.0.1"]  # fmt: skip
+        for argv, expected in [
+            (["--whitelist", whitelist],
+             f"tracker: --whitelist {whitelist}: line 1: not a 40-digit hex info hash"),
+            (["--admin-token-file", missing],
+             f"tracker: --admin-token-file {missing}: cannot read it: No such file or directory"),
+            (["--database", notes],
+             f"tracker: cannot use the database {notes!r}: it is not an SQLite database"),
+        ]:  # fmt: skip
+            result = subprocess.run(twist + argv, cwd=directory, capture_output=True, timeout=60)
+            output = (result.stdout + result.stderr).decode(errors="replace")
+            self.assertNotEqual(result.returncode, 0, output)
+            self.assertEqual(output.strip().splitlines(), [output.strip()], output)
+            self.assertIn(expected, output)
+            self.assertNotIn("--help", output)
+        self.assertEqual(sorted(os.listdir(directory)), before)
+
     def test_tac_with_bad_options_says_why(self) -> None:
         """tracker.tac given a bad TRACKER_OPTIONS exits non-zero with one line that says what
-        is wrong, and no traceback."""
+        is wrong, and no traceback; it points at --help for a mistyped option only."""
         directory = tempfile.mkdtemp(prefix="tracker-badtac-")
         self.addCleanup(shutil.rmtree, directory, True)
         env = dict(os.environ, TRACKER_OPTIONS=f"--database {directory}")
@@ -507,7 +539,24 @@ class RefusedStartTests(TestCase):
         output = (result.stdout + result.stderr).decode(errors="replace")
         self.assertNotEqual(result.returncode, 0, output)
         self.assertIn(f"TRACKER_OPTIONS: cannot use the database {directory!r}", output)
+        # The options are right, the database is not: --help would not help.
+        self.assertNotIn("--help", output)
         self.assertNotIn("Traceback", output)
+        self.assertEqual(os.listdir(directory), [])
+        # A mistyped option points at the list of options.
+        env = dict(os.environ, TRACKER_OPTIONS="--interval x")
+        result = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+             "--pidfile=", "--logfile=-", "-y", TAC],
+            cwd=directory, env=env, capture_output=True, timeout=60,
+        )  # fmt: skip
+        output = (result.stdout + result.stderr).decode(errors="replace")
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertIn(
+            "TRACKER_OPTIONS: --interval must be a whole number, not 'x'"
+            " (see `twistd tracker --help`)",
+            output,
+        )
         self.assertEqual(os.listdir(directory), [])
 
 

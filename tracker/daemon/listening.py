@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from tracker.daemon.errors import StartError
 from tracker.udp.port import listen_udp
 
 log = Logger()
@@ -34,18 +35,20 @@ def check_listen(description: str, reactor: Any, option: str = "--listen") -> No
     try:
         endpoint = endpoints.serverFromString(reactor, description)
     except ImportError:
-        raise usage.UsageError(
+        raise StartError(
             f"{option} {description}: TLS needs pyOpenSSL: run pip install '.[tls]'"
             " in the tracker's folder"
         ) from None
     except OSError as e:
-        raise usage.UsageError(
+        raise StartError(
             f"{option} {description}: cannot read {e.filename or 'a file'}: {e.strerror}"
         ) from None
-    except Exception as e:
-        # Twisted's parsers raise ValueError, TypeError or KeyError, and OpenSSL its own errors
-        # for a file that is not a key or a certificate.
+    except (ValueError, TypeError, KeyError) as e:
+        # What Twisted's parsers raise for a description they cannot read.
         raise usage.UsageError(f"{option} {description}: not a valid endpoint ({e})") from None
+    except Exception as e:
+        # OpenSSL's own errors, for a file that is not a key or a certificate.
+        raise StartError(f"{option} {description}: not a valid endpoint ({e})") from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise usage.UsageError(f"{option} {description}: port {port} is out of range 0-65535")

@@ -16,6 +16,7 @@ from twisted.python import usage
 
 from tracker.core.config import IPNetwork, TrackerConfig
 from tracker.core.interfaces import IPeerStore
+from tracker.daemon.errors import StartError
 from tracker.daemon.listening import (
     AdminListeningService,
     ListeningService,
@@ -217,7 +218,7 @@ class Options(usage.Options):
             check_listen(self["admin-listen"], reactor, "--admin-listen")
         problem = check_usable(self["database"])
         if problem is not None:
-            raise usage.UsageError(f"cannot use the database {self['database']!r}: {problem}")
+            raise StartError(f"cannot use the database {self['database']!r}: {problem}")
         try:
             self["config"] = self.config()
         except ValueError as e:
@@ -251,9 +252,9 @@ def _access_list(whitelist: str | None, blacklist: str | None) -> AccessListFile
     try:
         return AccessListFile(list_name, path, read_hash_list(path))
     except OSError as e:
-        raise usage.UsageError(f"--{list_name} {path}: cannot read it: {e.strerror}") from None
+        raise StartError(f"--{list_name} {path}: cannot read it: {e.strerror}") from None
     except AccessListError as e:
-        raise usage.UsageError(f"--{list_name} {path}: {e}") from None
+        raise StartError(f"--{list_name} {path}: {e}") from None
 
 
 def _admin_token(listen: str | None, token_file: str | None) -> bytes | None:
@@ -269,11 +270,9 @@ def _admin_token(listen: str | None, token_file: str | None) -> bytes | None:
         with open(token_file, "rb") as f:
             token = f.read().strip()
     except OSError as e:
-        raise usage.UsageError(
-            f"--admin-token-file {token_file}: cannot read it: {e.strerror}"
-        ) from None
+        raise StartError(f"--admin-token-file {token_file}: cannot read it: {e.strerror}") from None
     if len(token) < MIN_TOKEN_LENGTH or any(c <= 32 or c > 126 for c in token):
-        raise usage.UsageError(
+        raise StartError(
             f"--admin-token-file {token_file}: the token must be at least {MIN_TOKEN_LENGTH}"
             " printable characters without spaces: python3 -c 'import secrets;"
             " print(secrets.token_hex(32))' makes one"
