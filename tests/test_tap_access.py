@@ -114,9 +114,21 @@ class AccessOptionsTests(_Files):
             self.assertIn(message, str(raised.exception))
 
     def test_private_flag(self) -> None:
-        """--private is off by default."""
+        """--private is off by default, and on with an admin API to add passkeys through."""
         self.assertFalse(parse()["private"])
-        self.assertTrue(parse("--private")["private"])
+        options = parse("--private", "--admin-token-file", self.file("token", TOKEN))
+        self.assertTrue(options["private"])
+
+    def test_private_needs_the_admin_api(self) -> None:
+        """--private without --admin-token-file, which would start a tracker with no way to add
+        a passkey and refusing every announce, is refused with a line saying what to add."""
+        with self.assertRaises(usage.UsageError) as raised:
+            parse("--private")
+        self.assertEqual(
+            str(raised.exception),
+            "--private needs --admin-token-file FILE: passkeys are added through the admin API,"
+            " and without one every announce is refused",
+        )
 
 
 class AccessWiringTests(_Files):

@@ -212,6 +212,13 @@ class Options(usage.Options):
             twins = (udp_twin(description, reactor) for description in self["listen"])
             self["listen-udp"] = [twin for twin in twins if twin]
         self["access-list"] = _access_list(self["whitelist"], self["blacklist"])
+        if self["private"] and self["admin-token-file"] is None:
+            # Passkeys are made through the admin API only: without it a private tracker would
+            # start and refuse every announce.
+            raise usage.UsageError(
+                "--private needs --admin-token-file FILE: passkeys are added through the admin"
+                " API, and without one every announce is refused"
+            )
         self["admin-token"] = _admin_token(self["admin-listen"], self["admin-token-file"])
         if self["admin-token"] is not None:
             self["admin-listen"] = self["admin-listen"] or DEFAULT_ADMIN_LISTEN
