@@ -648,26 +648,41 @@ class ListenTests(TestCase):
         self.assertEqual(os.listdir(directory), [])
 
     def test_port_in_use_refuses_to_start(self) -> None:
-        """A port already taken ends the daemon at once with one line and a non-zero exit,
-        before the database is created."""
+        """A port already taken, TCP or only its UDP twin, ends twistd and twist alike with one
+        line naming it and a non-zero exit, before anything says it listens: nothing is left
+        listening and no database is created."""
         directory = tempfile.mkdtemp(prefix="tracker-inuse-")
         self.addCleanup(shutil.rmtree, directory, True)
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            result = subprocess.run(
-                [sys.executable, "-m", "twisted", "tracker", "--listen",
-                 f"tcp:{port}:interface=127.0.0.1", "--database", "t.sqlite3"],
-                cwd=directory, capture_output=True, timeout=60,
-            )  # fmt: skip
-        output = (result.stdout + result.stderr).decode(errors="replace")
-        self.assertNotEqual(result.returncode, 0, output)
-        self.assertIn(
-            f"cannot listen on tcp:{port}:interface=127.0.0.1: address already in use", output
-        )
-        self.assertNotIn("Traceback", output)
-        self.assertEqual(os.listdir(directory), [])
+        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                  "--pidfile=", "--logfile=-", "tracker"]  # fmt: skip
+        twist = [sys.executable, "-m", "twisted", "tracker"]
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            for command in (twistd, twist):
+                with socket.socket(socket.AF_INET, kind) as taken:
+                    taken.bind(("127.0.0.1", free_port() if kind == socket.SOCK_DGRAM else 0))
+                    if kind == socket.SOCK_STREAM:
+                        taken.listen()
+                    port = taken.getsockname()[1]
+                    listen = f"tcp:{port}:interface=127.0.0.1"
+                    result = subprocess.run(
+                        command + ["--listen", listen, "--database", "t.sqlite3"],
+                        cwd=directory, capture_output=True, timeout=60,
+                    )  # fmt: skip
+                    # The other protocol's port on the same number is free again.
+                    other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+                    with socket.socket(socket.AF_INET, other) as again:
+                        again.bind(("127.0.0.1", port))
+                output = (result.stdout + result.stderr).decode(errors="replace")
+                refused = "tcp" if kind == socket.SOCK_STREAM else "udp"
+                self.assertNotEqual(result.returncode, 0, output)
+                self.assertEqual(
+                    output.splitlines(),
+                    [
+                        f"cannot listen on {refused}:{port}:interface=127.0.0.1: address already"
+                        " in use (is another tracker running?)"
+                    ],
+                )
+                self.assertEqual(os.listdir(directory), [])
 
     def test_announce_over_tls(self) -> None:
         """With pyOpenSSL, an ssl: listener serves announces over HTTPS with the given

@@ -133,9 +133,11 @@ def why_not(failure: Failure) -> str:
 
 class ListeningService(Service):
     """
-    Listens on one endpoint, as early as the daemon allows (in C{privilegedStartService} under
-    twistd, so a port below 1024 can be bound before privileges are dropped). A refused listen
-    raises C{SystemExit} with one line, before any later service (the store) has started.
+    Listens on one endpoint. The daemon binds every listener before it starts anything
+    (L{listen_all}); otherwise the port is bound as early as the service allows (in
+    C{privilegedStartService} under twistd, so a port below 1024 can be bound before privileges
+    are dropped). A refused listen raises C{SystemExit} with one line, before any later service
+    (the store) has started. The line saying where it listens is logged once it starts.
     """
 
     #: What listens, and the path of its URL, for the start-up log line.
@@ -150,19 +152,27 @@ class ListeningService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        self._listen()
+        if self._port is None:
+            self.listen()
 
     def startService(self) -> None:
         if self._port is None:
-            self._listen()
+            self.listen()
         super().startService()
+        assert self._port is not None
+        log.info(
+            "{what} listening on {url}",
+            what=self.what,
+            url=url_of(self.description, self._port, self.path),
+        )
 
     def _open(self) -> Deferred[IListeningPort]:
         endpoint = endpoints.serverFromString(self._reactor, self.description)
         listening: Deferred[IListeningPort] = endpoint.listen(self._factory)
         return listening
 
-    def _listen(self) -> None:
+    def listen(self) -> None:
+        """Bind the port now; C{SystemExit} with one line saying why not."""
         outcome: list[Any] = []
         self._open().addBoth(outcome.append)
         if not outcome:
@@ -170,19 +180,36 @@ class ListeningService(Service):
         if isinstance(outcome[0], Failure):
             raise SystemExit(f"cannot listen on {self.description}: {why_not(outcome[0])}")
         self._port = outcome[0]
-        log.info(
-            "{what} listening on {url}",
-            what=self.what,
-            url=url_of(self.description, outcome[0], self.path),
-        )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        return self.close()
+
+    def close(self) -> Deferred[None]:
+        """Stop listening, if it listens."""
         port, self._port = self._port, None
         if port is None:
             return succeed(None)
         stopped: Deferred[None] = maybeDeferred(port.stopListening)  # type: ignore[call-overload]
         return stopped
+
+
+def listen_all(listeners: list[ListeningService]) -> None:
+    """
+    Bind every listener now, before anything starts or says it listens: when one port is
+    refused (a UDP port taken while its TCP twin is free, say), the ports already bound are
+    closed and C{SystemExit} says which, so the daemon ends with one line and nothing
+    listening. Under twistd this runs before its logging starts, so that line is all it prints.
+    """
+    bound: list[ListeningService] = []
+    try:
+        for listener in listeners:
+            listener.listen()
+            bound.append(listener)
+    except BaseException:
+        for listener in bound:
+            listener.close()
+        raise
 
 
 class AdminListeningService(ListeningService):

@@ -22,6 +22,7 @@ from tracker.daemon.listening import (
     ListeningService,
     UDPListeningService,
     check_listen,
+    listen_all,
     parse_udp,
     udp_twin,
 )
@@ -319,8 +320,9 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
         resource = TrackerResource(served, config, reactor, stats=stats)
     site = TrackerSite(resource, timeout=options["idle-timeout"])
     # Listeners first: a refused port stops the daemon before the store has opened anything.
-    for endpoint in options["listen"]:
-        ListeningService(endpoint, site, reactor).setServiceParent(root)
+    listeners: list[ListeningService] = [
+        ListeningService(endpoint, site, reactor) for endpoint in options["listen"]
+    ]
     connection_ids = ConnectionIds(reactor)
     for description in options["listen-udp"]:
         if passkeys is not None:
@@ -329,13 +331,16 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
             )
         else:
             udp = UDPTracker(served, config, reactor, connection_ids=connection_ids, stats=stats)
-        UDPListeningService(description, udp, reactor).setServiceParent(root)
+        listeners.append(UDPListeningService(description, udp, reactor))
     token: bytes | None = options.get("admin-token")
     if token is not None:
         admin = AdminResource(token, stats.snapshot, access_list, passkeys, reactor)
-        AdminListeningService(options["admin-listen"], AdminSite(admin), reactor).setServiceParent(
-            root
-        )
+        listeners.append(AdminListeningService(options["admin-listen"], AdminSite(admin), reactor))
+    # Every port bound now, while nothing has started: a refused one (a UDP port taken beside a
+    # free TCP one) ends the start in one line, with nothing listening and nothing said to.
+    listen_all(listeners)
+    for listener in listeners:
+        listener.setServiceParent(root)
     tracker.setServiceParent(root)
     if access_list is not None or passkeys is not None:
         # After the tracker service: its reads queue behind the store's opening, and its last
