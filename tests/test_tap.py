@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -623,6 +624,43 @@ def _self_signed(directory: str) -> tuple[str, str]:
     return key_path, cert_path
 
 
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _answers(host: str, port: int) -> bool:
+    """Whether something accepts a TCP connection on C{host} C{port}."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.settimeout(5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _port_of(url: str, pattern: str) -> int:
+    match = re.fullmatch(pattern, url)
+    assert match is not None, f"{url!r} is not {pattern!r}"
+    return int(match.group(1))
+
+
+def _read_until(process: Any, text: str, deadline: float) -> str:
+    """What C{process} printed up to the line holding C{text}."""
+    lines: list[str] = []
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline().decode(errors="replace")
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return "".join(lines)
+    raise AssertionError(f"never printed {text!r}:\n{''.join(lines)}")
+
+
 class ListenTests(TestCase):
     timeout = 60
 
@@ -683,6 +721,45 @@ class ListenTests(TestCase):
                     ],
                 )
                 self.assertEqual(os.listdir(directory), [])
+
+    def test_start_lines_say_where_clients_announce(self) -> None:
+        """Each listener's start line gives a URL clients can use and says exactly which
+        addresses answer there: a listener on every IPv4 address (tcp:) is named by this
+        host's name and answers on 127.0.0.1, not on ::1; a dual-stack one answers on both;
+        one on an interface is named by its address."""
+        directory = tempfile.mkdtemp(prefix="tracker-lines-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        ipv6 = _has_ipv6()
+        listen = ["--listen", "tcp:0", "--listen", "tcp:0:interface=127.0.0.1"]
+        if ipv6:
+            listen += ["--listen", "tcp6:0:interface=\\:\\:"]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "twisted", "--log-format=text", "tracker", "--no-udp",
+             "--database", "t.sqlite3", *listen],
+            cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            lines = _read_until(process, "open, serving", time.monotonic() + 30)
+            urls = re.findall(r"tracker listening on (\S+)(?: \((.*)\))?$", lines, re.M)
+            host = socket.gethostname()
+            (every4, every4_reach), (loopback, loopback_reach) = urls[:2]
+            port4 = _port_of(every4, rf"http://{re.escape(host)}:(\d+)/announce")
+            self.assertEqual(every4_reach, "every IPv4 address of this host")
+            self.assertTrue(_answers("127.0.0.1", port4))
+            if ipv6:
+                self.assertFalse(_answers("::1", port4))
+            _port_of(loopback, r"http://127\.0\.0\.1:(\d+)/announce")
+            self.assertEqual(loopback_reach, "")
+            if ipv6:
+                (every6, every6_reach) = urls[2]
+                port6 = _port_of(every6, rf"http://{re.escape(host)}:(\d+)/announce")
+                self.assertEqual(every6_reach, "every IPv4 and IPv6 address of this host")
+                self.assertTrue(_answers("127.0.0.1", port6))
+                self.assertTrue(_answers("::1", port6))
+            self.assertEqual(len(urls), 3 if ipv6 else 2, lines)
+        finally:
+            process.terminate()
+            process.communicate(timeout=30)
 
     def test_announce_over_tls(self) -> None:
         """With pyOpenSSL, an ssl: listener serves announces over HTTPS with the given

@@ -101,7 +101,11 @@ def udp_twin(description: str, reactor: Any) -> str | None:
 
 
 def url_of(description: str, port: IListeningPort, path: str = "/announce") -> str:
-    """Where clients announce to, for the start-up log: C{http://127.0.0.1:6969/announce}."""
+    """
+    Where clients announce to, for the start-up log: C{http://127.0.0.1:6969/announce} for a
+    listener on one address; for one on every address, this host's name and which addresses
+    answer, C{http://tracker1:6969/announce (every IPv4 and IPv6 address of this host)}.
+    """
     address = port.getHost()
     host = getattr(address, "host", None)
     if host is None:
@@ -110,10 +114,36 @@ def url_of(description: str, port: IListeningPort, path: str = "/announce") -> s
     scheme = {"ssl": "https", "tls": "https", "udp": "udp"}.get(kind, "http")
     port_number = getattr(address, "port", "?")
     if host in ("0.0.0.0", "::"):
-        return f"{scheme}://localhost:{port_number}{path} (every address of this host)"
+        name = host_name()
+        if ":" in name:
+            name = f"[{name}]"
+        return f"{scheme}://{name}:{port_number}{path} ({_every_address(port, host)})"
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port_number}{path}"
+
+
+def host_name() -> str:
+    """
+    This host's name, for URLs that other machines can use: the kernel's own
+    (C{gethostname}, a system call, not a DNS query that could hold up the start);
+    C{localhost} when it has none.
+    """
+    return socket.gethostname() or "localhost"
+
+
+def _every_address(port: IListeningPort, host: str) -> str:
+    """Which addresses a port bound to the wildcard C{host} answers on: an IPv6 socket serves
+    IPv4 too unless it is IPv6-only (C{IPV6_V6ONLY}, or the system's default for it)."""
+    if host == "0.0.0.0":
+        return "every IPv4 address of this host"
+    sock = getattr(port, "socket", None)
+    v6_only = True
+    if isinstance(sock, socket.socket):
+        v6_only = bool(sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+    if v6_only:
+        return "every IPv6 address of this host"
+    return "every IPv4 and IPv6 address of this host"
 
 
 def why_not(failure: Failure) -> str:
