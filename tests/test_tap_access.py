@@ -338,6 +338,45 @@ class DaemonTests(_Files):
         )
         self.assertNotIn("Traceback", again.stop())
 
+    def test_private_tracker_never_serves_a_public_runs_peers(self) -> None:
+        """A tracker started private on the database of a public run does not hand its peers
+        to passkey holders: it says it forgot them, keeps the completion counts, and serves
+        only the peers that announce to it."""
+        port, admin_port = free_port(), free_port()
+        database = os.path.join(self.directory, "t.sqlite3")
+        listen = ["--listen", f"tcp:{port}:interface=127.0.0.1", "--no-udp", "--database", database]
+        public = self.daemon(*listen)
+        deadline = time.monotonic() + 30
+        body = _fetch_when_up(_announce_url(port, 1), public.process, deadline)
+        self.assertIsNone(_reason(body))
+        # Both runs log into one file.
+        mark = len(public.stop())
+        private = self.daemon(
+            *listen, "--private", "--admin-token-file", self.file("token", TOKEN),
+            "--admin-listen", f"tcp:{admin_port}:interface=127.0.0.1",
+        )  # fmt: skip
+        private.wait_for_log("open, serving", mark)
+        self.assertNotIn("Traceback", private.log()[:mark])
+        self.assertIn(
+            f"{database} was last used by a public tracker: its stored peers (1) are forgotten",
+            private.log()[mark:],
+        )
+        while True:
+            status, added = call(admin_port, "POST", "/passkeys", {}, TOKEN.encode())
+            if status != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(status, 201)
+        # A leecher, to whom the public run's seeder would be given.
+        url = (
+            f"http://127.0.0.1:{port}/{added['passkey']}/announce"
+            f"?info_hash={quote_from_bytes(info_hash(1))}&peer_id={quote_from_bytes(peer_id(2))}"
+            "&port=6882&left=100"
+        )
+        reply = bdecode(_fetch_when_up(url, private.process, deadline))
+        self.assertEqual((reply[b"peers"], reply[b"complete"], reply[b"incomplete"]), (b"", 0, 1))
+        self.assertNotIn("Traceback", private.stop())
+
     def test_bad_list_refuses_to_start(self) -> None:
         """A list file with a bad line ends the start in one line naming it, non-zero."""
         bad = self.file("bad.txt", "zz\n")

@@ -14,7 +14,7 @@ import sqlite3
 from importlib import resources
 from urllib.parse import quote
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: Pages of a new database. The journal's rows are whole commits, kilobytes each: on 4 KiB
 #: pages each row spans a chain of overflow pages, and the database thread spent twice the time
 #: writing them (bench/udp.py, the thread's own processor time). Set before the file has any

@@ -1,4 +1,4 @@
--- Schema version 5. The tracker answers from an index in memory; the journal table is its
+-- Schema version 6. The tracker answers from an index in memory; the journal table is its
 -- journal (see tracker/journal.py): a group commit's changes in order, in one or more rows of
 -- whole records, each peer with its key (K records; version 2 wrote P records without one). A
 -- checkpoint writes the whole index into the journal (B records, a run of peers each) and then
@@ -22,4 +22,10 @@ CREATE TABLE passkeys (
     created INTEGER NOT NULL,
     uploaded INTEGER NOT NULL DEFAULT 0,
     downloaded INTEGER NOT NULL DEFAULT 0
+);
+-- The mode the tracker last ran in on this file, 'public' or 'private' (one row; none yet in a
+-- new file): the stored peers announced in that mode, and a start in the other one forgets
+-- them rather than hand them to the other mode's users (tracker/store/sqlite.py).
+CREATE TABLE run_mode (
+    mode TEXT NOT NULL CHECK (mode IN ('public', 'private'))
 );
