@@ -688,9 +688,16 @@ class ListenTests(TestCase):
     def test_port_in_use_refuses_to_start(self) -> None:
         """A port already taken, TCP or only its UDP twin, ends twistd and twist alike with one
         line naming it and a non-zero exit, before anything says it listens: nothing is left
-        listening and no database is created."""
+        listening, and no database is created or touched (an existing one gets no -wal or
+        -shm file beside it)."""
         directory = tempfile.mkdtemp(prefix="tracker-inuse-")
         self.addCleanup(shutil.rmtree, directory, True)
+        existing = os.path.join(directory, "existing.sqlite3")
+        connection = sqlite3.connect(existing)
+        connection.execute("PRAGMA journal_mode=WAL").fetchall()
+        connection.execute("CREATE TABLE t (x)")
+        connection.close()
+        before = sorted(os.listdir(directory))
         twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
                   "--pidfile=", "--logfile=-", "tracker"]  # fmt: skip
         twist = [sys.executable, "-m", "twisted", "tracker"]
@@ -702,8 +709,9 @@ class ListenTests(TestCase):
                         taken.listen()
                     port = taken.getsockname()[1]
                     listen = f"tcp:{port}:interface=127.0.0.1"
+                    database = "t.sqlite3" if command is twist else existing
                     result = subprocess.run(
-                        command + ["--listen", listen, "--database", "t.sqlite3"],
+                        command + ["--listen", listen, "--database", database],
                         cwd=directory, capture_output=True, timeout=60,
                     )  # fmt: skip
                     # The other protocol's port on the same number is free again.
@@ -720,7 +728,7 @@ class ListenTests(TestCase):
                         " in use (is another tracker running?)"
                     ],
                 )
-                self.assertEqual(os.listdir(directory), [])
+                self.assertEqual(sorted(os.listdir(directory)), before)
 
     def test_start_lines_say_where_clients_announce(self) -> None:
         """Each listener's start line gives a URL clients can use and says exactly which

@@ -75,7 +75,10 @@ def check_usable(path: str) -> str | None:
     if not os.access(path, os.R_OK | os.W_OK):
         return "it is not readable and writable"
     try:
-        connection = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+        # immutable: read without locking, so that a WAL file gets no -wal and -shm files beside
+        # it from a start that is then refused.
+        uri = f"file:{quote(os.path.abspath(path))}?mode=ro&immutable=1"
+        connection = sqlite3.connect(uri, uri=True)
         try:
             connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
             version = schema_version(connection)
