@@ -371,19 +371,22 @@ class CommandLineTests(TestCase):
     timeout = 60
 
     def test_plugin_help(self) -> None:
-        """`python -m twisted tracker --help` works from any directory and lists every option."""
+        """`python -m twisted tracker --help` works from any directory, the repository's own
+        too (whose twisted/plugins folder must not hide the installed Twisted), and lists
+        every option."""
         directory = tempfile.mkdtemp(prefix="tracker-help-")
         self.addCleanup(shutil.rmtree, directory, True)
-        result = subprocess.run(
-            [sys.executable, "-m", "twisted", "tracker", "--help"],
-            cwd=directory,
-            capture_output=True,
-            timeout=60,
-        )
-        output = result.stdout.decode()
-        self.assertEqual(result.returncode, 0, result.stderr.decode())
-        for option in EVERY_OPTION:
-            self.assertIn(option, output)
+        for cwd in (directory, REPOSITORY):
+            result = subprocess.run(
+                [sys.executable, "-m", "twisted", "tracker", "--help"],
+                cwd=cwd,
+                capture_output=True,
+                timeout=60,
+            )
+            output = result.stdout.decode()
+            self.assertEqual(result.returncode, 0, result.stderr.decode())
+            for option in EVERY_OPTION:
+                self.assertIn(option, output)
         self.assertEqual(os.listdir(directory), [])
 
     def test_tac_serves_and_stops(self) -> None:
