@@ -1,6 +1,7 @@
 """
-The daemon's listening sockets: C{--listen} endpoints checked before anything starts, and a
-service that either listens or stops the daemon with one line saying why.
+The daemon's listening sockets: C{--listen} endpoints checked while the options are read, every
+port bound before anything starts (or the daemon stopped with one line saying why), and the
+start-up line that says where clients reach each one.
 """
 
 from __future__ import annotations
