@@ -29,6 +29,8 @@ ANNOUNCE = "/announce?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbb
 #: The README's way to make an admin API token.
 TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
 SKIP = {".git", ".venv", ".venv-pypy", "build", "__pycache__", "tracker.egg-info"}
+#: What the plugin adds to a mistake in the options themselves.
+HELP_HINT = "(--help lists every option)"
 
 
 def step(title: str) -> None:
@@ -44,6 +46,15 @@ def shell(command: str, cwd: str, timeout: float = 600) -> subprocess.CompletedP
         command, shell=True, cwd=cwd, capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
+
+
+def has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
 
 
 def listening(port: int) -> bool:
@@ -126,8 +137,12 @@ class Daemon:
         return output
 
 
-def refused(command: str, cwd: str, expected: str, port: int | None = None) -> None:
-    """A mistake: one line naming it, a non-zero exit, nothing new on disk or on the port."""
+def refused(
+    command: str, cwd: str, expected: str, port: int | None = None, hint: bool | None = None
+) -> None:
+    """A mistake: one line naming it, a non-zero exit, nothing new on disk or on the port;
+    with C{hint} given, whether that line points at --help (for options mistyped, not for a
+    file's content)."""
     before = sorted(os.listdir(cwd))
     result = shell(command, cwd, timeout=60)
     output = result.stdout + result.stderr
@@ -135,6 +150,10 @@ def refused(command: str, cwd: str, expected: str, port: int | None = None) -> N
         fail(f"{command!r} exited 0:\n{output}")
     if expected not in output:
         fail(f"{command!r} did not say {expected!r}:\n{output}")
+    if len(output.strip().splitlines()) != 1:
+        fail(f"{command!r} said more than one line:\n{output}")
+    if hint is not None and (HELP_HINT in output) != hint:
+        fail(f"{command!r} {'did not point' if hint else 'pointed'} at --help:\n{output}")
     if "Traceback" in output:
         fail(f"{command!r} printed a traceback:\n{output}")
     if sorted(os.listdir(cwd)) != before:
@@ -210,17 +229,38 @@ def walk(copy: str) -> None:
     twistd = ".venv/bin/twistd --pidfile= -n tracker"
     refused(f"{twistd} --database tracker.sqlite3", copy, "address already in use", port=None)
     refused(f"{twistd} --database nowhere/x.sqlite3 --listen tcp:6971", copy,
-            "cannot use the database 'nowhere/x.sqlite3'", port=6971)  # fmt: skip
-    refused(f"{twistd} --listen tcp:notaport", copy, "--listen tcp:notaport: not a valid endpoint")
+            "cannot use the database 'nowhere/x.sqlite3'", port=6971, hint=False)  # fmt: skip
+    refused(f"{twistd} --listen tcp:notaport", copy, "--listen tcp:notaport: not a valid endpoint",
+            hint=True)  # fmt: skip
     refused(f"{twistd} --listen ssl:6972:privateKey=key.pem:certKey=cert.pem", copy,
-            "TLS needs pyOpenSSL: run pip install '.[tls]'", port=6972)  # fmt: skip
+            "TLS needs pyOpenSSL: run pip install '.[tls]'", port=6972, hint=False)  # fmt: skip
     refused(".venv/bin/python examples/embedded_site.py 6969 tracker.sqlite3", copy,
             "cannot listen on port 6969", port=None)  # fmt: skip
     output = daemon.stop()
     if "tracker listening on" not in output or "open, serving" not in output:
         fail(f"the quick start never said where it listens and which database:\n{output}")
+    reach = "IPv4 and IPv6" if has_ipv6() else "IPv4"
+    line = f"tracker listening on http://{socket.gethostname()}:6969/announce (every {reach}"
+    if line not in output:
+        fail(f"the quick start did not say {line!r}:\n{output}")
     if listening(6969):
         fail("port 6969 still listening after Ctrl-C")
+
+    step("the README's commands from the repository's folder, without activating the venv")
+    for command in (
+        ".venv/bin/twistd tracker --help",
+        ".venv/bin/python -m twisted tracker --help",
+    ):
+        result = shell(command, copy, timeout=120)
+        if result.returncode != 0 or "--admin-token-file" not in result.stdout:
+            fail(f"{command!r} did not list the options:\n{result.stdout}{result.stderr}")
+
+    step("a UDP port taken beside a free TCP one: refused before anything says it listens")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 6975))
+        refused(f"{twistd} --listen tcp:6975:interface=127.0.0.1", copy,
+                "cannot listen on udp:6975:interface=127.0.0.1: address already in use",
+                port=6975)  # fmt: skip
 
     step("TLS: the tls extra, then an announce over HTTPS")
     result = shell(".venv/bin/pip install --quiet '.[tls]'", copy)
@@ -244,7 +284,11 @@ def walk(copy: str) -> None:
     if result.returncode != 0:
         fail(f"making the admin token failed:\n{result.stdout}{result.stderr}")
     refused(f"{twistd} --admin-listen tcp:6974", copy,
-            "--admin-listen needs --admin-token-file FILE", port=6974)  # fmt: skip
+            "--admin-listen needs --admin-token-file FILE", port=6974, hint=True)  # fmt: skip
+    refused(f"{twistd} --private --listen tcp:6974", copy,
+            "--private needs --admin-token-file FILE", port=6974, hint=True)  # fmt: skip
+    refused(f"{twistd} --private --admin-token-file no.token --listen tcp:6974", copy,
+            "--admin-token-file no.token: cannot read it", port=6974, hint=False)  # fmt: skip
     daemon = Daemon(f"{twistd} --private --admin-token-file admin.token", copy)
     body = daemon.wait_for("http://127.0.0.1:6969" + ANNOUNCE)
     if b"this tracker is private" not in body:
@@ -258,6 +302,9 @@ def walk(copy: str) -> None:
     output = daemon.stop()
     if "admin API listening on http://127.0.0.1:6970/" not in output:
         fail(f"the admin API did not say where it listens:\n{output}")
+    # The quick start's public run stored a peer in the same database.
+    if "was last used by a public tracker: its stored peers (1) are forgotten" not in output:
+        fail(f"the private tracker did not say it forgot the public run's peers:\n{output}")
 
     step("embedding: the example, as the README runs it")
     daemon = Daemon(".venv/bin/python examples/embedded_site.py 8080 tracker.sqlite3", copy)

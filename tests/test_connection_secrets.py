@@ -87,8 +87,8 @@ class SQLiteSecretsTests(SecretsContract, TestCase):
         self.path = os.path.join(directory, "tracker.sqlite3")
 
     @inlineCallbacks
-    def started_store(self) -> Any:
-        peers = SQLitePeerStore(self.path, reactor)
+    def started_store(self, private: bool = False) -> Any:
+        peers = SQLitePeerStore(self.path, reactor, private=private)
         yield peers.start()
         self.addCleanup(peers.stop)
         return peers
@@ -110,7 +110,7 @@ class SQLiteSecretsTests(SecretsContract, TestCase):
 
     @inlineCallbacks
     def test_version_5_database_upgraded_with_its_data(self) -> Any:
-        """A database of schema version 5 is upgraded to 6: its swarms, stored torrents and
+        """A database of schema version 5 is upgraded to the newest: its swarms, stored torrents and
         passkeys are kept, a backup is written first, and the secrets' table is empty and
         usable."""
         index = SwarmIndex(journal=True)
@@ -127,7 +127,8 @@ class SQLiteSecretsTests(SecretsContract, TestCase):
         connection.execute("PRAGMA user_version = 5")
         connection.commit()
         connection.close()
-        peers = yield self.started_store()
+        # Private: a version-5 file with passkeys ran in private mode, and keeps its peers so.
+        peers = yield self.started_store(private=True)
         self.assertTrue(os.path.exists(self.path + ".v5.bak"))
         self.assertEqual(peers.scrape([info_hash(1)])[info_hash(1)].incomplete, 1)
         stored = yield SQLiteAccessStore(peers).load()
@@ -140,7 +141,7 @@ class SQLiteSecretsTests(SecretsContract, TestCase):
         version = connection.execute("PRAGMA user_version").fetchall()[0][0]
         connection.close()
         self.assertEqual(version, SCHEMA_VERSION)
-        self.assertEqual(SCHEMA_VERSION, 6)
+        self.assertEqual(SCHEMA_VERSION, 7)
 
 
 class _FailingSecrets(MemoryConnectionSecrets):

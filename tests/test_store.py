@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash, peer_id
@@ -156,6 +157,96 @@ class SQLiteStoreTests(StoreContract, TestCase):
         with self.assertRaises(StoreStopped):
             yield store.announce(announce(2), 1000)
 
+    @inlineCallbacks
+    def test_peers_stay_in_the_mode_that_stored_them(self) -> Any:
+        """A store started private on a file a public tracker used forgets its peers, keeping
+        the completion counts, with one log line saying so; the forgetting is in the file, so
+        a restart brings them back neither; and the way back from private to public is the
+        same. A restart in the same mode keeps every peer."""
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def forgotten_lines() -> list[str]:
+            lines = [formatEvent(e) for e in events if "forgotten" in (e.get("log_format") or "")]
+            del events[:]
+            return lines
+
+        public = SQLitePeerStore(self._path, reactor)
+        yield public.start()
+        public.announce(announce(1, left=0, event=COMPLETED), 1000)
+        public.announce(announce(2), 1000)
+        public.announce(announce(3, torrent=2), 1000)
+        yield public.stop()
+
+        private = SQLitePeerStore(self._path, reactor, private=True)
+        yield private.start()
+        self.assertEqual(
+            forgotten_lines(),
+            [
+                f"{self._path} was last used by a public tracker: its stored peers (3) are"
+                " forgotten, completion counts kept; they come back as they announce to this"
+                " private one"
+            ],
+        )
+        self.assertEqual(
+            private.scrape([info_hash(1), info_hash(2)]),
+            {info_hash(1): SwarmCounts(0, 0, 1), info_hash(2): SwarmCounts(0, 0, 0)},
+        )
+        result = private.announce(announce(4), 1001)
+        self.assertEqual(result.peers(), [])
+        yield private.stop()
+
+        again = SQLitePeerStore(self._path, reactor, private=True)
+        yield again.start()
+        self.assertEqual(forgotten_lines(), [])
+        result = again.announce(announce(5), 1002)
+        self.assertEqual([p.peer_id for p in result.peers()], [peer_id(4)])
+        self.assertEqual(result.counts, SwarmCounts(0, 2, 1))
+        yield again.stop()
+
+        back = SQLitePeerStore(self._path, reactor)
+        yield back.start()
+        self.addCleanup(back.stop)
+        self.assertEqual(len(forgotten_lines()), 1)
+        self.assertEqual(back.scrape([info_hash(1)])[info_hash(1)], SwarmCounts(0, 0, 1))
+        self.assertEqual(self.stored_peers(), set())
+
+    @inlineCallbacks
+    def test_older_database_takes_its_mode_from_its_passkeys(self) -> Any:
+        """A database of schema version 5 or 6, which did not record the mode, counts as private
+        if it holds passkeys (only private mode adds them) and as public if not: a start in that
+        mode keeps its peers, a start in the other forgets them."""
+        for version in (5, 6):
+            for passkeys, kept_by in ((True, True), (False, False)):
+                path = f"{self._path}.{version}.{passkeys}"
+                for private in (True, False):
+                    store = SQLitePeerStore(path, reactor)
+                    yield store.start()
+                    store.announce(announce(1), 1000)
+                    yield store.stop()
+                    # Back to that version: the mode unrecorded (and in 5, no kept secrets).
+                    connection = sqlite3.connect(path)
+                    connection.execute("DROP TABLE run_mode")
+                    if version == 5:
+                        connection.execute("DROP TABLE connection_secrets")
+                    connection.execute("DELETE FROM passkeys")
+                    if passkeys:
+                        connection.execute(
+                            "INSERT INTO passkeys (passkey, created) VALUES ('k', 1)"
+                        )
+                    connection.execute(f"PRAGMA user_version = {version}")
+                    connection.commit()
+                    connection.close()
+                    upgraded = SQLitePeerStore(path, reactor, private=private)
+                    yield upgraded.start()
+                    self.assertTrue(os.path.exists(f"{path}.v{version}.bak"))
+                    peers = upgraded.scrape([info_hash(1)])[info_hash(1)].incomplete
+                    yield upgraded.stop()
+                    os.remove(f"{path}.v{version}.bak")
+                    expected = 1 if private == kept_by else 0
+                    self.assertEqual(peers, expected, (version, passkeys, private))
+
     def stored_index(self) -> SwarmIndex:
         """The index the file holds, read by a connection of the test's own."""
         connection = sqlite3.connect(self._path)
@@ -285,7 +376,9 @@ class SQLiteStoreTests(StoreContract, TestCase):
         rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         tables = {row[0] for row in rows}
         connection.close()
-        self.assertEqual(tables, {"journal", "listed_torrents", "passkeys", "connection_secrets"})
+        self.assertEqual(
+            tables, {"journal", "listed_torrents", "passkeys", "connection_secrets", "run_mode"}
+        )
         self.assertEqual(self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2, 3)})
 
     @inlineCallbacks

@@ -150,4 +150,4 @@ class SQLiteAccessStoreTests(AccessStoreContract, TestCase):
         version = connection.execute("PRAGMA user_version").fetchall()[0][0]
         connection.close()
         self.assertEqual(version, SCHEMA_VERSION)
-        self.assertEqual(SCHEMA_VERSION, 6)
+        self.assertEqual(SCHEMA_VERSION, 7)

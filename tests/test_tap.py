@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -294,6 +295,14 @@ class _Reactor(MemoryReactorClock):
         self.udpPorts.append(_UDPPort(port, interface))
         return self.udpPorts[-1]
 
+    def adoptDatagramPort(
+        self, fileDescriptor: int, addressFamily: Any, protocol: Any, maxPacketSize: int = 8192
+    ) -> _UDPPort:
+        """What --reuse-port's UDP listeners bind with where the batching port cannot."""
+        self.udpServers.append((0, protocol, "", maxPacketSize))
+        self.udpPorts.append(_UDPPort(0, ""))
+        return self.udpPorts[-1]
+
 
 class _Datagrams:
     """A UDP transport that keeps what is written to it."""
@@ -391,19 +400,22 @@ class CommandLineTests(TestCase):
     timeout = 60
 
     def test_plugin_help(self) -> None:
-        """`python -m twisted tracker --help` works from any directory and lists every option."""
+        """`python -m twisted tracker --help` works from any directory, the repository's own
+        too (whose twisted/plugins folder must not hide the installed Twisted), and lists
+        every option."""
         directory = tempfile.mkdtemp(prefix="tracker-help-")
         self.addCleanup(shutil.rmtree, directory, True)
-        result = subprocess.run(
-            [sys.executable, "-m", "twisted", "tracker", "--help"],
-            cwd=directory,
-            capture_output=True,
-            timeout=60,
-        )
-        output = result.stdout.decode()
-        self.assertEqual(result.returncode, 0, result.stderr.decode())
-        for option in EVERY_OPTION:
-            self.assertIn(option, output)
+        for cwd in (directory, REPOSITORY):
+            result = subprocess.run(
+                [sys.executable, "-m", "twisted", "tracker", "--help"],
+                cwd=cwd,
+                capture_output=True,
+                timeout=60,
+            )
+            output = result.stdout.decode()
+            self.assertEqual(result.returncode, 0, result.stderr.decode())
+            for option in EVERY_OPTION:
+                self.assertIn(option, output)
         self.assertEqual(os.listdir(directory), [])
 
     def test_tac_serves_and_stops(self) -> None:
@@ -514,9 +526,41 @@ class RefusedStartTests(TestCase):
             self.assertIn("--help lists every option", output)
         self.assertEqual(os.listdir(directory), [])
 
+    def test_faults_in_named_files_say_only_what_is_wrong(self) -> None:
+        """A command line that is right but names a file the tracker cannot use (a list with a
+        bad line, a token file that cannot be read, a database that is not one) ends in one
+        line naming the file and the fault, without pointing at --help, which would not help."""
+        directory = tempfile.mkdtemp(prefix="tracker-fault-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        whitelist = os.path.join(directory, "whitelist.txt")
+        with open(whitelist, "w") as f:
+            f.write("not a hash\n")
+        missing = os.path.join(directory, "admin.token")
+        notes = os.path.join(directory, "notes.txt")
+        with open(notes, "w") as f:
+            f.write("not a database\n" * 300)
+        before = sorted(os.listdir(directory))
+        twist = [sys.executable, "-m", "twisted", "tracker", "--listen",
+                 f"tcp:{free_port()}:interface=127.0.0.1"]  # fmt: skip
+        for argv, expected in [
+            (["--whitelist", whitelist],
+             f"tracker: --whitelist {whitelist}: line 1: not a 40-digit hex info hash"),
+            (["--admin-token-file", missing],
+             f"tracker: --admin-token-file {missing}: cannot read it: No such file or directory"),
+            (["--database", notes],
+             f"tracker: cannot use the database {notes!r}: it is not an SQLite database"),
+        ]:  # fmt: skip
+            result = subprocess.run(twist + argv, cwd=directory, capture_output=True, timeout=60)
+            output = (result.stdout + result.stderr).decode(errors="replace")
+            self.assertNotEqual(result.returncode, 0, output)
+            self.assertEqual(output.strip().splitlines(), [output.strip()], output)
+            self.assertIn(expected, output)
+            self.assertNotIn("--help", output)
+        self.assertEqual(sorted(os.listdir(directory)), before)
+
     def test_tac_with_bad_options_says_why(self) -> None:
         """tracker.tac given a bad TRACKER_OPTIONS exits non-zero with one line that says what
-        is wrong, and no traceback."""
+        is wrong, and no traceback; it points at --help for a mistyped option only."""
         directory = tempfile.mkdtemp(prefix="tracker-badtac-")
         self.addCleanup(shutil.rmtree, directory, True)
         env = dict(os.environ, TRACKER_OPTIONS=f"--database {directory}")
@@ -528,7 +572,24 @@ class RefusedStartTests(TestCase):
         output = (result.stdout + result.stderr).decode(errors="replace")
         self.assertNotEqual(result.returncode, 0, output)
         self.assertIn(f"TRACKER_OPTIONS: cannot use the database {directory!r}", output)
+        # The options are right, the database is not: --help would not help.
+        self.assertNotIn("--help", output)
         self.assertNotIn("Traceback", output)
+        self.assertEqual(os.listdir(directory), [])
+        # A mistyped option points at the list of options.
+        env = dict(os.environ, TRACKER_OPTIONS="--interval x")
+        result = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+             "--pidfile=", "--logfile=-", "-y", TAC],
+            cwd=directory, env=env, capture_output=True, timeout=60,
+        )  # fmt: skip
+        output = (result.stdout + result.stderr).decode(errors="replace")
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertIn(
+            "TRACKER_OPTIONS: --interval must be a whole number, not 'x'"
+            " (see `twistd tracker --help`)",
+            output,
+        )
         self.assertEqual(os.listdir(directory), [])
 
 
@@ -595,6 +656,43 @@ def _self_signed(directory: str) -> tuple[str, str]:
     return key_path, cert_path
 
 
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _answers(host: str, port: int) -> bool:
+    """Whether something accepts a TCP connection on C{host} C{port}."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.settimeout(5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _port_of(url: str, pattern: str) -> int:
+    match = re.fullmatch(pattern, url)
+    assert match is not None, f"{url!r} is not {pattern!r}"
+    return int(match.group(1))
+
+
+def _read_until(process: Any, text: str, deadline: float) -> str:
+    """What C{process} printed up to the line holding C{text}."""
+    lines: list[str] = []
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline().decode(errors="replace")
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return "".join(lines)
+    raise AssertionError(f"never printed {text!r}:\n{''.join(lines)}")
+
+
 class ListenTests(TestCase):
     timeout = 60
 
@@ -620,26 +718,88 @@ class ListenTests(TestCase):
         self.assertEqual(os.listdir(directory), [])
 
     def test_port_in_use_refuses_to_start(self) -> None:
-        """A port already taken ends the daemon at once with one line and a non-zero exit,
-        before the database is created."""
+        """A port already taken, TCP or only its UDP twin, ends twistd and twist alike with one
+        line naming it and a non-zero exit, before anything says it listens: nothing is left
+        listening, and no database is created or touched (an existing one gets no -wal or
+        -shm file beside it)."""
         directory = tempfile.mkdtemp(prefix="tracker-inuse-")
         self.addCleanup(shutil.rmtree, directory, True)
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            result = subprocess.run(
-                [sys.executable, "-m", "twisted", "tracker", "--listen",
-                 f"tcp:{port}:interface=127.0.0.1", "--database", "t.sqlite3"],
-                cwd=directory, capture_output=True, timeout=60,
-            )  # fmt: skip
-        output = (result.stdout + result.stderr).decode(errors="replace")
-        self.assertNotEqual(result.returncode, 0, output)
-        self.assertIn(
-            f"cannot listen on tcp:{port}:interface=127.0.0.1: address already in use", output
-        )
-        self.assertNotIn("Traceback", output)
-        self.assertEqual(os.listdir(directory), [])
+        existing = os.path.join(directory, "existing.sqlite3")
+        connection = sqlite3.connect(existing)
+        connection.execute("PRAGMA journal_mode=WAL").fetchall()
+        connection.execute("CREATE TABLE t (x)")
+        connection.close()
+        before = sorted(os.listdir(directory))
+        twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                  "--pidfile=", "--logfile=-", "tracker"]  # fmt: skip
+        twist = [sys.executable, "-m", "twisted", "tracker"]
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            for command in (twistd, twist):
+                with socket.socket(socket.AF_INET, kind) as taken:
+                    taken.bind(("127.0.0.1", free_port() if kind == socket.SOCK_DGRAM else 0))
+                    if kind == socket.SOCK_STREAM:
+                        taken.listen()
+                    port = taken.getsockname()[1]
+                    listen = f"tcp:{port}:interface=127.0.0.1"
+                    database = "t.sqlite3" if command is twist else existing
+                    result = subprocess.run(
+                        command + ["--listen", listen, "--database", database],
+                        cwd=directory, capture_output=True, timeout=60,
+                    )  # fmt: skip
+                    # The other protocol's port on the same number is free again.
+                    other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+                    with socket.socket(socket.AF_INET, other) as again:
+                        again.bind(("127.0.0.1", port))
+                output = (result.stdout + result.stderr).decode(errors="replace")
+                refused = "tcp" if kind == socket.SOCK_STREAM else "udp"
+                self.assertNotEqual(result.returncode, 0, output)
+                self.assertEqual(
+                    output.splitlines(),
+                    [
+                        f"cannot listen on {refused}:{port}:interface=127.0.0.1: address already"
+                        " in use (is another tracker running?)"
+                    ],
+                )
+                self.assertEqual(sorted(os.listdir(directory)), before)
+
+    def test_start_lines_say_where_clients_announce(self) -> None:
+        """Each listener's start line gives a URL clients can use and says exactly which
+        addresses answer there: a listener on every IPv4 address (tcp:) is named by this
+        host's name and answers on 127.0.0.1, not on ::1; a dual-stack one answers on both;
+        one on an interface is named by its address."""
+        directory = tempfile.mkdtemp(prefix="tracker-lines-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        ipv6 = _has_ipv6()
+        listen = ["--listen", "tcp:0", "--listen", "tcp:0:interface=127.0.0.1"]
+        if ipv6:
+            listen += ["--listen", "tcp6:0:interface=\\:\\:"]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "twisted", "--log-format=text", "tracker", "--no-udp",
+             "--database", "t.sqlite3", *listen],
+            cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            lines = _read_until(process, "open, serving", time.monotonic() + 30)
+            urls = re.findall(r"tracker listening on (\S+)(?: \((.*)\))?$", lines, re.M)
+            host = socket.gethostname()
+            (every4, every4_reach), (loopback, loopback_reach) = urls[:2]
+            port4 = _port_of(every4, rf"http://{re.escape(host)}:(\d+)/announce")
+            self.assertEqual(every4_reach, "every IPv4 address of this host")
+            self.assertTrue(_answers("127.0.0.1", port4))
+            if ipv6:
+                self.assertFalse(_answers("::1", port4))
+            _port_of(loopback, r"http://127\.0\.0\.1:(\d+)/announce")
+            self.assertEqual(loopback_reach, "")
+            if ipv6:
+                (every6, every6_reach) = urls[2]
+                port6 = _port_of(every6, rf"http://{re.escape(host)}:(\d+)/announce")
+                self.assertEqual(every6_reach, "every IPv4 and IPv6 address of this host")
+                self.assertTrue(_answers("127.0.0.1", port6))
+                self.assertTrue(_answers("::1", port6))
+            self.assertEqual(len(urls), 3 if ipv6 else 2, lines)
+        finally:
+            process.terminate()
+            process.communicate(timeout=30)
 
     def test_announce_over_tls(self) -> None:
         """With pyOpenSSL, an ssl: listener serves announces over HTTPS with the given

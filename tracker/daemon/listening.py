@@ -1,7 +1,8 @@
 """
-The daemon's listening sockets: C{--listen} endpoints checked before anything starts, and a
-service that either listens or stops the daemon with one line saying why; before them, the
-service that takes the database for the daemon alone, or stops it the same way.
+The daemon's listening sockets: C{--listen} endpoints checked while the options are read, every
+port bound before anything starts (or the daemon stopped with one line saying why), and the
+start-up line that says where clients reach each one; before them, the service that takes the
+database for the daemon alone, or stops it the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from tracker.daemon.errors import StartError
 from tracker.store.lock import SUFFIX, DatabaseInUse
 from tracker.store.sqlite import SQLitePeerStore
 from tracker.udp.port import listen_udp
@@ -48,18 +50,20 @@ def check_listen(
     try:
         endpoint = endpoints.serverFromString(reactor, description)
     except ImportError:
-        raise usage.UsageError(
+        raise StartError(
             f"{option} {description}: TLS needs pyOpenSSL: run pip install '.[tls]'"
             " in the tracker's folder"
         ) from None
     except OSError as e:
-        raise usage.UsageError(
+        raise StartError(
             f"{option} {description}: cannot read {e.filename or 'a file'}: {e.strerror}"
         ) from None
-    except Exception as e:
-        # Twisted's parsers raise ValueError, TypeError or KeyError, and OpenSSL its own errors
-        # for a file that is not a key or a certificate.
+    except (ValueError, TypeError, KeyError) as e:
+        # What Twisted's parsers raise for a description they cannot read.
         raise usage.UsageError(f"{option} {description}: not a valid endpoint ({e})") from None
+    except Exception as e:
+        # OpenSSL's own errors, for a file that is not a key or a certificate.
+        raise StartError(f"{option} {description}: not a valid endpoint ({e})") from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise usage.UsageError(f"{option} {description}: port {port} is out of range 0-65535")
@@ -159,7 +163,11 @@ def udp_twin(description: str, reactor: Any) -> str | None:
 
 
 def url_of(description: str, port: IListeningPort, path: str = "/announce") -> str:
-    """Where clients announce to, for the start-up log: C{http://127.0.0.1:6969/announce}."""
+    """
+    Where clients announce to, for the start-up log: C{http://127.0.0.1:6969/announce} for a
+    listener on one address; for one on every address, this host's name and which addresses
+    answer, C{http://tracker1:6969/announce (every IPv4 and IPv6 address of this host)}.
+    """
     address = port.getHost()
     host = getattr(address, "host", None)
     if host is None:
@@ -168,10 +176,36 @@ def url_of(description: str, port: IListeningPort, path: str = "/announce") -> s
     scheme = {"ssl": "https", "tls": "https", "udp": "udp"}.get(kind, "http")
     port_number = getattr(address, "port", "?")
     if host in ("0.0.0.0", "::"):
-        return f"{scheme}://localhost:{port_number}{path} (every address of this host)"
+        name = host_name()
+        if ":" in name:
+            name = f"[{name}]"
+        return f"{scheme}://{name}:{port_number}{path} ({_every_address(port, host)})"
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port_number}{path}"
+
+
+def host_name() -> str:
+    """
+    This host's name, for URLs that other machines can use: the kernel's own
+    (C{gethostname}, a system call, not a DNS query that could hold up the start);
+    C{localhost} when it has none.
+    """
+    return socket.gethostname() or "localhost"
+
+
+def _every_address(port: IListeningPort, host: str) -> str:
+    """Which addresses a port bound to the wildcard C{host} answers on: an IPv6 socket serves
+    IPv4 too unless it is IPv6-only (C{IPV6_V6ONLY}, or the system's default for it)."""
+    if host == "0.0.0.0":
+        return "every IPv4 address of this host"
+    sock = getattr(port, "socket", None)
+    v6_only = True
+    if isinstance(sock, socket.socket):
+        v6_only = bool(sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+    if v6_only:
+        return "every IPv6 address of this host"
+    return "every IPv4 and IPv6 address of this host"
 
 
 def why_not(failure: Failure) -> str:
@@ -224,9 +258,11 @@ class DatabaseLockService(Service):
 
 class ListeningService(Service):
     """
-    Listens on one endpoint, as early as the daemon allows (in C{privilegedStartService} under
-    twistd, so a port below 1024 can be bound before privileges are dropped). A refused listen
-    raises C{SystemExit} with one line, before any later service (the store) has started.
+    Listens on one endpoint. The daemon binds every listener before it starts anything
+    (L{listen_all}); otherwise the port is bound as early as the service allows (in
+    C{privilegedStartService} under twistd, so a port below 1024 can be bound before privileges
+    are dropped). A refused listen raises C{SystemExit} with one line, before any later service
+    (the store) has started. The line saying where it listens is logged once it starts.
     """
 
     #: What listens, and the path of its URL, for the start-up log line.
@@ -244,12 +280,19 @@ class ListeningService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        self._listen()
+        if self._port is None:
+            self.listen()
 
     def startService(self) -> None:
         if self._port is None:
-            self._listen()
+            self.listen()
         super().startService()
+        assert self._port is not None
+        log.info(
+            "{what} listening on {url}",
+            what=self.what,
+            url=url_of(self.description, self._port, self.path),
+        )
 
     def _open(self) -> Deferred[IListeningPort]:
         if self.reuse_port:
@@ -261,7 +304,8 @@ class ListeningService(Service):
         listening: Deferred[IListeningPort] = endpoint.listen(self._factory)
         return listening
 
-    def _listen(self) -> None:
+    def listen(self) -> None:
+        """Bind the port now; C{SystemExit} with one line saying why not."""
         outcome: list[Any] = []
         self._open().addBoth(outcome.append)
         if not outcome:
@@ -269,19 +313,36 @@ class ListeningService(Service):
         if isinstance(outcome[0], Failure):
             raise SystemExit(f"cannot listen on {self.description}: {why_not(outcome[0])}")
         self._port = outcome[0]
-        log.info(
-            "{what} listening on {url}",
-            what=self.what,
-            url=url_of(self.description, outcome[0], self.path),
-        )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        return self.close()
+
+    def close(self) -> Deferred[None]:
+        """Stop listening, if it listens."""
         port, self._port = self._port, None
         if port is None:
             return succeed(None)
         stopped: Deferred[None] = maybeDeferred(port.stopListening)  # type: ignore[call-overload]
         return stopped
+
+
+def listen_all(listeners: list[ListeningService]) -> None:
+    """
+    Bind every listener now, before anything starts or says it listens: when one port is
+    refused (a UDP port taken while its TCP twin is free, say), the ports already bound are
+    closed and C{SystemExit} says which, so the daemon ends with one line and nothing
+    listening. Under twistd this runs before its logging starts, so that line is all it prints.
+    """
+    bound: list[ListeningService] = []
+    try:
+        for listener in listeners:
+            listener.listen()
+            bound.append(listener)
+    except BaseException:
+        for listener in bound:
+            listener.close()
+        raise
 
 
 class AdminListeningService(ListeningService):

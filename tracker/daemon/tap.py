@@ -16,12 +16,14 @@ from twisted.python import usage
 
 from tracker.core.config import IPNetwork, TrackerConfig
 from tracker.core.interfaces import IPeerStore
+from tracker.daemon.errors import StartError
 from tracker.daemon.listening import (
     AdminListeningService,
     DatabaseLockService,
     ListeningService,
     UDPListeningService,
     check_listen,
+    listen_all,
     parse_udp,
     udp_twin,
 )
@@ -222,13 +224,20 @@ class Options(usage.Options):
             twins = (udp_twin(description, reactor) for description in self["listen"])
             self["listen-udp"] = [twin for twin in twins if twin]
         self["access-list"] = _access_list(self["whitelist"], self["blacklist"])
+        if self["private"] and self["admin-token-file"] is None:
+            # Passkeys are made through the admin API only: without it a private tracker would
+            # start and refuse every announce.
+            raise usage.UsageError(
+                "--private needs --admin-token-file FILE: passkeys are added through the admin"
+                " API, and without one every announce is refused"
+            )
         self["admin-token"] = _admin_token(self["admin-listen"], self["admin-token-file"])
         if self["admin-token"] is not None:
             self["admin-listen"] = self["admin-listen"] or DEFAULT_ADMIN_LISTEN
             check_listen(self["admin-listen"], reactor, "--admin-listen")
         problem = check_usable(self["database"])
         if problem is not None:
-            raise usage.UsageError(f"cannot use the database {self['database']!r}: {problem}")
+            raise StartError(f"cannot use the database {self['database']!r}: {problem}")
         try:
             self["config"] = self.config()
         except ValueError as e:
@@ -262,9 +271,9 @@ def _access_list(whitelist: str | None, blacklist: str | None) -> AccessListFile
     try:
         return AccessListFile(list_name, path, read_hash_list(path))
     except OSError as e:
-        raise usage.UsageError(f"--{list_name} {path}: cannot read it: {e.strerror}") from None
+        raise StartError(f"--{list_name} {path}: cannot read it: {e.strerror}") from None
     except AccessListError as e:
-        raise usage.UsageError(f"--{list_name} {path}: {e}") from None
+        raise StartError(f"--{list_name} {path}: {e}") from None
 
 
 def _admin_token(listen: str | None, token_file: str | None) -> bytes | None:
@@ -280,11 +289,9 @@ def _admin_token(listen: str | None, token_file: str | None) -> bytes | None:
         with open(token_file, "rb") as f:
             token = f.read().strip()
     except OSError as e:
-        raise usage.UsageError(
-            f"--admin-token-file {token_file}: cannot read it: {e.strerror}"
-        ) from None
+        raise StartError(f"--admin-token-file {token_file}: cannot read it: {e.strerror}") from None
     if len(token) < MIN_TOKEN_LENGTH or any(c <= 32 or c > 126 for c in token):
-        raise usage.UsageError(
+        raise StartError(
             f"--admin-token-file {token_file}: the token must be at least {MIN_TOKEN_LENGTH}"
             " printable characters without spaces: python3 -c 'import secrets;"
             " print(secrets.token_hex(32))' makes one"
@@ -299,7 +306,7 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
 
         reactor = default_reactor
     config: TrackerConfig = options["config"]
-    store = SQLitePeerStore(options["database"], reactor)
+    store = SQLitePeerStore(options["database"], reactor, private=bool(options.get("private")))
     access_store = SQLiteAccessStore(store)
     # Announces and scrapes go through the access list only when there is one: without, they
     # cost nothing more.
@@ -327,10 +334,9 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     # daemon before it listens, and a refused port before the store has opened anything.
     DatabaseLockService(store).setServiceParent(root)
     reuse_port = bool(options.get("reuse-port"))
-    for endpoint in options["listen"]:
-        listener = ListeningService(endpoint, site, reactor)
-        listener.reuse_port = reuse_port
-        listener.setServiceParent(root)
+    listeners: list[ListeningService] = [
+        ListeningService(endpoint, site, reactor) for endpoint in options["listen"]
+    ]
     # Their secrets are kept in the database, so that an ID outlives a restart (BEP 15); each
     # UDP port is read once they are loaded.
     connection_ids = ConnectionIds(reactor, secrets=SQLiteConnectionSecrets(store))
@@ -341,17 +347,22 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
             )
         else:
             udp = UDPTracker(served, config, reactor, connection_ids=connection_ids, stats=stats)
-        udp_listener = UDPListeningService(
-            description, udp, reactor, ready=connection_ids.when_loaded
+        listeners.append(
+            UDPListeningService(description, udp, reactor, ready=connection_ids.when_loaded)
         )
-        udp_listener.reuse_port = reuse_port
-        udp_listener.setServiceParent(root)
     token: bytes | None = options.get("admin-token")
     if token is not None:
         admin = AdminResource(token, stats.snapshot, access_list, passkeys, reactor)
-        AdminListeningService(options["admin-listen"], AdminSite(admin), reactor).setServiceParent(
-            root
-        )
+        listeners.append(AdminListeningService(options["admin-listen"], AdminSite(admin), reactor))
+    for listener in listeners:
+        if not isinstance(listener, AdminListeningService):
+            # Each daemon has its own lists and passkeys: the admin API's port is never shared.
+            listener.reuse_port = reuse_port
+    # Every port bound now, while nothing has started: a refused one (a UDP port taken beside a
+    # free TCP one) ends the start in one line, with nothing listening and nothing said to.
+    listen_all(listeners)
+    for listener in listeners:
+        listener.setServiceParent(root)
     tracker.setServiceParent(root)
     if options["listen-udp"]:
         # After the tracker service, so that its read queues behind the store's opening.

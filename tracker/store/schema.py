@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from tracker.store.lock import holder
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: Pages of a new database. The journal's rows are whole commits, kilobytes each: on 4 KiB
 #: pages each row spans a chain of overflow pages, and the database thread spent twice the time
 #: writing them (`bench/run.py udp`, the thread's own processor time). Set before the file has any
@@ -81,7 +81,10 @@ def check_usable(path: str) -> str | None:
     if not os.access(path, os.R_OK | os.W_OK):
         return "it is not readable and writable"
     try:
-        connection = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+        # immutable: read without locking, so that a WAL file gets no -wal and -shm files beside
+        # it from a start that is then refused.
+        uri = f"file:{quote(os.path.abspath(path))}?mode=ro&immutable=1"
+        connection = sqlite3.connect(uri, uri=True)
         try:
             connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
             version = schema_version(connection)

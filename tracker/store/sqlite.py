@@ -67,15 +67,24 @@ _V1_TABLES = ("v1_peers", "v1_torrents")
 T = TypeVar("T")
 
 
+#: The modes a tracker runs in, as the database records them (the run_mode table).
+PUBLIC = "public"
+PRIVATE = "private"
+
+
 class _Loaded(NamedTuple):
     swarms: SwarmIndex
     next_seq: int
     journal_bytes: int
     has_v1_tables: bool
+    #: The mode the file was last used in, when it was another: its peers were forgotten.
+    other_mode: str | None
+    forgotten: int
 
 
-def _thd_load(connection: sqlite3.Connection, rng: random.Random | None) -> _Loaded:
-    """A new index holding everything the file holds."""
+def _thd_load(connection: sqlite3.Connection, rng: random.Random | None, mode: str) -> _Loaded:
+    """A new index holding everything the file holds, less its peers if they were announced
+    in another mode than C{mode} (see L{_thd_switch_mode})."""
     index = SwarmIndex(rng, journal=True)
     has_v1 = bool(
         connection.execute(
@@ -95,7 +104,38 @@ def _thd_load(connection: sqlite3.Connection, rng: random.Random | None) -> _Loa
         # PyPy's sqlite3 keeps an unfinished statement open until it is closed.
         rows.close()
     index.take_changes()
-    return _Loaded(index, next_seq, size, has_v1)
+    other_mode, forgotten, written = _thd_switch_mode(connection, index, mode, next_seq)
+    next_seq += len(written)
+    size += sum(map(len, written))
+    return _Loaded(index, next_seq, size, has_v1, other_mode, forgotten)
+
+
+def _thd_switch_mode(
+    connection: sqlite3.Connection, index: SwarmIndex, mode: str, next_seq: int
+) -> tuple[str | None, int, list[bytes]]:
+    """
+    Record C{mode} as the file's. When the file was last used in the other mode, forget the
+    peers loaded into C{index} (not the completion counts) and journal that from C{next_seq}
+    on, in the same transaction: peers a public tracker stored must not reach a private one's
+    users, nor a private tracker's peers the public. Peers are soft state: they come back with
+    their next announce. The mode the file had, if another, the peers forgotten and the
+    journal rows written.
+    """
+    rows = connection.execute("SELECT mode FROM run_mode").fetchall()
+    recorded = rows[0][0] if rows else None
+    if recorded == mode:
+        return None, 0, []
+    connection.execute("DELETE FROM run_mode")
+    connection.execute("INSERT INTO run_mode (mode) VALUES (?)", (mode,))
+    if recorded is None:
+        # A new file: nothing was stored in any mode.
+        return None, 0, []
+    forgotten = index.forget_peers()
+    written = index.take_changes()
+    connection.executemany(
+        "INSERT INTO journal (seq, records) VALUES (?, ?)", zip(count(next_seq), written)
+    )
+    return recorded, forgotten, written
 
 
 def _thd_load_v1(connection: sqlite3.Connection, index: SwarmIndex) -> None:
@@ -138,7 +178,9 @@ def _thd_save(
 class SQLitePeerStore:
     """
     Swarms in memory, kept in one SQLite file by one dedicated thread. C{path} may be
-    C{":memory:"} for a store that lasts as long as the process.
+    C{":memory:"} for a store that lasts as long as the process. C{private}: the store serves a
+    private tracker (passkeys); the file remembers the mode, and a store started in the other
+    mode than the file's last forgets the peers it holds (see L{_thd_switch_mode}).
     """
 
     def __init__(
@@ -147,6 +189,7 @@ class SQLitePeerStore:
         reactor: Any = None,
         rng: random.Random | None = None,
         commit_every: float = COMMIT_EVERY,
+        private: bool = False,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -156,6 +199,7 @@ class SQLitePeerStore:
         self._reactor = reactor
         self._random = rng
         self._commit_every = commit_every
+        self._mode = PRIVATE if private else PUBLIC
         self._db = BatchingConnection(reactor)
         self._lock = None if path == ":memory:" else DatabaseLock(path)
         self._opened = False
@@ -195,7 +239,7 @@ class SQLitePeerStore:
     def start(self) -> Deferred[None]:
         self._opened = True
         opened = self._db.open(self._thd_connect)
-        opened.addCallback(lambda _: self._db.run(lambda c: _thd_load(c, self._random)))
+        opened.addCallback(lambda _: self._db.run(lambda c: _thd_load(c, self._random, self._mode)))
         opened.addCallbacks(self._loaded, self._load_failed)
         return opened
 
@@ -219,6 +263,16 @@ class SQLitePeerStore:
         self._next_seq = loaded.next_seq
         self._journal_bytes = loaded.journal_bytes
         self._checkpoint_bytes = loaded.swarms.peer_count() * (PEER.size + 6)
+        if loaded.forgotten:
+            log.info(
+                "{path} was last used by a {other} tracker: its stored peers ({peers}) are"
+                " forgotten, completion counts kept; they come back as they announce to this"
+                " {mode} one",
+                path=self.path,
+                other=loaded.other_mode,
+                peers=loaded.forgotten,
+                mode=self._mode,
+            )
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(None)
