@@ -39,7 +39,7 @@ from tracker.ops.control import AccessService
 from tracker.ops.passkeys import Passkeys
 from tracker.store.access import BLACKLIST, WHITELIST, SQLiteAccessStore
 from tracker.store.schema import check_usable
-from tracker.store.sqlite import SQLitePeerStore
+from tracker.store.sqlite import UNWRITTEN_LIMIT, SQLitePeerStore
 from tracker.udp.connection_ids import ConnectionIds
 from tracker.udp.private import PrivateUDPTracker
 from tracker.udp.protocol import UDPTracker
@@ -49,6 +49,8 @@ log = Logger()
 DEFAULT_PORT = 6969
 DEFAULT_DATABASE = "tracker.sqlite3"
 _DEFAULTS = TrackerConfig()
+#: Bytes in a mebibyte, the unit of --unwritten-limit.
+MIB = 1024 * 1024
 
 
 class AccessListFile(NamedTuple):
@@ -133,6 +135,13 @@ class Options(usage.Options):
         ["max-scrape", None, _DEFAULTS.max_scrape_hashes, "Most info hashes in one scrape."],
         ["idle-timeout", None, 30, "Seconds before an idle or stalled connection is closed."],
         [
+            "unwritten-limit",
+            None,
+            UNWRITTEN_LIMIT // MIB,
+            "MiB of changes kept in memory while the database cannot be written (disk full, I/O"
+            " errors); past it they are dropped and the whole index is written once it can.",
+        ],
+        [
             "whitelist",
             None,
             None,
@@ -196,6 +205,7 @@ class Options(usage.Options):
             "numwant-max",
             "max-scrape",
             "idle-timeout",
+            "unwritten-limit",
         ):
             self[name] = _positive(name, str(self[name]))
         self["numwant-default"] = _positive("numwant-default", str(self["numwant-default"]), 0)
@@ -288,7 +298,9 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
 
         reactor = default_reactor
     config: TrackerConfig = options["config"]
-    store = SQLitePeerStore(options["database"], reactor)
+    store = SQLitePeerStore(
+        options["database"], reactor, unwritten_limit=options["unwritten-limit"] * MIB
+    )
     access_store = SQLiteAccessStore(store)
     # Announces and scrapes go through the access list only when there is one: without, they
     # cost nothing more.
