@@ -30,7 +30,7 @@ Job = Callable[[sqlite3.Connection], Any]
 Outcome = tuple[bool, Any]
 
 #: What L{disk_error} calls SQLite's SQLITE_FULL, and its SQLITE_IOERR family.
-FULL = "full"
+FULL = "disk full"
 IO_ERROR = "I/O error"
 
 
