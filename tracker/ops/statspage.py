@@ -298,10 +298,10 @@ def _database_line(database: dict[str, Any] | None) -> str:
     if not database["healthy"]:
         since = database["failing_since"]
         text = (
-            f"Database writes failing since {_clock(since)} UTC"
-            f" ({escape(database['error'] or 'unknown error')}):"
-            f" {database['unwritten_bytes']:,} bytes of changes waiting in memory."
-            " Announces and scrapes are answered as usual."
+            f"Database writes failing since {_clock(since)} UTC:"
+            f" {escape(database['error'] or 'unknown error')}."
+            f" {database['unwritten_bytes']:,} bytes of changes waiting in memory;"
+            " announces and scrapes are answered as usual."
         )
         if database["rewrite_pending"]:
             text += (

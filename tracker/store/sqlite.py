@@ -422,7 +422,7 @@ class SQLitePeerStore:
             if not self._last:
                 return  # the last commit tries them again
             log.error(
-                "could not write {size} bytes of changes to {path} before stopping ({error}):"
+                "could not write {size} bytes of changes to {path} before stopping: {error};"
                 " the file holds the tracker's state as it was when its last commit worked",
                 size=meter.unwritten,
                 path=self.path,
@@ -442,7 +442,7 @@ class SQLitePeerStore:
                 )
             else:
                 log.error(
-                    "cannot write to the database {path} ({error}): answering from memory,"
+                    "cannot write to the database {path}: {error}; answering from memory,"
                     " keeping the changes not written ({size} bytes, at most {limit}) and"
                     " retrying",
                     path=self.path,
@@ -455,7 +455,7 @@ class SQLitePeerStore:
             if now - self._reported >= REPORT_EVERY:
                 self._reported = now
                 log.error(
-                    "database writes to {path} failing since {since} ({error}):"
+                    "database writes to {path} failing since {since}: {error};"
                     " {size} bytes of changes waiting, {failures} commits failed so far",
                     path=self.path,
                     since=_clock(meter.failing_since),
