@@ -8,7 +8,7 @@ idle, a job runs at once with no added delay.
 When the disk fails (full, or an I/O error) the whole batch fails: SQLite rolls the
 transaction back by itself, and a job run after that would be committed on its own, outside the
 batch. After an I/O error the connection is closed and the next batch opens a new one (see
-L{BatchingConnection._thd_run_batch}).
+L{BatchingConnection._thd_abandon}).
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ class BatchingConnection:
         # the file. Exiting instead would lose those changes and gain nothing, since a restart
         # reads the same file. The failed transaction may still turn up in the write-ahead log
         # when it is next read (its frames are there, unsynced): whatever is written again must
-        # be safe to apply twice, as the journal's records are (each sets a state).
+        # be safe to apply twice, as the journal's records (each sets a state) and passkeys'
+        # totals (not increments) are.
         self._connection = None
         with contextlib.suppress(sqlite3.Error):
             connection.close()
