@@ -233,7 +233,10 @@ def walk(copy: str) -> None:
 
     step("mistakes, while the quick-start tracker holds port 6969")
     twistd = ".venv/bin/twistd --pidfile= -n tracker"
-    refused(f"{twistd} --database tracker.sqlite3", copy, "address already in use", port=None)
+    refused(f"{twistd} --database tracker.sqlite3", copy,
+            "cannot use the database 'tracker.sqlite3': another tracker (pid", port=None,
+            hint=False)  # fmt: skip
+    refused(f"{twistd} --database other.sqlite3", copy, "address already in use", port=None)
     refused(f"{twistd} --database nowhere/x.sqlite3 --listen tcp:6971", copy,
             "cannot use the database 'nowhere/x.sqlite3'", port=6971, hint=False)  # fmt: skip
     refused(f"{twistd} --listen tcp:notaport", copy, "--listen tcp:notaport: not a valid endpoint",

@@ -6,11 +6,12 @@ import http.client
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import fail, inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -46,6 +47,20 @@ def call(
         response = connection.getresponse()
         assert response.getheader("Content-Type") == "application/json"
         return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def call_with_header(
+    port: int, method: str, path: str, body: Any, header: str
+) -> tuple[int, Any, str | None]:
+    """One request with the token; the status, decoded JSON and one header of the answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer " + TOKEN.decode()}
+        connection.request(method, path, body=json.dumps(body).encode(), headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read()), response.getheader(header)
     finally:
         connection.close()
 
@@ -116,6 +131,26 @@ class AdminTests(TestCase):
         for header in [b"bearer " + TOKEN, b"BEARER  " + TOKEN, b"Basic " + TOKEN, TOKEN]:
             status, _ = yield deferToThread(_raw_get, self.port, header)
             self.assertEqual(status, 200 if header.lower().startswith(b"bearer") else 401)
+
+    @inlineCallbacks
+    def test_failing_disk_is_503(self) -> Any:
+        """A change the database cannot write (the disk full, or an I/O error) is answered 503
+        with Retry-After, and changes nothing: the client may try again later."""
+
+        def full(*args: Any) -> Any:
+            return fail(sqlite3.OperationalError("database or disk is full"))
+
+        self.patch(self.store, "list_torrent", full)
+        self.patch(self.store, "add_passkey", full)
+        for path, body in (("/torrents", {"info_hash": HEX2}), ("/passkeys", {})):
+            status, reply, retry = yield deferToThread(
+                call_with_header, self.port, "POST", path, body, "Retry-After"
+            )
+            self.assertEqual(status, 503)
+            self.assertIn("the database cannot be written (disk full)", reply["error"])
+            self.assertEqual(retry, "60")
+        self.assertFalse(self.access.allows(info_hash(2)))
+        self.assertEqual(list(self.passkeys.ledgers), [KEY.encode()])
 
     @inlineCallbacks
     def test_stats(self) -> Any:

@@ -54,6 +54,7 @@ EVERY_OPTION = [
     "--numwant-max",
     "--max-scrape",
     "--idle-timeout",
+    "--unwritten-limit",
     "--trusted-proxy",
     "--allow-ip-param",
     "--listen-udp",
@@ -88,6 +89,7 @@ class OptionsTests(TestCase):
         self.assertEqual(options["config"], TrackerConfig())
         self.assertEqual(options["database"], DEFAULT_DATABASE)
         self.assertEqual(options["idle-timeout"], 30)
+        self.assertEqual(options["unwritten-limit"], 64)
         self.assertEqual(options["listen"], default_listen())
         self.assertEqual(options["trusted-proxy"], [])
         # UDP on the same port and addresses as HTTP.
@@ -131,6 +133,7 @@ class OptionsTests(TestCase):
             "--numwant-max=80",
             "--max-scrape=10",
             "--idle-timeout=5",
+            "--unwritten-limit=8",
             "--trusted-proxy=10.0.0.0/8",
             "--allow-ip-param",
             "--no-stats",
@@ -155,6 +158,7 @@ class OptionsTests(TestCase):
         self.assertEqual(options["listen"], ["tcp:7000"])
         self.assertEqual(options["database"], "/srv/t.sqlite3")
         self.assertEqual(options["idle-timeout"], 5)
+        self.assertEqual(options["unwritten-limit"], 8)
 
     def test_short_database_option(self) -> None:
         """-d names the database."""
@@ -205,6 +209,8 @@ class OptionsTests(TestCase):
             ["--max-scrape", "0"],
             ["--idle-timeout", "0"],
             ["--idle-timeout", "x"],
+            ["--unwritten-limit", "0"],
+            ["--unwritten-limit", "1.5"],
             ["--trusted-proxy", "10.0.0.0/33"],
             ["--trusted-proxy", "proxy.example.com"],
             ["--trusted-proxy", ""],
@@ -335,6 +341,8 @@ class MakeServiceTests(TestCase):
             database,
             "--idle-timeout",
             "7",
+            "--unwritten-limit",
+            "3",
             "--interval",
             "600",
             "--min-interval",
@@ -352,6 +360,8 @@ class MakeServiceTests(TestCase):
         self.assertEqual(trackers[0].store.path, database)  # type: ignore[attr-defined]
         self.assertIsInstance(children[0], DatabaseLockService)
         self.assertIs(children[0]._store, trackers[0].store)
+        commits = trackers[0].store.commits  # type: ignore[attr-defined]
+        self.assertEqual(commits.unwritten_limit, 3 * 1024 * 1024)
         # Start only the listeners: the store would start a real database thread.
         for listener in listeners:
             listener.startService()

@@ -557,11 +557,6 @@ class SwarmIndex:
     def has_changes(self) -> bool:
         return bool(self.journal)
 
-    def restore_changes(self, changes: list[bytes]) -> None:
-        """Put back changes that could not be saved, before any made since."""
-        assert self.journal is not None, "this index keeps no journal"
-        self.journal[:0] = changes
-
     def checkpoint(self, written: list[int], chunk: int = 5000) -> Iterator[None]:
         """
         Write every swarm into the journal whole (an C{S} record, then C{B} records of its

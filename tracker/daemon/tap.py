@@ -43,7 +43,7 @@ from tracker.ops.passkeys import Passkeys
 from tracker.store.access import BLACKLIST, WHITELIST, SQLiteAccessStore
 from tracker.store.schema import check_usable
 from tracker.store.secrets import SQLiteConnectionSecrets
-from tracker.store.sqlite import SQLitePeerStore
+from tracker.store.sqlite import UNWRITTEN_LIMIT, SQLitePeerStore
 from tracker.udp.connection_ids import ConnectionIds, ConnectionIdsService
 from tracker.udp.private import PrivateUDPTracker
 from tracker.udp.protocol import UDPTracker
@@ -53,6 +53,8 @@ log = Logger()
 DEFAULT_PORT = 6969
 DEFAULT_DATABASE = "tracker.sqlite3"
 _DEFAULTS = TrackerConfig()
+#: Bytes in a mebibyte, the unit of --unwritten-limit.
+MIB = 1024 * 1024
 
 
 class AccessListFile(NamedTuple):
@@ -144,6 +146,13 @@ class Options(usage.Options):
         ["max-scrape", None, _DEFAULTS.max_scrape_hashes, "Most info hashes in one scrape."],
         ["idle-timeout", None, 30, "Seconds before an idle or stalled connection is closed."],
         [
+            "unwritten-limit",
+            None,
+            UNWRITTEN_LIMIT // MIB,
+            "MiB of changes kept in memory while the database cannot be written (disk full, I/O"
+            " errors); past it they are dropped and the whole index is written once it can.",
+        ],
+        [
             "whitelist",
             None,
             None,
@@ -207,6 +216,7 @@ class Options(usage.Options):
             "numwant-max",
             "max-scrape",
             "idle-timeout",
+            "unwritten-limit",
         ):
             self[name] = _positive(name, str(self[name]))
         self["numwant-default"] = _positive("numwant-default", str(self["numwant-default"]), 0)
@@ -306,7 +316,12 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
 
         reactor = default_reactor
     config: TrackerConfig = options["config"]
-    store = SQLitePeerStore(options["database"], reactor, private=bool(options.get("private")))
+    store = SQLitePeerStore(
+        options["database"],
+        reactor,
+        private=bool(options.get("private")),
+        unwritten_limit=options["unwritten-limit"] * MIB,
+    )
     access_store = SQLiteAccessStore(store)
     # Announces and scrapes go through the access list only when there is one: without, they
     # cost nothing more.

@@ -30,11 +30,14 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tracker.ops.access import AccessList, AccessListError, parse_info_hash
 from tracker.ops.passkeys import PasskeyError, Passkeys, check_passkey
+from tracker.store.batching import disk_error
 
 log = Logger()
 
 #: The API's answers are small, and so are the requests it takes.
 MAX_BODY = 64 * 1024
+#: Seconds a client is told to wait (Retry-After) when the database cannot be written.
+DISK_RETRY_AFTER = 60
 DEFAULT_ADMIN_LISTEN = "tcp:6970:interface=127.0.0.1"
 #: A token shorter than this is refused at start.
 MIN_TOKEN_LENGTH = 16
@@ -280,6 +283,11 @@ def _finish_later(request: Request, answer: Deferred[Reply]) -> None:
         error = failure.value
         if isinstance(error, ApiError):
             return error.status, {"error": error.message}
+        problem = disk_error(error)
+        if problem is not None:
+            # Nothing was changed; the tracker's log and /metrics tell the disk's state.
+            request.setHeader(b"retry-after", b"%d" % DISK_RETRY_AFTER)
+            return 503, {"error": f"the database cannot be written ({problem}); try again later"}
         log.failure("admin API: {uri!r} failed", failure, uri=request.uri)
         return 500, {"error": "internal error; see the tracker's log"}
 

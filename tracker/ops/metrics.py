@@ -131,10 +131,38 @@ class StatsCollector:
         duration.add_metric((), _buckets(commits.latency), commits.latency.total)
         yield duration
         failures = CounterMetricFamily(
-            "tracker_db_commit_failures", "Group commits that failed (retried with the next)."
+            "tracker_db_commit_failures",
+            "Group commits that failed (their changes are kept and tried again).",
         )
         failures.add_metric((), commits.failures)
         yield failures
+        healthy = GaugeMetricFamily(
+            "tracker_db_healthy",
+            "1 while group commits work; 0 while they fail (the disk full, or an I/O error)"
+            " and the changes wait in memory.",
+        )
+        healthy.add_metric((), 1 if commits.healthy else 0)
+        yield healthy
+        unwritten = GaugeMetricFamily(
+            "tracker_db_unwritten_bytes",
+            "Changes not written yet, in journal bytes: kept while commits fail, or in the"
+            " commit under way.",
+        )
+        unwritten.add_metric((), commits.unwritten)
+        yield unwritten
+        dropped = CounterMetricFamily(
+            "tracker_db_unwritten_dropped_bytes",
+            "Changes dropped unwritten once they passed the limit while commits failed (memory"
+            " still holds them: the whole index is written again once commits work).",
+        )
+        dropped.add_metric((), commits.dropped)
+        yield dropped
+        rewrite = GaugeMetricFamily(
+            "tracker_db_rewrite_pending",
+            "1 from a drop of unwritten changes until the whole index is written again.",
+        )
+        rewrite.add_metric((), 1 if commits.rewrite_pending else 0)
+        yield rewrite
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:

@@ -240,6 +240,7 @@ class TrackerStats:
                     for sample in self.history
                 ],
             },
+            "database": self._database(),
             "top_torrents": [
                 {
                     "info_hash": torrent.info_hash.hex(),
@@ -250,6 +251,22 @@ class TrackerStats:
                 }
                 for torrent in census.top
             ],
+        }
+
+    def _database(self) -> dict[str, Any] | None:
+        """Whether the store's writes work, and what waits; None for a store without any."""
+        commits = self.commits
+        if commits is None:
+            return None
+        return {
+            "healthy": commits.healthy,
+            "failing_since": commits.failing_since,
+            "error": commits.error or None,
+            "commit_failures": commits.failures,
+            "unwritten_bytes": commits.unwritten,
+            "unwritten_limit_bytes": commits.unwritten_limit,
+            "dropped_bytes": commits.dropped,
+            "rewrite_pending": commits.rewrite_pending,
         }
 
 
