@@ -11,42 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import announce, info_hash, peer_id
+from tests.helpers import index_state as state
 from tracker.core.announce import COMPLETED, STOPPED, AnnounceRequest
 from tracker.core.errors import KeyMismatch
 from tracker.core.journal import COUNT, GONE, KEYLESS_PEER, SEEDER, JournalError, replay
 from tracker.core.swarms import SwarmIndex
 
 IP6 = bytes(15) + b"\x01"
-
-
-Peer = tuple[bytes, bytes, int, int, int, int]
-
-
-def state(index: SwarmIndex) -> dict[bytes, tuple[int, set[Peer]]]:
-    """Everything the index holds, in a form that compares equal whatever the peers' order;
-    checks on the way that each swarm's dict of places says where every peer is."""
-    found = {}
-    for hash_, swarm in index.swarms.items():
-        peers = set()
-        places = {}
-        for slot, group in enumerate(swarm.groups):
-            if group is None:
-                continue
-            for position, member in enumerate(group.ids):
-                places[member] = position << 2 | slot
-                address = bytes(
-                    group.addresses[position * group.width : (position + 1) * group.width]
-                )
-                peers.add(
-                    (
-                        member, address, slot, group.seen[position], group.completed[position],
-                        group.keys[position],
-                    )
-                )  # fmt: skip
-        assert swarm.places == places
-        if peers or swarm.downloaded:
-            found[hash_] = (swarm.downloaded, peers)
-    return found
 
 
 def random_announce(rng: random.Random) -> AnnounceRequest:
