@@ -109,8 +109,14 @@ def _merge(target: str, work: Path) -> None:
     before = set(os.listdir(CORPUS / target))
     subprocess.run(
         [
-            sys.executable, "-m", "tests.fuzz.run", "--child", target,
-            "-merge=1", str(CORPUS / target), str(work),
+            sys.executable,
+            "-m",
+            "tests.fuzz.run",
+            "--child",
+            target,
+            "-merge=1",
+            str(CORPUS / target),
+            str(work),
         ],  # fmt: skip
         cwd=HERE.parent.parent,
         check=True,

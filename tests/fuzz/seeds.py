@@ -85,22 +85,30 @@ def http_seeds() -> Iterator[tuple[str, bytes]]:
     yield "post-too-large", b"POST /announce HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"
     yield "post-chunked", b"POST /announce HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n"
     yield "put", b"PUT /scrape HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
-    yield "figures", (
-        aria2.request(first) + aria2.request(private(first)) + b"GET /stats HTTP/1.1\r\n\r\n"
-        b"GET /stats.json HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n"
+    yield (
+        "figures",
+        (
+            aria2.request(first) + aria2.request(private(first)) + b"GET /stats HTTP/1.1\r\n\r\n"
+            b"GET /stats.json HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n"
+        ),
     )
     yield "not-found", b"GET /x/y?z HTTP/1.1\r\n\r\nGET / HTTP/1.0\r\n\r\n"
-    yield "forwarded", aria2.request(first).replace(
-        b"\r\n\r\n", b"\r\nX-Forwarded-For: 10.0.0.1, ::1\r\n\r\n"
+    yield (
+        "forwarded",
+        aria2.request(first).replace(b"\r\n\r\n", b"\r\nX-Forwarded-For: 10.0.0.1, ::1\r\n\r\n"),
     )
     yield "expect", aria2.request(first).replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
     yield "bad-line", b"GET /announce\r\n\r\n"
     yield "long-line", b"GET /scrape?" + b"info_hash=" * 1700 + b" HTTP/1.1\r\n\r\n"
     yield "long-header", b"GET /scrape HTTP/1.1\r\nX: " + b"y" * 17000 + b"\r\n\r\n"
-    yield "wrong-key", (
-        b"GET /announce?info_hash=%s&peer_id=%s&port=1&key=1 HTTP/1.1\r\n\r\n"
-        b"GET /announce?info_hash=%s&peer_id=%s&port=2&key=2&event=stopped HTTP/1.1\r\n\r\n"
-    ) % ((quote_from_bytes(info_hash(1)).encode(), quote_from_bytes(peer_id(1)).encode()) * 2)
+    yield (
+        "wrong-key",
+        (
+            b"GET /announce?info_hash=%s&peer_id=%s&port=1&key=1 HTTP/1.1\r\n\r\n"
+            b"GET /announce?info_hash=%s&peer_id=%s&port=2&key=2&event=stopped HTTP/1.1\r\n\r\n"
+        )
+        % ((quote_from_bytes(info_hash(1)).encode(), quote_from_bytes(peer_id(1)).encode()) * 2),
+    )
 
 
 def request_line_seeds() -> Iterator[tuple[str, bytes]]:
@@ -186,17 +194,24 @@ def udp_seeds() -> Iterator[tuple[str, bytes]]:
     url = b"\x02" + bytes((len(path),)) + path
     for flags, name in ((0b001, "ipv4"), (0b011, "ipv6"), (0b000, "unknown-id")):
         yield f"session-{name}", bytes((flags,)) + _datagrams(*session)
-    yield "private", b"\x05" + _datagrams(
-        _udp_announce(1, event=2, options=url), _udp_announce(2, options=url), scrape
+    yield (
+        "private",
+        b"\x05"
+        + _datagrams(_udp_announce(1, event=2, options=url), _udp_announce(2, options=url), scrape),
     )
-    yield "bep41", b"\x01" + _datagrams(
-        _udp_announce(1, options=b"\x01\x02\x05/anno\x02\x04unce\x00junk"),
-        _udp_announce(2, options=b"\x07\x01x\x02\x0d/announce?a=b"),
-        _udp_announce(3, options=b"\x02\x06/other"),
-        _udp_announce(4, options=b"\x02\x30/announce"),
+    yield (
+        "bep41",
+        b"\x01"
+        + _datagrams(
+            _udp_announce(1, options=b"\x01\x02\x05/anno\x02\x04unce\x00junk"),
+            _udp_announce(2, options=b"\x07\x01x\x02\x0d/announce?a=b"),
+            _udp_announce(3, options=b"\x02\x06/other"),
+            _udp_announce(4, options=b"\x02\x30/announce"),
+        ),
     )
     yield "short", b"\x01" + _datagrams(b"", b"\x00" * 15, connect[:16].replace(b"\x00", b"\x01"))
-    yield "bad-action", b"\x01" + _datagrams(b"\x00" * 8 + b"\x00\x00\x00\x07" + b"T" * 4 + b"x" * 40)
+    unknown_action = b"\x00" * 8 + b"\x00\x00\x00\x07" + b"T" * 4 + b"x" * 40
+    yield "bad-action", b"\x01" + _datagrams(unknown_action)
 
 
 def journal_seeds() -> Iterator[tuple[str, bytes]]:
@@ -221,9 +236,10 @@ def journal_seeds() -> Iterator[tuple[str, bytes]]:
         pass
     yield "checkpoint", b"".join(index.take_changes())
     address = b"\x7f\x00\x00\x01\x00\x01"
-    yield "version-2", KEYLESS_PEER.pack(
-        b"P", info_hash(1), peer_id(1), 900, SEEDER, len(address)
-    ) + address
+    yield (
+        "version-2",
+        KEYLESS_PEER.pack(b"P", info_hash(1), peer_id(1), 900, SEEDER, len(address)) + address,
+    )
 
 
 def _admin(method: bytes, path: bytes, body: bytes = b"", token: bytes = TOKEN) -> bytes:
@@ -236,21 +252,34 @@ def _admin(method: bytes, path: bytes, body: bytes = b"", token: bytes = TOKEN) 
 def admin_seeds() -> Iterator[tuple[str, bytes]]:
     hex1 = info_hash(1).hex().encode()
     yield "stats", _admin(b"GET", b"/stats")
-    yield "torrents", _admin(b"GET", b"/torrents") + _admin(
-        b"POST", b"/torrents", b'{"info_hash": "%s"}' % hex1
-    ) + _admin(b"DELETE", b"/torrents/" + hex1) + _admin(b"POST", b"/reload")
-    yield "passkeys", _admin(b"GET", b"/passkeys") + _admin(
-        b"POST", b"/passkeys", b'{"passkey": "abcdefghijklmnopq", "label": "x"}'
-    ) + _admin(b"POST", b"/passkeys", b"{}") + _admin(b"DELETE", b"/passkeys/" + PASSKEY)
-    yield "wrong-token", _admin(b"GET", b"/stats", token=b"nope") + _admin(
-        b"POST", b"/torrents", b'{"info_hash": "%s"}' % hex1, token=TOKEN[:-1]
+    yield (
+        "torrents",
+        _admin(b"GET", b"/torrents")
+        + _admin(b"POST", b"/torrents", b'{"info_hash": "%s"}' % hex1)
+        + _admin(b"DELETE", b"/torrents/" + hex1)
+        + _admin(b"POST", b"/reload"),
+    )
+    yield (
+        "passkeys",
+        _admin(b"GET", b"/passkeys")
+        + _admin(b"POST", b"/passkeys", b'{"passkey": "abcdefghijklmnopq", "label": "x"}')
+        + _admin(b"POST", b"/passkeys", b"{}")
+        + _admin(b"DELETE", b"/passkeys/" + PASSKEY),
+    )
+    yield (
+        "wrong-token",
+        _admin(b"GET", b"/stats", token=b"nope")
+        + _admin(b"POST", b"/torrents", b'{"info_hash": "%s"}' % hex1, token=TOKEN[:-1]),
     )
     yield "no-token", b"GET /passkeys HTTP/1.1\r\n\r\n"
-    yield "bad-bodies", _admin(b"POST", b"/passkeys", b"[1]") + _admin(
-        b"POST", b"/torrents", b'{"info_hash": 5}'
-    ) + _admin(b"POST", b"/passkeys", b'{"label": "\\u00e9", "passkey": "a b"}') + _admin(
-        b"PUT", b"/stats"
-    ) + _admin(b"GET", b"/nowhere")
+    yield (
+        "bad-bodies",
+        _admin(b"POST", b"/passkeys", b"[1]")
+        + _admin(b"POST", b"/torrents", b'{"info_hash": 5}')
+        + _admin(b"POST", b"/passkeys", b'{"label": "\\u00e9", "passkey": "a b"}')
+        + _admin(b"PUT", b"/stats")
+        + _admin(b"GET", b"/nowhere"),
+    )
 
 
 SEEDS = {

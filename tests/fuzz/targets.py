@@ -390,7 +390,7 @@ def _value(data: bytes, at: list[int], depth: int = 0) -> Any:
     """A bencodable value built from C{data}, reading from C{at[0]} on."""
     if at[0] >= len(data):
         return b""
-    kind = data[at[0]] % 4 if depth < 8 else data[at[0]] % 2
+    kind = 1 if depth > 8 else data[at[0]] % 4 if depth < 8 else data[at[0]] % 2
     at[0] += 1
     size = data[at[0]] % 8 if at[0] < len(data) else 0
     at[0] += 1
@@ -404,7 +404,7 @@ def _value(data: bytes, at: list[int], depth: int = 0) -> Any:
         return text
     if kind == 2:
         return [_value(data, at, depth + 1) for _ in range(size)]
-    return {_value(data, at, 8): _value(data, at, depth + 1) for _ in range(size)}
+    return {bytes(_value(data, at, 9)): _value(data, at, depth + 1) for _ in range(size)}
 
 
 def bencoding(data: bytes) -> None:
