@@ -39,6 +39,18 @@ def _passkey_of(request: Request) -> bytes:
     return request.prepath[-2]  # type: ignore[index]
 
 
+def _without_passkey(request: Request) -> bytes:
+    """
+    The URI of a request to C{/<passkey>/announce} or C{/<passkey>/scrape} with the passkey
+    left out: a passkey is as good as a password, and a log is read by more people and kept
+    longer than the passkey table (Ocelot logs them in clear).
+    """
+    prepath: list[bytes] = request.prepath or []
+    path = b"/".join([*prepath[:-2], b"<passkey>", *prepath[-1:]])
+    _, mark, query = request.uri.partition(b"?")
+    return b"/" + path + mark + query
+
+
 class PrivateAnnounceResource(AnnounceResource):
     """C{/<passkey>/announce}."""
 
@@ -62,6 +74,9 @@ class PrivateAnnounceResource(AnnounceResource):
             return wait_or_refuse(passkeys, lambda: self.answer(request, params))
         return self.respond(self.parse(request, params, ledger))
 
+    def logged_uri(self, request: Request) -> bytes:
+        return _without_passkey(request)
+
 
 class PrivateScrapeResource(ScrapeResource):
     """C{/<passkey>/scrape}."""
@@ -81,6 +96,9 @@ class PrivateScrapeResource(ScrapeResource):
         if _passkey_of(request) not in self._passkeys.ledgers:
             return wait_or_refuse(self._passkeys, lambda: self.answer(request, params))
         return super().answer(request, params)
+
+    def logged_uri(self, request: Request) -> bytes:
+        return _without_passkey(request)
 
 
 class _Refusal(_Endpoint):
