@@ -49,7 +49,7 @@ from tracker.core.swarms import SwarmIndex
 from tracker.http.private import PrivateTrackerResource
 from tracker.http.requestline import _parser
 from tracker.http.resource import AnnounceResource, TrackerResource, _Endpoint
-from tracker.http.site import TrackerRequest, TrackerSite
+from tracker.http.site import TrackerSite
 from tracker.ops.access import AccessList
 from tracker.ops.admin import AdminResource, AdminSite
 from tracker.ops.passkeys import Passkeys
@@ -270,7 +270,7 @@ def tracker_site(private: bool) -> tuple[TrackerSite, MemoryPeerStore, list[Exch
         resource = TrackerResource(store, config, clock, random.Random(2))
     site = TrackerSite(resource, timeout=None, reactor=clock)
     exchanges: list[Exchange] = []
-    site.requestFactory = observed(TrackerRequest, lambda: index_state(store.index), exchanges)
+    site.requestFactory = observed(site.requestFactory, lambda: index_state(store.index), exchanges)
     return site, store, exchanges
 
 
@@ -635,7 +635,7 @@ def admin(data: bytes) -> None:
     site = AdminSite(AdminResource(TOKEN, lambda: figures, access, passkeys, clock))
     site.reactor = clock
     exchanges: list[Exchange] = []
-    site.requestFactory = observed(Request, state, exchanges)
+    site.requestFactory = observed(site.requestFactory, state, exchanges)
     # The passkeys are the API's to show; the token is not.
     with watched_log(SECRETS):
         transport, written = converse(site, data)
