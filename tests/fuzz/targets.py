@@ -282,10 +282,12 @@ def http(data: bytes) -> None:
     """
     for private in (False, True):
         site, store, exchanges = tracker_site(private)
-        with watched_log():
+        # A public tracker has no passkey: what a client sends may be logged as it is.
+        with watched_log(SECRETS if private else ()):
             transport, written = converse(site, data)
         check_conversation(transport, written, exchanges)
-        assert PASSKEY not in written, "the passkey in a reply"
+        if private:
+            assert PASSKEY not in written, "the passkey in a reply"
         for exchange in exchanges:
             tracker_answer = isinstance(exchange.resource, _Endpoint) or exchange.code == 404
             if tracker_answer and exchange.code in (200, 404, 405):

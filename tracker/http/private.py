@@ -39,16 +39,19 @@ def _passkey_of(request: Request) -> bytes:
     return request.prepath[-2]  # type: ignore[index]
 
 
-def _without_passkey(request: Request) -> bytes:
+def _logged(request: Request, passkey: bool) -> bytes:
     """
-    The URI of a request to C{/<passkey>/announce} or C{/<passkey>/scrape} with the passkey
-    left out: a passkey is as good as a password, and a log is read by more people and kept
-    longer than the passkey table (Ocelot logs them in clear).
+    What the log shows of a request's URI in private mode: the path to its endpoint, with
+    C{<passkey>} in place of the passkey when there is one (C{passkey}), and nothing after. A
+    passkey is as good as a password, and a log is read by more people and kept longer than
+    the passkey table (Ocelot logs them in clear); a client set up for another tracker's
+    scheme may carry its passkey in the query or past the endpoint (C{?passkey=...},
+    C{/announce/<passkey>}), so neither is shown. The reason logged says what was wrong.
     """
     prepath: list[bytes] = request.prepath or []
-    path = b"/".join([*prepath[:-2], b"<passkey>", *prepath[-1:]])
-    _, mark, query = request.uri.partition(b"?")
-    return b"/" + path + mark + query
+    if passkey:
+        prepath = [*prepath[:-2], b"<passkey>", *prepath[-1:]]
+    return b"/" + b"/".join(prepath)
 
 
 class PrivateAnnounceResource(AnnounceResource):
@@ -75,7 +78,7 @@ class PrivateAnnounceResource(AnnounceResource):
         return self.respond(self.parse(request, params, ledger))
 
     def logged_uri(self, request: Request) -> bytes:
-        return _without_passkey(request)
+        return _logged(request, passkey=True)
 
 
 class PrivateScrapeResource(ScrapeResource):
@@ -98,7 +101,7 @@ class PrivateScrapeResource(ScrapeResource):
         return super().answer(request, params)
 
     def logged_uri(self, request: Request) -> bytes:
-        return _without_passkey(request)
+        return _logged(request, passkey=True)
 
 
 class _Refusal(_Endpoint):
@@ -106,6 +109,9 @@ class _Refusal(_Endpoint):
 
     def answer(self, request: Request, params: Params) -> bytes:
         raise TrackerError(PRIVATE)
+
+    def logged_uri(self, request: Request) -> bytes:
+        return _logged(request, passkey=False)
 
 
 class _PrivateNotFound(Resource):
