@@ -55,12 +55,15 @@ def _fuzz_here(target: str, libfuzzer_args: list[str]) -> None:
     """Fuzz C{target} in this process (atheris exits the process when done)."""
     import atheris
 
+    # libFuzzer runs its own command line again for a merge: the launcher that started this.
+    launcher = os.environ.get(_LAUNCHER, sys.argv[0])
+
     include = ["tracker", "tests.fuzz.targets", "tests.helpers"]
     if target in _THROUGH_TWISTED_WEB:
         include += ["twisted.web.http", "twisted.web.server"]
     with atheris.instrument_imports(include=include):
         from tests.fuzz.targets import TARGETS
-    atheris.Setup([sys.argv[0], *libfuzzer_args], TARGETS[target])
+    atheris.Setup([launcher, *libfuzzer_args], TARGETS[target])
     atheris.Fuzz()
 
 
@@ -84,6 +87,22 @@ def summary(output: str) -> str:
     )
 
 
+_LAUNCHER = "TRACKER_FUZZ_LAUNCHER"
+
+
+def launcher(target: str, scratch: Path) -> Path:
+    """An executable that fuzzes C{target} with the arguments it is given, as libFuzzer needs
+    to run its command line again (for a merge)."""
+    path = scratch / f"fuzz-{target}"
+    path.write_text(
+        "#!/bin/sh\n"
+        f'cd "{HERE.parent.parent}" && {_LAUNCHER}="$0" exec "{sys.executable}"'
+        f' -m tests.fuzz.run --child {target} "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
 class _Job:
     def __init__(self, target: str, seconds: int, scratch: Path, artifacts: Path) -> None:
         self.target = target
@@ -94,8 +113,7 @@ class _Job:
         args = _libfuzzer_args(target, seconds, self.work, artifacts)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.fuzz.run", "--child", target, *args],
-                cwd=HERE.parent.parent,
+                [str(launcher(target, scratch)), *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -108,17 +126,7 @@ def _merge(target: str, work: Path) -> None:
     """Add to the target's corpus the inputs of C{work} that reach new coverage."""
     before = set(os.listdir(CORPUS / target))
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.fuzz.run",
-            "--child",
-            target,
-            "-merge=1",
-            str(CORPUS / target),
-            str(work),
-        ],  # fmt: skip
-        cwd=HERE.parent.parent,
+        [str(launcher(target, work.parent)), "-merge=1", str(CORPUS / target), str(work)],
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
