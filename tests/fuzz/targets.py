@@ -331,12 +331,15 @@ def _reference_decode(value: bytes) -> bytes | None:
     return _ESCAPE.sub(lambda m: bytes((int(m[1], 16),)), value)
 
 
+#: Each byte as its %XX escape.
+_ESCAPED = [b"%%%02X" % b for b in range(256)]
+
+
 def _encoded(params: Params) -> bytes:
-    escape = "".join(f"%{b:02X}" for b in range(256))
-    table = [escape[3 * b : 3 * b + 3] for b in range(256)]
+    """A query of C{params} with every byte of every name and value escaped."""
 
     def encode(value: bytes) -> bytes:
-        return "".join(table[b] for b in value).encode("ascii")
+        return b"".join(_ESCAPED[b] for b in value)
 
     return b"&".join(
         encode(name) + b"=" + encode(value) for name, values in params.items() for value in values
