@@ -31,7 +31,10 @@ def test_every_target_has_its_seeds() -> None:
     assert set(SEEDS) == set(TARGETS)
     for target, seeds in SEEDS.items():
         for name, data in seeds():
-            assert (CORPUS / target / f"seed-{name}").read_bytes() == data, (target, name)
+            seed = CORPUS / target / f"seed-{name}"
+            assert seed.is_file() and seed.read_bytes() == data, (
+                f"{seed} is not as tests/fuzz/seeds.py writes it: python -m tests.fuzz.seeds"
+            )
 
 
 def test_targets_refuse_what_they_should() -> None:
