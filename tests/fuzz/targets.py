@@ -46,9 +46,9 @@ from tracker.core.errors import KeyMismatch, TrackerError
 from tracker.core.journal import JournalError, replay
 from tracker.core.query import Params, parse_query, percent_decode, split_query
 from tracker.core.swarms import SwarmIndex
-from tracker.http.private import PrivateTrackerResource
+from tracker.http.private import PrivateTrackerResource, _PrivateNotFound
 from tracker.http.requestline import _parser
-from tracker.http.resource import AnnounceResource, TrackerResource, _Endpoint
+from tracker.http.resource import AnnounceResource, TrackerResource, _Endpoint, _NotFound
 from tracker.http.site import TrackerSite
 from tracker.ops.access import AccessList
 from tracker.ops.admin import AdminResource, AdminSite
@@ -274,6 +274,9 @@ def tracker_site(private: bool) -> tuple[TrackerSite, MemoryPeerStore, list[Exch
     return site, store, exchanges
 
 
+_TRACKER_ANSWERS = (_Endpoint, _NotFound, _PrivateNotFound)
+
+
 def http(data: bytes) -> None:
     """
     Bytes from a client into the tracker's HTTP site, public and private: request line,
@@ -289,7 +292,8 @@ def http(data: bytes) -> None:
         if private:
             assert PASSKEY not in written, "the passkey in a reply"
         for exchange in exchanges:
-            tracker_answer = isinstance(exchange.resource, _Endpoint) or exchange.code == 404
+            # The tracker's own answers are bencoded; a figures page's (stats/x) are not.
+            tracker_answer = isinstance(exchange.resource, _TRACKER_ANSWERS)
             if tracker_answer and exchange.code in (200, 404, 405):
                 reason = failure_reason(exchange.body)
                 succeeded = exchange.code == 200 and reason is None
