@@ -17,6 +17,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.helpers import info_hash
+from tests.test_network import exchange
+from tests.test_resource import LogCapture
 from tracker.ops.access import AccessList
 from tracker.ops.admin import AdminResource, AdminSite
 from tracker.ops.passkeys import Passkeys
@@ -248,6 +250,28 @@ class AdminTests(TestCase):
             self.assertIn(message, reply["error"])
         self.assertEqual(self.store.listed[WHITELIST], set())
         self.assertEqual(len(self.passkeys.ledgers), 1)
+
+    @inlineCallbacks
+    def test_unreadable_content_type(self) -> Any:
+        """A POST whose Content-Type holds a byte Python reads as a line break (which made
+        Twisted's parser raise out of the connection, closing it without an answer and logging
+        a traceback) gets 400 with a JSON error, changes nothing and logs nothing."""
+        captured = LogCapture(self)
+        body = json.dumps({"info_hash": HEX2}).encode()
+        for byte in b"\x0b\x0c\x1c\x1d\x1e\x85":
+            request = (
+                b"POST /torrents HTTP/1.1\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Type: application/%cjson\r\nContent-Length: %d\r\n\r\n%s"
+                % (TOKEN, byte, len(body), body)
+            )
+            reply = yield deferToThread(exchange, "127.0.0.1", self.port, request)
+            self.assertEqual(reply.status, 400)
+            self.assertEqual(reply.headers[b"content-type"], b"application/json")
+            self.assertIn("Content-Type", json.loads(reply.body)["error"])
+        self.assertEqual(captured.failures(), [])
+        self.assertEqual(self.store.listed[WHITELIST], set())
+        status, _ = yield self.call("POST", "/torrents", {"info_hash": HEX2})
+        self.assertEqual(status, 201)
 
     @inlineCallbacks
     def test_features_off(self) -> Any:

@@ -21,12 +21,11 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.utils import floatToGoString
-from twisted.web.pages import notFound
-from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from tracker.core.meters import Histogram
 from tracker.ops.stats import TrackerStats
+from tracker.ops.statspage import FiguresResource
 
 
 def registry(stats: TrackerStats) -> CollectorRegistry:
@@ -172,18 +171,12 @@ def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
     ]
 
 
-class MetricsResource(Resource):
+class MetricsResource(FiguresResource):
     """C{/metrics}, for Prometheus to scrape."""
-
-    # Not a leaf: anything below it (stats/x) is not found, rather than the page again.
-    isLeaf = False
 
     def __init__(self, stats: TrackerStats) -> None:
         super().__init__()
         self._registry = registry(stats)
-
-    def getChild(self, path: bytes, request: Request) -> IResource:
-        return notFound()
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))

@@ -11,6 +11,7 @@ only reads what is there.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 import time
@@ -276,7 +277,10 @@ def _rate(count: int, seconds: float) -> float:
     return round(count / max(seconds, 1.0), 3)
 
 
+@functools.lru_cache(maxsize=1)
 def _version() -> str:
+    # Read once: reading a distribution's metadata parses a file, a few milliseconds, and each
+    # tracker resource or UDP port built without a shared TrackerStats makes one.
     try:
         return importlib.metadata.version("tracker")
     except importlib.metadata.PackageNotFoundError:

@@ -27,17 +27,34 @@ ANNOUNCE_COLOUR = "#2563eb"
 SCRAPE_COLOUR = "#ea580c"
 
 
-class _Figures(Resource):
+class FiguresResource(Resource):
+    """
+    A page of the tracker's figures (C{/stats}, C{/stats.json}, C{/metrics}): GET and HEAD
+    only. Any other method gets 405, where plain twisted.web answers most of them (PUT, DELETE,
+    anything it does not know) with 501, which monitors read as an outage.
+    """
+
     # Not a leaf: anything below it (stats/x) is not found, rather than the page again.
     isLeaf = False
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return notFound()
+
+    def render(self, request: Request) -> Any:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"method not allowed: use GET\n"
+        return super().render(request)
+
+
+class _Figures(FiguresResource):
     content_type = b""
 
     def __init__(self, stats: TrackerStats) -> None:
         super().__init__()
         self._stats = stats
-
-    def getChild(self, path: bytes, request: Request) -> IResource:
-        return notFound()
 
     def body(self, snapshot: dict[str, Any]) -> bytes:
         raise NotImplementedError
