@@ -9,13 +9,16 @@ import shlex
 from twisted.application.service import Application
 from twisted.python import usage
 
+from tracker.daemon.errors import StartError
 from tracker.daemon.tap import Options, makeService
 
 options = Options()
 try:
     options.parseOptions(shlex.split(os.environ.get("TRACKER_OPTIONS", "")))
-except usage.UsageError as e:
+except StartError as e:
     # One line and a non-zero exit, rather than twistd's traceback of an application that failed.
+    raise SystemExit(f"TRACKER_OPTIONS: {e}") from None
+except usage.UsageError as e:
     raise SystemExit(f"TRACKER_OPTIONS: {e} (see `twistd tracker --help`)") from None
 application = Application("tracker")
 makeService(options).setServiceParent(application)

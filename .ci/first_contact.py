@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import tempfile
@@ -26,9 +28,21 @@ from typing import Any
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANNOUNCE = "/announce?info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=6881&left=0"
-#: The README's way to make an admin API token.
-TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
+#: The commands README.md and docs/ show, as written there: tests/test_docs.py finds each one
+#: here, so they stay on one line each.
+QUICK_START = "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/twistd --pidfile= -ny tracker.tac"  # noqa: E501
+MAKE_TORRENT = "transmission-create -o release.torrent -t http://tracker.example.org:6969/announce -t udp://tracker.example.org:6969/announce README.md"  # noqa: E501
+SETTINGS = (
+    'TRACKER_OPTIONS="--listen tcp:8080 --interval 900" .venv/bin/twistd --pidfile= -ny tracker.tac'  # noqa: E501
+)
+TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_hex(32))' > admin.token && chmod 600 admin.token"  # noqa: E501
+PRIVATE = ".venv/bin/twistd --pidfile= -n tracker --private --admin-token-file admin.token"
+ADD_PASSKEY = """curl -H "Authorization: Bearer $(cat admin.token)" -d '{"label": "alice"}' http://127.0.0.1:6970/passkeys"""  # noqa: E501
+BACKUP = 'sqlite3 tracker.sqlite3 ".backup tracker-backup.sqlite3"'
+PYPY = "pypy3 -m venv .venv-pypy && .venv-pypy/bin/pip install . && PYPY_GC_NURSERY=64M .venv-pypy/bin/twistd --pidfile= -ny tracker.tac"  # noqa: E501
 SKIP = {".git", ".venv", ".venv-pypy", "build", "__pycache__", "tracker.egg-info"}
+#: What a mistake on the command line itself ends with, and no other refusal.
+HELP_HINT = "(--help lists every option)"
 
 
 def step(title: str) -> None:
@@ -46,6 +60,15 @@ def shell(command: str, cwd: str, timeout: float = 600) -> subprocess.CompletedP
     )  # fmt: skip
 
 
+def has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
@@ -60,23 +83,21 @@ def fetch(url: str | urllib.request.Request, context: Any = None) -> bytes:
         return e.read()
 
 
-def add_passkey(token: str) -> dict[str, Any]:
-    """POST /passkeys as the README shows it, waiting out the 503 the README documents for the
-    moment after a start while the stored passkeys are read."""
-    request = urllib.request.Request(
-        "http://127.0.0.1:6970/passkeys",
-        data=b'{"label": "alice"}',
-        headers={"Authorization": f"Bearer {token}"},
-    )
+def add_passkey(cwd: str) -> dict[str, Any]:
+    """The README's curl that makes a passkey, waiting out the 503 that docs/operating.md
+    documents for the moment after a start while the stored passkeys are read."""
     deadline = time.monotonic() + 10
     while True:
+        result = shell(ADD_PASSKEY, cwd, timeout=30)
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return json.loads(response.read())  # type: ignore[no-any-return]
-        except urllib.error.HTTPError as e:
-            if e.code != 503 or time.monotonic() > deadline:
-                fail(f"POST /passkeys answered {e.code}: {e.read()!r}")
-            time.sleep(0.1)
+            answer = json.loads(result.stdout)
+        except ValueError:
+            answer = {}
+        if "passkey" in answer:
+            return answer  # type: ignore[no-any-return]
+        if time.monotonic() > deadline or "starting" not in result.stdout:
+            fail(f"{ADD_PASSKEY!r} answered: {result.stdout}{result.stderr}")
+        time.sleep(0.1)
 
 
 class Daemon:
@@ -126,8 +147,12 @@ class Daemon:
         return output
 
 
-def refused(command: str, cwd: str, expected: str, port: int | None = None) -> None:
-    """A mistake: one line naming it, a non-zero exit, nothing new on disk or on the port."""
+def refused(
+    command: str, cwd: str, expected: str, port: int | None = None, hint: bool | None = None
+) -> None:
+    """A mistake: one line naming it, a non-zero exit, nothing new on disk or on the port;
+    with C{hint} given, whether that line points at --help (for options mistyped, not for a
+    file's content)."""
     before = sorted(os.listdir(cwd))
     result = shell(command, cwd, timeout=60)
     output = result.stdout + result.stderr
@@ -135,6 +160,10 @@ def refused(command: str, cwd: str, expected: str, port: int | None = None) -> N
         fail(f"{command!r} exited 0:\n{output}")
     if expected not in output:
         fail(f"{command!r} did not say {expected!r}:\n{output}")
+    if len(output.strip().splitlines()) != 1:
+        fail(f"{command!r} said more than one line:\n{output}")
+    if hint is not None and (HELP_HINT in output) != hint:
+        fail(f"{command!r} {'did not point' if hint else 'pointed'} at --help:\n{output}")
     if "Traceback" in output:
         fail(f"{command!r} printed a traceback:\n{output}")
     if sorted(os.listdir(cwd)) != before:
@@ -187,11 +216,7 @@ def walk(copy: str) -> None:
         fail("port 6969 is already in use on this machine; the quick start needs it")
 
     step("quick start: install and start on the embedded default")
-    daemon = Daemon(
-        "python3 -m venv .venv && .venv/bin/pip install --quiet . && "
-        ".venv/bin/twistd --pidfile= -ny tracker.tac",
-        copy,
-    )
+    daemon = Daemon(QUICK_START, copy)
     body = daemon.wait_for("http://127.0.0.1:6969" + ANNOUNCE, seconds=300)
     if not body.startswith(b"d") or b"interval" not in body:
         fail(f"the quick-start announce was not a tracker reply: {body!r}")
@@ -208,19 +233,66 @@ def walk(copy: str) -> None:
 
     step("mistakes, while the quick-start tracker holds port 6969")
     twistd = ".venv/bin/twistd --pidfile= -n tracker"
-    refused(f"{twistd} --database tracker.sqlite3", copy, "address already in use", port=None)
+    refused(f"{twistd} --database tracker.sqlite3", copy,
+            "cannot use the database 'tracker.sqlite3': another tracker (pid", port=None,
+            hint=False)  # fmt: skip
+    refused(f"{twistd} --database other.sqlite3", copy, "address already in use", port=None)
     refused(f"{twistd} --database nowhere/x.sqlite3 --listen tcp:6971", copy,
-            "cannot use the database 'nowhere/x.sqlite3'", port=6971)  # fmt: skip
-    refused(f"{twistd} --listen tcp:notaport", copy, "--listen tcp:notaport: not a valid endpoint")
+            "cannot use the database 'nowhere/x.sqlite3'", port=6971, hint=False)  # fmt: skip
+    refused(f"{twistd} --listen tcp:notaport", copy, "--listen tcp:notaport: not a valid endpoint",
+            hint=True)  # fmt: skip
     refused(f"{twistd} --listen ssl:6972:privateKey=key.pem:certKey=cert.pem", copy,
-            "TLS needs pyOpenSSL: run pip install '.[tls]'", port=6972)  # fmt: skip
+            "TLS needs pyOpenSSL: run pip install '.[tls]'", port=6972, hint=False)  # fmt: skip
     refused(".venv/bin/python examples/embedded_site.py 6969 tracker.sqlite3", copy,
             "cannot listen on port 6969", port=None)  # fmt: skip
     output = daemon.stop()
     if "tracker listening on" not in output or "open, serving" not in output:
         fail(f"the quick start never said where it listens and which database:\n{output}")
+    reach = "IPv4 and IPv6" if has_ipv6() else "IPv4"
+    line = f"tracker listening on http://{socket.gethostname()}:6969/announce (every {reach}"
+    if line not in output:
+        fail(f"the quick start did not say {line!r}:\n{output}")
     if listening(6969):
         fail("port 6969 still listening after Ctrl-C")
+
+    step("the README's commands from the repository's folder, without activating the venv")
+    for command in (
+        ".venv/bin/twistd tracker --help",
+        ".venv/bin/python -m twisted tracker --help",
+    ):
+        result = shell(command, copy, timeout=120)
+        if result.returncode != 0 or "--admin-token-file" not in result.stdout:
+            fail(f"{command!r} did not list the options:\n{result.stdout}{result.stderr}")
+
+    step("a torrent with both announce URLs, made as the README makes it")
+    result = shell(MAKE_TORRENT, copy, timeout=60)
+    torrent = os.path.join(copy, "release.torrent")
+    if result.returncode != 0 or not os.path.exists(torrent):
+        fail(f"{MAKE_TORRENT!r} made no torrent:\n{result.stdout}{result.stderr}")
+    with open(torrent, "rb") as f:
+        metainfo = f.read()
+    for url in (
+        b"http://tracker.example.org:6969/announce",
+        b"udp://tracker.example.org:6969/announce",
+    ):
+        if url not in metainfo:
+            fail(f"release.torrent does not announce to {url.decode()}")
+
+    step("settings through TRACKER_OPTIONS, as the README gives them")
+    daemon = Daemon(SETTINGS, copy)
+    reply = daemon.wait_for("http://127.0.0.1:8080" + ANNOUNCE)
+    interval = re.search(rb"8:intervali(\d+)e", reply)
+    # Each reply jitters the interval by up to 5 % (README's settings table).
+    if interval is None or not 855 <= int(interval.group(1)) <= 945:
+        fail(f"TRACKER_OPTIONS' --interval 900 was not in force: {reply!r}")
+    daemon.stop()
+
+    step("a UDP port taken beside a free TCP one: refused before anything says it listens")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 6975))
+        refused(f"{twistd} --listen tcp:6975:interface=127.0.0.1", copy,
+                "cannot listen on udp:6975:interface=127.0.0.1: address already in use",
+                port=6975)  # fmt: skip
 
     step("TLS: the tls extra, then an announce over HTTPS")
     result = shell(".venv/bin/pip install --quiet '.[tls]'", copy)
@@ -240,24 +312,40 @@ def walk(copy: str) -> None:
         fail(f"the TLS tracker did not log its https URL:\n{output}")
 
     step("private mode and the admin API, as the README starts them")
-    result = shell(f"{TOKEN_COMMAND} > admin.token && chmod 600 admin.token", copy)
+    result = shell(TOKEN_COMMAND, copy)
     if result.returncode != 0:
         fail(f"making the admin token failed:\n{result.stdout}{result.stderr}")
     refused(f"{twistd} --admin-listen tcp:6974", copy,
-            "--admin-listen needs --admin-token-file FILE", port=6974)  # fmt: skip
-    daemon = Daemon(f"{twistd} --private --admin-token-file admin.token", copy)
+            "--admin-listen needs --admin-token-file FILE", port=6974, hint=True)  # fmt: skip
+    refused(f"{twistd} --private --listen tcp:6974", copy,
+            "--private needs --admin-token-file FILE", port=6974, hint=True)  # fmt: skip
+    refused(f"{twistd} --private --admin-token-file no.token --listen tcp:6974", copy,
+            "--admin-token-file no.token: cannot read it", port=6974, hint=False)  # fmt: skip
+    daemon = Daemon(PRIVATE, copy)
     body = daemon.wait_for("http://127.0.0.1:6969" + ANNOUNCE)
     if b"this tracker is private" not in body:
         fail(f"the private tracker's bare /announce did not say it is private: {body!r}")
-    with open(os.path.join(copy, "admin.token")) as f:
-        token = f.read().strip()
-    created = add_passkey(token)
+    created = add_passkey(copy)
     body = fetch(f"http://127.0.0.1:6969/{created['passkey']}" + ANNOUNCE)
     if b"interval" not in body:
         fail(f"the announce with the passkey the admin API made was refused: {body!r}")
+    step("an online backup while the tracker runs, as the README takes it")
+    result = shell(BACKUP, copy, timeout=60)
+    if result.returncode != 0:
+        fail(f"{BACKUP!r} failed:\n{result.stdout}{result.stderr}")
+    backup = sqlite3.connect(os.path.join(copy, "tracker-backup.sqlite3"))
+    try:
+        passkeys = backup.execute("SELECT count(*) FROM passkeys").fetchall()[0][0]
+    finally:
+        backup.close()
+    if passkeys != 1:
+        fail(f"the backup holds {passkeys} passkeys, not the one just made")
     output = daemon.stop()
     if "admin API listening on http://127.0.0.1:6970/" not in output:
         fail(f"the admin API did not say where it listens:\n{output}")
+    # The quick start's public run stored a peer in the same database.
+    if "was last used by a public tracker: its stored peers (1) are forgotten" not in output:
+        fail(f"the private tracker did not say it forgot the public run's peers:\n{output}")
 
     step("embedding: the example, as the README runs it")
     daemon = Daemon(".venv/bin/python examples/embedded_site.py 8080 tracker.sqlite3", copy)
@@ -270,7 +358,19 @@ def walk(copy: str) -> None:
     if "tracker listening on http://127.0.0.1:8080/tracker/announce" not in output:
         fail(f"the example did not say where it listens:\n{output}")
 
-    expected = {"tracker.sqlite3", "key.pem", "cert.pem", ".venv", "build", "admin.token"}
+    step("PyPy, as docs/performance.md runs it")
+    if shutil.which("pypy3") is None:
+        if os.environ.get("CI"):
+            fail("pypy3 is not installed; CI installs it")
+        print("   pypy3 is not installed here: not run")
+    else:
+        daemon = Daemon(PYPY, copy)
+        daemon.wait_for("http://127.0.0.1:6969" + ANNOUNCE, seconds=600)
+        if "on PyPy" not in daemon.stop():
+            fail("the PyPy tracker did not say it runs on PyPy")
+
+    expected = {"tracker.sqlite3", "key.pem", "cert.pem", ".venv", ".venv-pypy", "build"}
+    expected |= {"admin.token", "release.torrent", "tracker-backup.sqlite3"}
     stray = set(os.listdir(copy)) - set(os.listdir(REPOSITORY)) - expected
     stray = {name for name in stray if not name.startswith("tracker.sqlite3")}
     if stray:

@@ -1,14 +1,9 @@
 #!/usr/bin/env bash
-# Install the BitTorrent clients that tests/test_real_clients.py drives:
-# aria2 and transmission-cli from Debian, libtorrent's Python bindings from PyPI.
+# Install the BitTorrent clients that tests/test_real_clients.py runs as programs: aria2 and
+# transmission-cli, from Debian. (libtorrent's Python bindings, which the tests load
+# in-process, come from the test extra: pip install '.[test]'.)
 # Runs as root, non-interactively, and is safe to run again.
-#
-#   PYTHON  interpreter that runs pytest (default: python3); libtorrent is
-#           installed for it, since the tests load it in-process.
 set -euo pipefail
-
-PYTHON="${PYTHON:-python3}"
-LIBTORRENT_VERSION="2.1.1"
 
 export DEBIAN_FRONTEND=noninteractive
 missing=()
@@ -19,11 +14,5 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The PyPI wheel bundles its own libtorrent; Debian's python3-libtorrent only
-# imports under Debian's own /usr/bin/python3.
-PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check \
-    "libtorrent==${LIBTORRENT_VERSION}"
-
 aria2c --version | head -n 1
 transmission-cli --version 2>&1 | head -n 1
-"$PYTHON" -c 'import libtorrent; print("libtorrent", libtorrent.__version__)'

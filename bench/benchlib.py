@@ -1,7 +1,8 @@
-"""Shared pieces of the benchmark and the fault checks.
+"""What every measurement of bench/run.py shares: peer identities and the request mix, load
+generation (an asyncio HTTP/1.1 client, wrk with tracker.lua, udpload.c), a minimal bencode
+decoder, the interpreters, and starting, pinning and reading the processes under test.
 
-Peer identities, announce/scrape URLs, a small asyncio HTTP/1.1 client, a minimal bencode
-decoder and process control. Peer identities must match tracker.lua.
+Peer identities must match tracker.lua and udpload.c.
 """
 
 from __future__ import annotations
@@ -9,15 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
+import random
 import signal
 import socket
 import struct
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote_from_bytes
 
 HOST = "127.0.0.1"
@@ -26,6 +32,22 @@ REPO_DIR = BENCH_DIR.parent
 PORT_BASE = 10000
 PEER_ID_TAIL = b"\xfe\x00\x81\x7f\xc3\x10\xaa\x55"
 NUMWANT = 50
+#: The load's swarms and the population of peers announcing into them, HTTP and UDP alike.
+SWARMS = 1000
+POPULATION = 50_000
+#: Live runs: the server under test alone on one core, the load and this driver on the other.
+TRACKER_CORE = 0
+LOAD_CORE = 1
+#: Interpreters for our tracker by name: "python3" is the one running this, if it is CPython
+#: (a venv's), and "pypy3-venv" the repository's PyPy venv.
+PYPY_VENV = REPO_DIR / ".venv-pypy" / "bin" / "python"
+INTERPRETERS = {
+    "python3": sys.executable if sys.implementation.name == "cpython" else "python3",
+    "pypy3-venv": str(PYPY_VENV),
+}
+#: PyPy's default nursery is small for a server that allocates per request on two threads:
+#: a larger one measured about 1.4x the announce rate. Passed as PYPY_GC_NURSERY.
+PYPY_NURSERY = "64M"
 
 
 # --- identities -------------------------------------------------------------------------
@@ -65,6 +87,11 @@ def peer_left(i: int) -> int:
     return 0 if i % 10 < 3 else 1000000 + (i % 1000) * 4096
 
 
+def udp_swarm_hash(k: int) -> bytes:
+    """Info hash of swarm k of the UDP load; udpload.c builds the same bytes."""
+    return b"udp-bench-swarm" + struct.pack(">I", k) + b"\0"
+
+
 def announce_path(
     info_hash: bytes,
     i: int,
@@ -81,6 +108,59 @@ def announce_path(
     if event:
         path += f"&event={event}"
     return path
+
+
+def mixed_announce_path(rng: random.Random, hashes: list[bytes]) -> str:
+    """One announce of the load's mix (tracker.lua's "swarms" mode): a random peer of the
+    population into a random swarm; 5 % started, 2 % completed, 3 % stopped, the rest periodic."""
+    info_hash = hashes[rng.randrange(len(hashes))]
+    i = rng.randrange(POPULATION)
+    r = rng.random()
+    if r < 0.05:
+        return announce_path(info_hash, i, "started")
+    if r < 0.07:
+        return announce_path(info_hash, i, "completed", left=0)
+    if r < 0.10:
+        return announce_path(info_hash, i, "stopped")
+    return announce_path(info_hash, i)
+
+
+#: BEP 15's announce action, and the events udpload.c draws: started, completed, stopped.
+UDP_ANNOUNCE = b"\x00\x00\x00\x01"
+_UDP_EVENTS = ((0.05, 2), (0.07, 1), (0.10, 3))
+
+
+def udp_announce(
+    rng: random.Random, connection_id: bytes, transaction: int, fixed: bool = False
+) -> bytes:
+    """One announce datagram as udpload.c builds it; C{fixed}: its "fixed" population, where
+    peer i always announces into swarm i % SWARMS, rather than "churn", a random swarm."""
+    i = rng.randrange(POPULATION)
+    swarm = i % SWARMS if fixed else rng.randrange(SWARMS)
+    roll = rng.random()
+    event = next((code for limit, code in _UDP_EVENTS if roll < limit), 0)
+    left = 0 if (i % 10 < 3 or event == 1) else 1_000_000 + (i % 1000) * 4096
+    return connection_id + struct.pack(
+        "!4sI20s20sqqqI4sIiH", UDP_ANNOUNCE, transaction, udp_swarm_hash(swarm), peer_id(i),
+        0, left, 0, event, b"\0\0\0\0", peer_key(i), NUMWANT, peer_port(i),
+    )  # fmt: skip
+
+
+def fill_index(index: Any, peers: int, swarms: int, now: int = 1_000_000) -> Any:
+    """Announce peers 0..C{peers}-1 into C{index} (a SwarmIndex), spread over C{swarms}
+    torrents, one request at a time so that only what the index keeps of them stays."""
+    from tracker.core.announce import NONE, AnnounceRequest
+
+    hashes = [swarm_hash(k) for k in range(swarms)]
+    for i in range(peers):
+        index.announce(
+            AnnounceRequest(
+                hashes[i % swarms], peer_id(i), b"\x7f\x00\x00\x01",
+                peer_port(i) % 65535 + 1, 0, 0, peer_left(i), NONE, 0, True, False,
+            ),
+            now,
+        )  # fmt: skip
+    return index
 
 
 def scrape_path(hashes: Iterable[bytes]) -> str:
@@ -385,3 +465,168 @@ def kill_hard(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
+
+
+def status_kib(pid: int | str, name: str) -> int:
+    """A /proc/PID/status figure in KiB (VmRSS, VmHWM); C{pid} "self" for this process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (all threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class RssSampler(threading.Thread):
+    """Samples VmRSS every 100 ms and keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_kib = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
+            except OSError:
+                return
+            self._stop_event.wait(0.1)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join(2)
+        return self.peak_kib
+
+
+# --- interpreters and cores ---------------------------------------------------------------
+
+
+def interpreter_path(name: str) -> str:
+    """The executable an interpreter's name stands for ("pypy3-venv": the repository's venv)."""
+    return INTERPRETERS.get(name, name)
+
+
+def with_nursery(cmd: list[str], nursery: str = PYPY_NURSERY) -> list[str]:
+    """C{cmd} with PyPy's nursery set to C{nursery} when it runs under PyPy."""
+    if "pypy" in cmd[0] and nursery:
+        return ["env", f"PYPY_GC_NURSERY={nursery}", *cmd]
+    return cmd
+
+
+def pin_self(core: int = LOAD_CORE) -> None:
+    """Keep this driver (and the load it makes itself) off the tracker's core."""
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {core})
+
+
+def on_load_core(cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", str(LOAD_CORE), *cmd] if (os.cpu_count() or 1) > 1 else cmd
+
+
+# --- load generators ----------------------------------------------------------------------
+
+
+def run_wrk(
+    port: int, lua_args: list[str], seconds: float, connections: int = 64, threads: int = 1
+) -> dict[str, float]:
+    """wrk with tracker.lua on the load core for C{seconds}: the figures its done() prints."""
+    cmd = on_load_core([
+        "wrk", "-t", str(threads), "-c", str(connections),
+        "-d", f"{max(1, round(seconds))}s", "--timeout", "5s", "--latency",
+        "-s", str(BENCH_DIR / "tracker.lua"), f"http://{HOST}:{port}", "--", *lua_args,
+    ])  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return {k: float(v) for k, v in json.loads(line[len("BENCH_JSON ") :]).items()}
+    raise RuntimeError(f"wrk gave no result (exit {done.returncode}): {done.stderr.strip()}")
+
+
+def build_udpload(where: Path) -> Path:
+    """udpload.c, built with the system's C compiler into C{where}."""
+    binary = where / "udpload"
+    source = BENCH_DIR / "udpload.c"
+    subprocess.run(["cc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def run_udpload(binary: Path, port: int, population: str, settings: Any) -> dict[str, float]:
+    """udpload on the load core against C{port}; C{settings} has warmup, duration, sockets,
+    window, swarms and peers."""
+    s = settings
+    cmd = on_load_core([
+        str(binary), HOST, str(port), str(s.warmup), str(s.duration), str(s.sockets),
+        str(s.window), str(s.swarms), str(s.peers), population,
+    ])  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
+
+
+def udp_answers(port: int) -> bool:
+    """Whether something on C{port} answers a BEP 15 connect."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        try:
+            sock.sendto(struct.pack("!QII", 0x41727101980, 0, 7), (HOST, port))
+            return len(sock.recv(64)) == 16
+        except OSError:
+            return False
+
+
+def free_udp_port() -> int:
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+        return port
+
+
+# --- the machine and the options ------------------------------------------------------------
+
+
+def command_output(cmd: list[str]) -> str:
+    """First line the command prints (wrk prints its version with a usage error)."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = (done.stdout.strip() or done.stderr.strip()).splitlines()
+    return lines[0] if lines else ""
+
+
+def machine() -> dict[str, Any]:
+    """When, at which commit and on what a measurement ran."""
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    commit = command_output(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"])
+    dirty = command_output(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--", "tracker"])
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "commit": (commit or "unknown") + (" (modified)" if dirty else ""),
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": os.uname().release,
+    }
+
+
+def option(parser: Any, flag: str, full: Any, quick: Any, help: str, type: Any = int) -> None:
+    """An option whose default is C{full}, or C{quick} with --quick (bench/run.py applies it)."""
+    action = parser.add_argument(
+        flag, type=type, default=None, help=f"{help} [{full}; {quick} with --quick]"
+    )
+    scaled = dict(parser.get_default("scaled") or {})
+    scaled[action.dest] = (full, quick)
+    parser.set_defaults(scaled=scaled)

@@ -1,9 +1,10 @@
 """What the periodic walks over every swarm cost: the count behind /stats and /metrics
 (tracker/ops/census.py) and the full scrape's build (tracker/http/fullscrape.py), on an index of
-many swarms. Both are generators stepped between turns of the reactor; what matters for announces is
-the longest single step (how long the reactor is held at once) and, for the machine, the total.
+many swarms. Both are generators stepped between turns of the reactor; what matters for
+announces is the longest single step (how long the reactor is held at once) and, for the
+machine, the total.
 
-    python3 bench/census.py [--swarms N] [--peers N] [--rounds N]
+    python3 bench/run.py census [--swarms N] [--peers N] [--rounds N]
 
 Prints, per round, the total work and the longest step of each, and beside them the time a
 single uninterrupted pass would hold the reactor (sorting every hash, for the full scrape).
@@ -15,31 +16,13 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as bl
+import report
 
-import benchlib as bl  # noqa: E402
-
-from tracker.core.announce import NONE, AnnounceRequest  # noqa: E402
-from tracker.core.swarms import SwarmIndex  # noqa: E402
-from tracker.http.fullscrape import build  # noqa: E402
-from tracker.ops.census import Census, walk  # noqa: E402
-
-
-def fill(swarms: int, peers: int) -> SwarmIndex:
-    index = SwarmIndex()
-    hashes = [bl.swarm_hash(k) for k in range(swarms)]
-    for i in range(peers):
-        index.announce(
-            AnnounceRequest(
-                hashes[i % swarms], bl.peer_id(i), b"\x7f\x00\x00\x01",
-                bl.peer_port(i) % 65535 + 1, 0, 0, bl.peer_left(i), NONE, 0, True, False,
-            ),
-            1_000_000,
-        )  # fmt: skip
-    return index
+from tracker.core.swarms import SwarmIndex
+from tracker.http.fullscrape import build
+from tracker.ops.census import Census, walk
 
 
 def steps(generator: Iterator[None]) -> tuple[float, float]:
@@ -57,14 +40,16 @@ def steps(generator: Iterator[None]) -> tuple[float, float]:
         longest = max(longest, took)
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--swarms", type=int, default=100_000)
-    parser.add_argument("--peers", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args(argv)
-    index = fill(args.swarms, args.peers)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    bl.option(parser, "--swarms", 100_000, 1_000, "swarms")
+    bl.option(parser, "--peers", 1_000_000, 10_000, "peers over them")
+    bl.option(parser, "--rounds", 5, 1, "rounds")
+
+
+def run(args: argparse.Namespace) -> int:
+    index = bl.fill_index(SwarmIndex(), args.peers, args.swarms)
     print(f"{sys.implementation.name}: {args.swarms:,} swarms, {args.peers:,} peers", flush=True)
+    rows = []
     for n in range(args.rounds):
         into: list[Census] = []
         census_total, census_step = steps(walk(index, 20, into))
@@ -74,6 +59,10 @@ def main(argv: list[str]) -> int:
         began = time.perf_counter()
         sorted(index.swarms)
         sort_all = time.perf_counter() - began
+        rows.append([
+            n + 1, census_total * 1e3, census_step * 1e3, scrape_total * 1e3, scrape_step * 1e3,
+            sum(map(len, plain)) / 1e6, sum(map(len, gzipped)) / 1e6, sort_all * 1e3,
+        ])  # fmt: skip
         print(
             f"round {n + 1}: census {census_total * 1e3:.1f} ms of work, longest step "
             f"{census_step * 1e3:.2f} ms; full scrape {scrape_total * 1e3:.1f} ms, longest step "
@@ -82,8 +71,15 @@ def main(argv: list[str]) -> int:
             f"sorting every hash at once {sort_all * 1e3:.1f} ms",
             flush=True,
         )
+    head = ["round", "census ms", "its longest step ms", "full scrape ms",
+            "its longest step ms", "MB", "gzipped MB", "sorting every hash at once ms"]  # fmt: skip
+    report.record(
+        args, "http", "census", "The walks over every swarm",
+        [report.table(head, rows)], {"swarms": args.swarms, "peers": args.peers, "rounds": rows},
+        [f"{args.swarms:,} swarms, {args.peers:,} peers."],
+    )  # fmt: skip
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit("run it as: python3 bench/run.py census")

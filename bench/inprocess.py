@@ -1,82 +1,71 @@
-"""The request path's cost without the kernel: HTTP requests fed to a Site through an in-memory
-transport, ours beside the Twisted floor, in one process.
+"""The request path's cost without the kernel, ours beside the Twisted floor, in one process.
 
-    python bench/inprocess.py [--requests N] [--rounds N] [--profile] [--mode MODE]
-                              [--access whitelist|blacklist|private]
+    python3 bench/run.py inprocess [--protocol http|udp] [--requests N] [--rounds N]
+                                   [--mode swarms|one|alone|scrape] [--population churn|fixed]
+                                   [--profile]
 
-Each round sends the same N keep-alive requests (the wrk mix of bench/tracker.lua: announces by a
-population of 50,000 peers into 1000 swarms) over 64 connections, first to the floor
-(bench/floor.py), then to our TrackerSite with the memory store (the same index the SQLite store
-answers from); --mode one announces into one swarm of 50,000 peers instead, --mode alone as
-the only peer of a swarm, --mode scrape scrapes one hash. Prints microseconds per request for
-each and ours as a fraction of the floor, per round; PyPy needs a few rounds to warm up.
---profile runs ours under cProfile instead. --access adds a third site, ours with a whitelist
-(every swarm of the mix among 100,000 listed torrents), a blacklist (100,000 other torrents) or
-in private mode (the same requests at /<passkey>/announce, one of 1000 passkeys per peer,
-every announce credited), and prints what it costs beside ours without.
+HTTP: each round sends the same N keep-alive requests (the load's mix: announces by a
+population of 50,000 peers into 1000 swarms) over 64 in-memory connections, first to the floor
+(bench/floor.py), then to our TrackerSite with the memory store (the same index the SQLite
+store answers from); --mode one announces into one swarm of 50,000 peers instead, --mode alone
+as the only peer of a swarm, --mode scrape scrapes one hash.
+
+UDP: udpload.c's announces, new ones each round (with the churn population, mostly peers new to
+their swarm), fed straight to UDPTracker.datagramReceived over the memory store's index with its
+journal on, taken away every 4,000 datagrams as the SQLite store's group commit does, beside the
+UDP floor's datagramReceived. The index grows by about 190,000 peers a round, so the later
+rounds show what a large index costs (under PyPy, its minor collections).
+
+Prints microseconds per request for each and ours as a fraction of the floor, per round; PyPy
+needs a few rounds to warm up. --profile runs ours under cProfile instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
 import time
-from pathlib import Path
-from typing import Any
-from urllib.parse import quote_from_bytes
+from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as bl
+import report
+from floor import UDPFloor, floor_site
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.web.server import Site
 
-import benchlib as bl  # noqa: E402
-from floor import floor_site  # noqa: E402
-from twisted.internet.address import IPv4Address  # noqa: E402
-from twisted.internet.task import Clock  # noqa: E402
-from twisted.internet.testing import StringTransport  # noqa: E402
-from twisted.web.server import Site  # noqa: E402
-
-from tracker.core.config import TrackerConfig  # noqa: E402
-from tracker.core.interfaces import IPeerStore  # noqa: E402
-from tracker.http.private import PrivateTrackerResource  # noqa: E402
-from tracker.http.resource import TrackerResource  # noqa: E402
-from tracker.http.site import TrackerSite  # noqa: E402
-from tracker.ops.access import AccessControlledStore, AccessList  # noqa: E402
-from tracker.ops.passkeys import Passkeys  # noqa: E402
-from tracker.store.access import BLACKLIST, WHITELIST, Account, MemoryAccessStore  # noqa: E402
-from tracker.store.memory import MemoryPeerStore  # noqa: E402
+from tracker.core.config import TrackerConfig
+from tracker.core.swarms import SwarmIndex
+from tracker.http.resource import TrackerResource
+from tracker.http.site import TrackerSite
+from tracker.store.memory import MemoryPeerStore
+from tracker.udp.protocol import UDPTracker
 
 CONNECTIONS = 64
-SWARMS = 1000
-POPULATION = 50_000
+CLIENT = ("127.0.0.1", 40000)
+#: Requests (HTTP) or datagrams (UDP) a round, in a full run and with --quick.
+COUNTS = {"http": (20_000, 2_000), "udp": (200_000, 5_000)}
 
 
-def swarms_request(rng: random.Random, hashes: list[bytes]) -> str:
-    info_hash = hashes[rng.randrange(len(hashes))]
-    i = rng.randrange(POPULATION)
-    r = rng.random()
-    if r < 0.05:
-        return bl.announce_path(info_hash, i, "started")
-    if r < 0.07:
-        return bl.announce_path(info_hash, i, "completed", left=0)
-    if r < 0.10:
-        return bl.announce_path(info_hash, i, "stopped")
-    return bl.announce_path(info_hash, i)
+# --- HTTP -----------------------------------------------------------------------------------
 
 
 def requests(mode: str, count: int, seed: int = 1) -> list[bytes]:
     rng = random.Random(seed)
-    hashes = [bl.swarm_hash(k) for k in range(SWARMS)]
+    hashes = [bl.swarm_hash(k) for k in range(bl.SWARMS)]
     paths = []
     for _ in range(count):
         if mode == "swarms":
-            path = swarms_request(rng, hashes)
+            path = bl.mixed_announce_path(rng, hashes)
         elif mode == "one":
             path = bl.announce_path(bl.single_swarm_hash(50000), rng.randrange(50000))
         elif mode == "alone":
             path = bl.announce_path(bl.single_swarm_hash(1), 0)
         else:
-            path = "/scrape?info_hash=" + quote_from_bytes(rng.choice(hashes), safe="")
+            path = bl.scrape_path([rng.choice(hashes)])
         paths.append(path)
     return [get_request(path) for path in paths]
 
@@ -89,55 +78,6 @@ def get_request(path: str) -> bytes:
 def our_site() -> TrackerSite:
     """Our site on its memory store, without access control."""
     return TrackerSite(TrackerResource(MemoryPeerStore(), TrackerConfig()))
-
-
-PASSKEYS = 1000
-
-
-def passkey(n: int) -> bytes:
-    return b"bench-passkey-%06d" % n
-
-
-def gated_site(access: str) -> TrackerSite:
-    """Our site with an access list, or in private mode, its stored state loaded."""
-    store: IPeerStore = MemoryPeerStore()
-    access_store = MemoryAccessStore()
-    clock = Clock()
-    others = frozenset(random.Random(2).randbytes(20) for _ in range(100_000))
-    if access == "private":
-        passkeys = Passkeys(access_store, clock)
-        passkeys.load_stored({passkey(n): Account("", 0, 0, 0) for n in range(PASSKEYS)})
-        return TrackerSite(PrivateTrackerResource(store, passkeys, TrackerConfig(), clock))
-    if access == "whitelist":
-        listed = others | {bl.swarm_hash(k) for k in range(SWARMS)}
-        access_list = AccessList(WHITELIST, "bench", listed, access_store, clock)
-    else:
-        access_list = AccessList(BLACKLIST, "bench", others, access_store, clock)
-    access_list.load_stored(frozenset())
-    store = AccessControlledStore(store, access_list)
-    return TrackerSite(TrackerResource(store, TrackerConfig(), clock))
-
-
-def with_totals(batch: list[bytes], turn: int = 0) -> list[bytes]:
-    """The same requests reporting totals that grow with each C{turn}, as clients moving data
-    do: sent turn after turn, every peer reports more than it did before, so that private mode
-    credits every announce."""
-    rewritten = []
-    for k, data in enumerate(batch):
-        step = turn * len(batch) + k
-        moved = b"uploaded=%d&downloaded=%d" % (step * 16384, step * 8192)
-        rewritten.append(data.replace(b"uploaded=0&downloaded=0", moved, 1))
-    return rewritten
-
-
-def with_passkeys(batch: list[bytes]) -> list[bytes]:
-    """The same requests at /<passkey>/announce: each peer always with its passkey."""
-    rewritten = []
-    for data in batch:
-        peer = data.split(b"peer_id=", 1)[1][:40]
-        key = passkey(hash(peer) % PASSKEYS)
-        rewritten.append(data.replace(b"GET /", b"GET /%s/" % key, 1))
-    return rewritten
 
 
 class Connections:
@@ -161,67 +101,143 @@ class Connections:
             transport.clear()
         return time.perf_counter() - started
 
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--mode", default="swarms", choices=("swarms", "one", "alone", "scrape"))
-    parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--access", choices=("whitelist", "blacklist", "private"))
-    args = parser.parse_args(argv)
-    plain_batch = batch = requests(args.mode, args.requests)
-    if args.access:
-        # Both sites get the same totals: what differs is the access control alone.
-        batch = with_totals(plain_batch)
-    floor = Connections(floor_site())
-    ours = Connections(our_site())
-    gated = Connections(gated_site(args.access)) if args.access else None
-    gated_batch = with_passkeys(batch) if args.access == "private" else batch
-    if args.mode == "one":
-        fill = [
-            get_request(bl.announce_path(bl.single_swarm_hash(50000), i, "started", numwant=0))
-            for i in range(50000)
-        ]
-        ours.send(fill)
-        if gated is not None:
-            gated.send(with_passkeys(fill) if args.access == "private" else fill)
-    ours.send(batch)  # fill the swarms
-    if gated is not None:
-        gated.send(gated_batch)
-        channel, transport = gated.channels[0]
-        channel.dataReceived(gated_batch[0])
-        reply = transport.value()
+    def answer(self, data: bytes) -> bytes:
+        """The reply to one request."""
+        channel, transport = self.channels[0]
+        channel.dataReceived(data)
+        reply: bytes = transport.value()
         transport.clear()
-        assert b"failure reason" not in reply, reply
+        return reply
+
+
+def http_sides(args: argparse.Namespace) -> tuple[Callable[[], float], Callable[[], float]]:
+    batch = requests(args.mode, args.requests)
+    floor, ours = Connections(floor_site()), Connections(our_site())
+    if args.mode == "one":
+        ours.send(
+            [
+                get_request(bl.announce_path(bl.single_swarm_hash(50000), i, "started", numwant=0))
+                for i in range(50000)
+            ]
+        )
+    ours.send(batch)  # fill the swarms
+    reply = ours.answer(batch[0])
+    assert b" 200 " in reply.split(b"\r\n", 1)[0] and b"failure reason" not in reply, reply
+    return lambda: floor.send(batch), lambda: ours.send(batch)
+
+
+# --- UDP ------------------------------------------------------------------------------------
+
+
+class _Socket:
+    """What UDPTracker sends through: counts the bytes instead."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def sendto(self, data: bytes, addr: Any) -> int:
+        self.sent += len(data)
+        return len(data)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.socket = _Socket()
+
+    def getHandle(self) -> _Socket:
+        return self.socket
+
+
+def udp_tracker() -> tuple[UDPTracker, SwarmIndex]:
+    store = MemoryPeerStore(random.Random(7))
+    store.index = SwarmIndex(random.Random(7), journal=True)
+    udp = UDPTracker(store, clock=Clock(), rng=random.Random(3))
+    udp.transport = _Transport()  # type: ignore[assignment]
+    udp.startProtocol()
+    return udp, store.index
+
+
+def feed(receive: Callable[[bytes, Any], None], datagrams: list[bytes], index: Any) -> float:
+    start = time.perf_counter()
+    for n, datagram in enumerate(datagrams):
+        receive(datagram, CLIENT)
+        if index is not None and n % 4000 == 0:
+            index.take_changes()
+    return time.perf_counter() - start
+
+
+def udp_sides(args: argparse.Namespace) -> tuple[Callable[[], float], Callable[[], float]]:
+    udp, index = udp_tracker()
+    connection_id = udp._ids.issue(CLIENT[0])
+    rng = random.Random(1)
+    fixed = args.population == "fixed"
+    batches: list[list[bytes]] = []
+
+    def fresh() -> list[bytes]:
+        # New announces each round, as the live load's are; the floor gets the same ones.
+        return [bl.udp_announce(rng, connection_id, n, fixed) for n in range(args.requests)]
+
+    def floor() -> float:
+        batches.append(fresh())
+        return feed(UDPFloor(_Socket().sendto).datagramReceived, batches[-1], None)
+
+    def ours() -> float:
+        return feed(udp.datagramReceived, batches.pop(), index)
+
+    # The swarms filled as a running tracker's are a few seconds into the load.
+    feed(udp.datagramReceived, fresh(), index)
+    return floor, ours
+
+
+# --- the subcommand -------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", choices=("http", "udp"), default="http")
+    parser.add_argument(
+        "--requests", type=int, help="a round [HTTP 20,000, UDP 200,000; 2,000, 5,000 with --quick]"
+    )
+    bl.option(parser, "--rounds", 5, 2, "rounds")
+    parser.add_argument("--mode", default="swarms", choices=("swarms", "one", "alone", "scrape"))
+    parser.add_argument("--population", default="churn", choices=("churn", "fixed"))
+    parser.add_argument("--profile", action="store_true", help="ours under cProfile instead")
+
+
+def run(args: argparse.Namespace) -> int:
+    args.requests = args.requests or COUNTS[args.protocol][args.quick]
+    floor, ours = (http_sides if args.protocol == "http" else udp_sides)(args)
     if args.profile:
         import cProfile
         import pstats
 
+        if args.protocol == "udp":
+            floor()  # makes the next batch
         profiler = cProfile.Profile()
-        profiler.runcall(ours.send, batch)
+        profiler.runcall(ours)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
         return 0
-    per_request: dict[str, Any] = {}
+    rows = []
     for n in range(args.rounds):
-        if args.access:
-            batch = with_totals(plain_batch, n + 1)
-            gated_batch = with_passkeys(batch) if args.access == "private" else batch
-        floor_us = floor.send(batch) / len(batch) * 1e6
-        ours_us = ours.send(batch) / len(batch) * 1e6
-        per_request = {"floor": floor_us, "ours": ours_us}
-        line = (
-            f"round {n + 1}: floor {floor_us:.1f} us/request, ours {ours_us:.1f} us/request,"
-            f" ours at {floor_us / ours_us:.2f} of the floor"
+        floor_us = floor() / args.requests * 1e6
+        ours_us = ours() / args.requests * 1e6
+        rows.append([n + 1, round(floor_us, 2), round(ours_us, 2), round(floor_us / ours_us, 3)])
+        print(
+            f"round {n + 1}: floor {floor_us:.2f} us, ours {ours_us:.2f} us a request;"
+            f" ours at {floor_us / ours_us:.2f} of the floor",
+            flush=True,
         )
-        if gated is not None:
-            gated_us = gated.send(gated_batch) / len(batch) * 1e6
-            line += (
-                f"; with {args.access} {gated_us:.1f} us/request, {gated_us / ours_us:.3f} x ours"
-            )
-        print(line, flush=True)
-    return 0 if per_request else 1
+    load = args.mode if args.protocol == "http" else args.population
+    last = [row[3] for row in rows[len(rows) // 2 :]]
+    report.record(
+        args, args.protocol, f"inprocess {load}",
+        f"In process, {load}: ours beside the floor",
+        [report.table(["round", "floor us", "ours us", "ours / floor"], rows)],
+        {"load": load, "requests": args.requests, "rounds": rows},
+        [f"{args.requests:,} a round; ours at {statistics.median(last):.2f} of the floor (median"
+         " of the later half of the rounds)."],
+    )  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit("run it as: python3 bench/run.py inprocess")

@@ -1,183 +1,303 @@
-"""Turns the benchmark results into results.json, RESULTS.md and results.png."""
+"""Results: bench/results/http.md and udp.md, each written from the JSON beside it.
+
+Each file holds one section per measurement (the live run, in process on each interpreter, the
+A/B comparison, ...); a run replaces its own section and rewrites the Markdown from the whole
+JSON. Also the HTTP run's goals, each checked against a figure of the same run (issue 8), and
+the tables of the two live runs.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
-import textwrap
+import statistics
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import goals
+import benchlib as bl
 
-REFERENCES = ("opentracker", "bittorrent-tracker")
-RATIO_FIELDS = {
-    "rps": "req/s",
-    "lat_p50_us": "p50",
-    "lat_p99_us": "p99",
-    "cpu_percent": "CPU%",
-    "requests_per_cpu_second": "req/CPU-s",
-    "rss_peak_kib": "peak RSS",
-}
-
-LOAD_BOUND_CPU = 80.0
+RESULTS_DIR = bl.BENCH_DIR / "results"
+TITLES = {"http": "HTTP", "udp": "UDP"}
+#: Sections in this order, each kind by its first word, then alphabetically.
+ORDER = ("live", "inprocess", "ab", "access", "memory", "census", "restart")
 
 Results = dict[str, Any]
 
 
-def ratios(results: Results) -> Results:
-    """ours / reference for every measured figure, per scenario."""
-    found: Results = {}
-    for key, ours in results.items():
-        if not key.startswith("ours-"):
-            continue
-        for ref_key in REFERENCES:
-            ref = results.get(ref_key)
-            if not ref:
-                continue
-            per_scenario: Results = {}
-            for name, mine in ours["scenarios"].items():
-                theirs = ref["scenarios"].get(name)
-                if theirs:
-                    per_scenario[name] = {f: _ratio(mine[f], theirs[f]) for f in RATIO_FIELDS}
-            found.setdefault(key, {})[ref_key] = per_scenario
-    return found
+def table(head: list[str], rows: list[list[Any]], title: str | None = None) -> Results:
+    return {"title": title, "head": head, "rows": rows}
 
 
-def _ratio(mine: float, theirs: float) -> float | None:
-    return mine / theirs if theirs else None
-
-
-def write_all(document: Results, out: Path) -> None:
+def record(
+    args: argparse.Namespace, protocol: str, key: str, title: str, tables: list[Results],
+    figures: Any, notes: Sequence[str] = (), per_interpreter: bool = True,
+) -> None:  # fmt: skip
+    """Section C{key} of results/C{protocol}.json replaced, and the Markdown rewritten. A quick
+    run records nothing unless --out says where."""
+    if str(args.out) == "-" or (args.out is None and args.quick):
+        return
+    out = args.out or RESULTS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    (out / "RESULTS.md").write_text(markdown(document))
-    chart(document, out / "results.png")
+    if per_interpreter:
+        key += f" ({interpreter()})"
+        title += f" ({interpreter()})"
+    path = out / f"{protocol}.json"
+    document = json.loads(path.read_text()) if path.exists() else {}
+    executable = Path(sys.executable)
+    if executable.is_relative_to(bl.REPO_DIR):
+        executable = executable.relative_to(bl.REPO_DIR)
+    document[key] = {
+        "title": title,
+        "command": " ".join([str(executable), "bench/run.py", *args.argv]),
+        "machine": bl.machine(),
+        "notes": list(notes),
+        "tables": tables,
+        "figures": figures,
+    }
+    path.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+    (out / f"{protocol}.md").write_text(markdown(protocol, document))
+    print(f"recorded in {out / protocol}.md and .json", flush=True)
 
 
-# --- markdown ---------------------------------------------------------------------------
+def interpreter() -> str:
+    version = ".".join(map(str, sys.version_info[:2]))
+    return f"{'PyPy' if sys.implementation.name == 'pypy' else 'CPython'} {version}"
 
 
-def markdown(doc: Results) -> str:
+def markdown(protocol: str, document: Results) -> str:
+    def order(key: str) -> tuple[int, str]:
+        kind = key.split()[0]
+        return (ORDER.index(kind) if kind in ORDER else len(ORDER), key)
+
     parts = [
-        "# Tracker benchmark results\n",
-        _header(doc),
-        _goals(doc),
-        _floor(doc),
-        _memory(doc),
-        _overview(doc),
-        _details(doc),
-        _ratio_tables(doc),
-        _state(doc),
-        _notes(doc),
+        f"# {TITLES[protocol]} results\n\nWritten by `bench/run.py` from `{protocol}.json` beside"
+        " this file, which holds every figure; `bench/README.md` says what each measures.\n"
     ]
-    return "\n".join(p for p in parts if p)
+    for key in sorted(document, key=order):
+        section = document[key]
+        m = section["machine"]
+        parts.append(
+            f"## {section['title']}\n\n`{section['command']}`: {m['date']}, commit {m['commit']},"
+            f" {m['nproc']} CPUs ({m['cpu_model']}), Linux {m['kernel']}.\n"
+        )
+        parts += [note + "\n" for note in section["notes"]]
+        for t in section["tables"]:
+            heading = f"### {t['title']}\n\n" if t["title"] else ""
+            parts.append(heading + markdown_table(t["head"], t["rows"]))
+    return "\n".join(parts)
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
+def markdown_table(head: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def _header(doc: Results) -> str:
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.{0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "-" if value is None else str(value)
+
+
+# --- the HTTP run's goals -----------------------------------------------------------------
+
+KEEP_ALIVE = "announce 1000 swarms, keep-alive"
+CLOSE = "announce 1000 swarms, Connection: close"
+SWARM_OF_1 = "announce 1 swarm of 1 peer"
+SWARM_OF_1000 = "announce 1 swarm of 1,000 peers"
+SWARM_OF_50K = "announce 1 swarm of 50,000 peers"
+
+#: Fraction of the Twisted floor our tracker must reach, per interpreter kind.
+FLOOR_FRACTION = {"cpython": 0.7, "pypy": 0.6}
+#: Times bittorrent-tracker's rate, keep-alive and close alike.
+BT_TRACKER_TIMES = {"cpython": 2.0, "pypy": 3.0}
+OPENTRACKER_FRACTION_PYPY = 0.5
+FLAT_FRACTION = 0.9
+PYPY_P99_MS = 10.0
+CPYTHON_P99_OF_FLOOR = 1.5
+CPYTHON_RSS_MIB = 80.0
+PYPY_RSS_OVER_FLOOR_MIB = 50.0
+BYTES_PER_PEER = 200.0
+#: UDP: times opentracker's rate our tracker must reach, per interpreter.
+UDP_GOALS = {"python3": 0.5, "pypy3-venv": 1.0}
+
+
+def _kind(key: str) -> str:
+    return "pypy" if "pypy" in key else "cpython"
+
+
+def _row(goal: str, measured: float | None, target: str, met: bool | None) -> Results:
+    return {"goal": goal, "measured": measured, "target": target, "met": met}
+
+
+def _rps(doc: Results, key: str, scenario: str) -> float | None:
+    stats = doc["trackers"].get(key, {}).get("scenarios", {}).get(scenario)
+    return stats["rps"] if stats else None
+
+
+def _turns(doc: Results, key: str, scenario: str) -> float | None:
+    """The median rate of a single-swarm load measured in turns with the others."""
+    rates = doc["trackers"].get(key, {}).get("flat", {}).get(scenario)
+    return statistics.median(rates) if rates else _rps(doc, key, scenario)
+
+
+def _compare(mine: float | None, theirs: float | None) -> float | None:
+    return mine / theirs if mine is not None and theirs else None
+
+
+def goals(doc: Results) -> list[Results]:
+    rows = []
+    for key in sorted(k for k in doc["trackers"] if k.startswith("ours-")):
+        label, flavour = doc["trackers"][key]["label"], _kind(key)
+        pairs = doc.get("floor", {}).get(key)
+        if pairs:
+            fraction = FLOOR_FRACTION[flavour]
+            ratio = pairs["ratio_median"]
+            rows.append(
+                _row(f"{label}: req/s as a fraction of the Twisted floor (median of pairs)",
+                     ratio, f">= {fraction}", ratio >= fraction)
+            )  # fmt: skip
+            p99 = pairs["ours_p99_us_median"] / 1000
+            if flavour == "pypy":
+                rows.append(_row(f"{label}: p99 latency, ms", p99, f"<= {PYPY_P99_MS:g}",
+                                 p99 <= PYPY_P99_MS))  # fmt: skip
+            else:
+                of_floor = p99 / (pairs["floor_p99_us_median"] / 1000)
+                rows.append(_row(f"{label}: p99 latency as a multiple of the floor's", of_floor,
+                                 f"<= {CPYTHON_P99_OF_FLOOR:g}",
+                                 of_floor <= CPYTHON_P99_OF_FLOOR))  # fmt: skip
+        if flavour == "pypy":
+            vs_ot = _compare(_rps(doc, key, KEEP_ALIVE), _rps(doc, "opentracker", KEEP_ALIVE))
+            rows.append(
+                _row(f"{label}: keep-alive req/s / opentracker", vs_ot,
+                     f">= {OPENTRACKER_FRACTION_PYPY}",
+                     None if vs_ot is None else vs_ot >= OPENTRACKER_FRACTION_PYPY)
+            )  # fmt: skip
+        times = BT_TRACKER_TIMES[flavour]
+        for scenario, name in ((KEEP_ALIVE, "keep-alive"), (CLOSE, "Connection: close")):
+            vs_bt = _compare(_rps(doc, key, scenario), _rps(doc, "bittorrent-tracker", scenario))
+            rows.append(
+                _row(f"{label}: {name} req/s / bittorrent-tracker", vs_bt, f">= {times:g}",
+                     None if vs_bt is None else vs_bt >= times)
+            )  # fmt: skip
+        # A swarm of 1 has no one to return, so its replies are empty; a swarm of 1000 gets
+        # replies of 50 peers, as the 50,000 does: the second row compares like with like.
+        for small, name in ((SWARM_OF_1, "1"), (SWARM_OF_1000, "1,000")):
+            flat = _compare(_turns(doc, key, SWARM_OF_50K), _turns(doc, key, small))
+            rows.append(
+                _row(f"{label}: req/s in a swarm of 50,000 / in a swarm of {name}", flat,
+                     f">= {FLAT_FRACTION}", None if flat is None else flat >= FLAT_FRACTION)
+            )  # fmt: skip
+        rows += _memory_goals(doc, key, label, flavour, pairs)
+    return rows
+
+
+def _memory_goals(
+    doc: Results, key: str, label: str, flavour: str, pairs: Results | None
+) -> list[Results]:
+    memory = doc.get("memory", {}).get(key)
+    if not memory:
+        return []
+    peak_mib = memory["rss_peak_kib"] / 1024
+    rows = []
+    if flavour == "cpython":
+        rows.append(_row(f"{label}: peak RSS with {memory['peers']:,.0f} peers, MiB", peak_mib,
+                         f"<= {CPYTHON_RSS_MIB:g}", peak_mib <= CPYTHON_RSS_MIB))  # fmt: skip
+    elif pairs:
+        limit = pairs["floor_rss_peak_kib"] / 1024 + PYPY_RSS_OVER_FLOOR_MIB
+        rows.append(_row(f"{label}: peak RSS with {memory['peers']:,.0f} peers, MiB", peak_mib,
+                         f"<= floor's {pairs['floor_rss_peak_kib'] / 1024:.0f} + "
+                         f"{PYPY_RSS_OVER_FLOOR_MIB:g}", peak_mib <= limit))  # fmt: skip
+    per_peer = memory["bytes_per_peer"]
+    rows.append(_row(f"{label}: RSS bytes per stored peer", per_peer, f"<= {BYTES_PER_PEER:g}",
+                     per_peer <= BYTES_PER_PEER))  # fmt: skip
+    counted = memory.get("index_bytes_per_peer")
+    if counted is not None:
+        # The interpreter's own count: under PyPy, RSS also holds the headroom its GC keeps.
+        rows.append(_row(f"{label}: bytes per peer in the index, counted", counted,
+                         f"<= {BYTES_PER_PEER:g}", counted <= BYTES_PER_PEER))  # fmt: skip
+    return rows
+
+
+def goals_text(rows: list[Results]) -> str:
+    lines = []
+    for row in rows:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[row["met"]]
+        lines.append(f"{verdict}  {row['goal']}: {_cell(row['measured'])} ({row['target']})")
+    return "\n".join(lines)
+
+
+# --- the live runs' tables ----------------------------------------------------------------
+
+#: A tracker below this CPU % was limited by something else than its own CPU.
+LOAD_BOUND_CPU = 80.0
+
+
+def http_live(doc: Results) -> tuple[list[str], list[Results]]:
+    """Notes and tables of the live HTTP run's document."""
     m, c = doc["machine"], doc["config"]
     pythons = ", ".join(f"{k}: {v}" for k, v in m["pythons"].items())
-    return (
-        f"- Date: {m['date']}\n"
-        f"- Commit: {m['git_commit']}\n"
-        f"- Machine: {m['nproc']} CPUs, {m['cpu_model']}, Linux {m['kernel']}\n"
-        f"- Python: {pythons}\n"
-        f"- References: opentracker {m['opentracker']} (Debian), bittorrent-tracker "
-        f"{m['bittorrent_tracker']} on node {m['node']}; load: {m['wrk']}\n"
-        f"- Load: {c['connections']} connections, {c['wrk_threads']} wrk thread(s); "
-        f"{c['duration_s']:g} s per measurement after {c['warmup_s']:g} s warm-up; tracker on "
-        f"core {c['tracker_core']}, load on core {c['load_core']}; numwant {c['numwant']}, "
-        f"compact=1; {c['swarms']} swarms, peer population {c['population']}\n"
-        f"- Extra options for our tracker: {' '.join(c['ours_args']) or 'none'}\n"
-        f"- Whole run: {doc['elapsed_s']:.0f} s\n"
-    )
-
-
-def _goals(doc: Results) -> str:
-    rows = doc.get("goals")
-    if not rows:
-        return ""
+    notes = [
+        f"Python: {pythons}. References: opentracker {m['opentracker']} (Debian),"
+        f" bittorrent-tracker {m['bittorrent_tracker']} on node {m['node']}. Load: {m['wrk']},"
+        f" {c['connections']} connections, {c['wrk_threads']} thread(s), {c['duration_s']:g} s"
+        f" per measurement after {c['warmup_s']:g} s of warm-up; tracker on core"
+        f" {c['tracker_core']}, load on core {c['load_core']}; numwant {c['numwant']}, compact;"
+        f" {c['swarms']} swarms, a population of {c['population']:,} peers. Extra options for"
+        f" ours: {' '.join(c['ours_args']) or 'none'}. Whole run: {doc['elapsed_s']:.0f} s."
+    ]
+    for tracker in doc["trackers"].values():
+        if "error" in tracker:
+            notes.append(f"{tracker['label']} failed: {tracker['error'].splitlines()[0]}")
+        for name, reason in tracker.get("skipped_scenarios", {}).items():
+            notes.append(f"{tracker['label']}, {name}: not measured, {reason}.")
+    notes += [f"{key} skipped: {reason}." for key, reason in doc["skipped"].items()]
     verdicts = {True: "met", False: "**missed**", None: "not measured"}
-    table = [[r["goal"], goals.format_value(r["measured"]), r["target"], verdicts[r["met"]]]
-             for r in rows]  # fmt: skip
-    return "## Goals\n\nEach against a figure of this same run.\n\n" + _table(
-        ["goal", "measured", "target", "verdict"], table
-    )
+    tables = [
+        table(
+            ["goal", "measured", "target", "verdict"],
+            [[r["goal"], r["measured"], r["target"], verdicts[r["met"]]] for r in doc["goals"]],
+            "Goals, each against a figure of this run",
+        )
+    ]
+    tables += [t for t in (_floor(doc), _memory(doc), _overview(doc), _details(doc)) if t]
+    tables += [t for t in [_state(doc)] if t]
+    return notes, tables
 
 
-def _floor(doc: Results) -> str:
-    floor = doc.get("floor")
-    if not floor:
-        return ""
+def _floor(doc: Results) -> Results | None:
     rows = []
-    for key, summary in sorted(floor.items()):
-        label = doc["trackers"][key]["label"]
+    for key, summary in sorted(doc.get("floor", {}).items()):
         for n, pair in enumerate(summary["pairs"], 1):
             f, o = pair["floor"], pair["ours"]
             rows.append([
-                label, str(n), f"{f['rps']:,.0f}", f"{o['rps']:,.0f}", f"{pair['ratio']:.2f}",
-                f"{f['lat_p99_us'] / 1000:.2f}", f"{o['lat_p99_us'] / 1000:.2f}",
-                f"{f['rss_peak_kib'] / 1024:.0f}", f"{o['rss_peak_kib'] / 1024:.0f}",
+                doc["trackers"][key]["label"], n, f["rps"], o["rps"], pair["ratio"],
+                f["lat_p99_us"] / 1000, o["lat_p99_us"] / 1000,
+                f["rss_peak_kib"] / 1024, o["rss_peak_kib"] / 1024,
             ])  # fmt: skip
-    return (
-        "## Beside the Twisted floor\n\n"
-        "The floor is `bench/floor.py`: a plain twisted.web Site whose leaf resource returns a "
-        "fixed 50-peer compact reply, on the same interpreter. Floor and ours run side by side "
-        "and take the keep-alive announce load over 1000 swarms in turns, so each pair is "
-        "measured a few seconds apart.\n\n"
-        + _table(
-            [
-                "ours",
-                "pair",
-                "floor req/s",
-                "ours req/s",
-                "ours / floor",
-                "floor p99 ms",
-                "ours p99 ms",
-                "floor peak RSS MiB",
-                "ours peak RSS MiB",
-            ],
-            rows,
-        )  # fmt: skip
-    )
+    head = ["ours", "pair", "floor req/s", "ours req/s", "ours / floor", "floor p99 ms",
+            "ours p99 ms", "floor peak RSS MiB", "ours peak RSS MiB"]  # fmt: skip
+    title = "Beside the Twisted floor: the keep-alive announces over 1000 swarms, in turns"
+    return table(head, rows, title) if rows else None
 
 
-def _memory(doc: Results) -> str:
-    memory = doc.get("memory")
-    if not memory:
-        return ""
+def _memory(doc: Results) -> Results | None:
     rows = [
-        [doc["trackers"][key]["label"], f"{m['rss_empty_kib'] / 1024:.1f}",
-         f"{m['rss_full_kib'] / 1024:.1f}", f"{m['rss_peak_kib'] / 1024:.1f}",
-         f"{m['bytes_per_peer']:.0f}", _counted(m)]
-        for key, m in sorted(memory.items())
+        [doc["trackers"][key]["label"], m["rss_empty_kib"] / 1024, m["rss_full_kib"] / 1024,
+         m["rss_peak_kib"] / 1024, m["bytes_per_peer"], m.get("index_bytes_per_peer")]
+        for key, m in sorted(doc.get("memory", {}).items())
     ]  # fmt: skip
-    head = ["ours", "RSS, no peers, MiB", "RSS, 50,000 peers, MiB", "peak RSS MiB",
+    head = ["ours", "RSS warmed up, no peers, MiB", "RSS with the peers, MiB", "peak RSS MiB",
             "RSS bytes per peer", "index bytes per peer, counted"]  # fmt: skip
-    return (
-        "## Memory\n\n"
-        "A fresh tracker, warmed up by 50,000 peers that start, announce again and stop in 1000 "
-        "other swarms, then holding 50,000 peers over the 1000 benchmark swarms (each announced "
-        "twice). RSS bytes per peer = (RSS with the peers - RSS without) / 50,000. The last "
-        "column is `bench/index_memory.py`: the index alone holding 500,000 peers, counted by "
-        "the interpreter (tracemalloc under CPython; resident memory between two full "
-        "collections under PyPy, whose RSS in service also holds its GC's headroom).\n\n"
-        + _table(head, rows)
-    )
-
-
-def _counted(memory: Results) -> str:
-    value = memory.get("index_bytes_per_peer")
-    return "-" if value is None else f"{value:.0f}"
+    return table(head, rows, "Memory") if rows else None
 
 
 def _trackers(doc: Results) -> list[str]:
-    """Ours first, then the references (the JSON file keeps its keys sorted)."""
+    """Ours first, then the references."""
     order = {"opentracker": 1, "bittorrent-tracker": 2}
     return sorted(doc["trackers"], key=lambda key: (order.get(key, 0), key))
 
@@ -189,114 +309,67 @@ def _scenario_names(doc: Results) -> list[str]:
     return names
 
 
-def _overview(doc: Results) -> str:
+def _overview(doc: Results) -> Results:
     keys = _trackers(doc)
-    head = ["scenario"] + [doc["trackers"][k]["label"] for k in keys]
     rows = []
     for name in _scenario_names(doc):
-        row = [name]
+        row: list[Any] = [name]
         for key in keys:
-            stats = doc["trackers"][key]["scenarios"].get(name)
-            row.append(_rps_cell(stats) if stats else "-")
+            s = doc["trackers"][key]["scenarios"].get(name)
+            errors = f" ({s['errors_total']:,.0f} errors)" if s and s["errors_total"] else ""
+            row.append(f"{s['rps']:,.0f}{errors}" if s else None)
         rows.append(row)
-    return "## Requests per second\n\n" + _table(head, rows)
+    head = ["scenario"] + [doc["trackers"][k]["label"] for k in keys]
+    return table(head, rows, "Requests per second")
 
 
-def _rps_cell(stats: Results) -> str:
-    cell = f"{stats['rps']:,.0f}"
-    return cell + f" ({stats['errors_total']:,.0f} errors)" if stats["errors_total"] else cell
-
-
-def _details(doc: Results) -> str:
+def _details(doc: Results) -> Results:
     head = [
-        "tracker", "req/s", "p50 ms", "p99 ms", "CPU %", "req/CPU-s", "peak RSS MiB",
+        "scenario", "tracker", "req/s", "p50 ms", "p99 ms", "CPU %", "req/CPU-s", "peak RSS MiB",
         "failure reason", "non-200", "socket errors", "server closes", "peers/response",
     ]  # fmt: skip
-    out = [
-        "## Per scenario\n\n"
-        'Errors: bencoded "failure reason" bodies, non-200 statuses, and connect/write/'
-        'timeout errors seen by wrk. "server closes" counts connections the tracker closed '
-        "after answering (wrk reports them as read errors; opentracker closes every one). "
-        f"\\* CPU below {LOAD_BOUND_CPU:.0f}%: the tracker's CPU was not the limit (for "
-        "opentracker, the single-core load generator is: it reconnects for every request).\n"
-    ]
+    rows = []
     for name in _scenario_names(doc):
-        rows = []
         for key in _trackers(doc):
             s = doc["trackers"][key]["scenarios"].get(name)
             if not s:
                 continue
-            socket_errors = sum(s[k] for k in ("err_connect", "err_write", "err_timeout"))
+            cpu = f"{s['cpu_percent']:.0f}" + (" *" if s["cpu_percent"] < LOAD_BOUND_CPU else "")
             rows.append([
-                doc["trackers"][key]["label"], f"{s['rps']:,.0f}",
-                f"{s['lat_p50_us'] / 1000:.2f}", f"{s['lat_p99_us'] / 1000:.2f}",
-                _cpu_cell(s['cpu_percent']), f"{s['requests_per_cpu_second']:,.0f}",
-                f"{s['rss_peak_kib'] / 1024:.1f}", f"{s['failure']:,.0f}",
-                f"{s['bad_status']:,.0f}", f"{socket_errors:,.0f}", f"{s['err_read']:,.0f}",
-                f"{s['avg_peers_returned']:.1f}",
+                name, doc["trackers"][key]["label"], s["rps"], s["lat_p50_us"] / 1000,
+                s["lat_p99_us"] / 1000, cpu, s["requests_per_cpu_second"],
+                s["rss_peak_kib"] / 1024, int(s["failure"]), int(s["bad_status"]),
+                int(sum(s[k] for k in ("err_connect", "err_write", "err_timeout"))),
+                int(s["err_read"]), s["avg_peers_returned"],
             ])  # fmt: skip
-        out.append(f"### {name}\n\n" + _table(head, rows))
-    return "\n".join(out)
+    title = (
+        "Per scenario (\\* below 80 % CPU: something else limited the tracker, for opentracker"
+        " the one-core load generator, as it closes every connection; wrk counts those closes"
+        ' as read errors, here "server closes")'
+    )
+    return table(head, rows, title)
 
 
-def _cpu_cell(percent: float) -> str:
-    # A tracker that is not busy on its core was limited by something else than its CPU.
-    return f"{percent:.0f}" + (" *" if percent < LOAD_BOUND_CPU else "")
-
-
-def _fmt_ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
-def _ratio_tables(doc: Results) -> str:
-    if not doc["ratios"]:
-        return ""
-    out = [
-        "## Our figures as a ratio to each reference\n\n"
-        "ours / reference, same run. Above 1 is better for req/s and req/CPU-s, "
-        "worse for latency, CPU and memory.\n"
-    ]
-    for ours_key, refs in sorted(doc["ratios"].items()):
-        for ref_key in REFERENCES:
-            per_scenario = refs.get(ref_key)
-            if per_scenario is None:
-                continue
-            title = f"### {doc['trackers'][ours_key]['label']} / {ref_key}\n\n"
-            rows = [
-                [name] + [_fmt_ratio(per_scenario[name][f]) for f in RATIO_FIELDS]
-                for name in _scenario_names(doc)
-                if name in per_scenario
-            ]
-            out.append(title + _table(["scenario", *RATIO_FIELDS.values()], rows))
-    return "\n".join(out)
-
-
-def _state(doc: Results) -> str:
+def _state(doc: Results) -> Results | None:
     rows = []
     for key in _trackers(doc):
         t = doc["trackers"][key]
         state = t.get("state")
         if not state:
             continue
-        db = "-"
+        db = None
         if "db_bytes" in state:
             db = (
                 f"{state['db_bytes'] / 2**20:.1f} MiB + {state['wal_bytes'] / 2**20:.1f} MiB WAL, "
                 f"{state['db_bytes_per_peer']:.0f} bytes/peer"
             )
-        prefill = t.get("prefill", {})
-        fills = ", ".join(_prefill_cell(p) for p in prefill.values())
-        rows.append([t["label"], f"{state['stored_peers']:,.0f}", db, fills])
-    if not rows:
-        return ""
-    return (
-        "## Stored state after the largest single swarm\n\n"
-        "Peers summed from scrapes of every benchmark swarm (they differ between trackers "
-        "because a faster tracker serves more of the 1000-swarm announces); database = db + "
-        "WAL file size divided by those peers. Prefill = time to announce the single-swarm "
-        "peers (32 keep-alive connections from a Python loader, numwant=0).\n\n"
-        + _table(["tracker", "stored peers", "database", "prefill"], rows)
+        fills = ", ".join(_prefill_cell(p) for p in t.get("prefill", {}).values())
+        rows.append([t["label"], state["stored_peers"], db, fills])
+    title = (
+        "Stored after the largest single swarm (peers summed from scrapes of every swarm;"
+        " prefill: the single swarms' peers announced from 32 connections, numwant=0)"
     )
+    return table(["tracker", "stored peers", "database", "prefill"], rows, title) if rows else None
 
 
 def _prefill_cell(fill: Results) -> str:
@@ -306,54 +379,31 @@ def _prefill_cell(fill: Results) -> str:
     return text + (f" ({fill['failed']:,.0f} failed)" if fill["failed"] else "")
 
 
-def _notes(doc: Results) -> str:
-    lines = []
-    for tracker in doc["trackers"].values():
-        if "error" in tracker:
-            lines.append(f"- {tracker['label']} failed: {tracker['error'].splitlines()[0]}")
-        for name, reason in tracker.get("skipped_scenarios", {}).items():
-            lines.append(f"- {tracker['label']}, {name}: not measured, {reason}")
-    for key, reason in doc["skipped"].items():
-        lines.append(f"- {key} skipped: {reason}")
-    return "## Problems\n\n" + "\n".join(lines) + "\n" if lines else ""
-
-
-# --- chart ------------------------------------------------------------------------------
-
-
-def chart(doc: Results, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = _scenario_names(doc)
-    keys = _trackers(doc)
-    width = 0.8 / max(1, len(keys))
-    fig, ax = plt.subplots(figsize=(13, 6))
-    for n, key in enumerate(keys):
-        scen = doc["trackers"][key]["scenarios"]
-        values = [scen[name]["ok_rps"] if name in scen else 0 for name in names]
-        xs = [i + (n - (len(keys) - 1) / 2) * width for i in range(len(names))]
-        bars = ax.bar(xs, values, width, label=doc["trackers"][key]["label"])
-        for bar, name in zip(bars, names):
-            if name in scen and scen[name]["cpu_percent"] < LOAD_BOUND_CPU:
-                bar.set_hatch("//")
-    ax.set_yscale("log")
-    ax.set_ylim(top=ax.get_ylim()[1] * 3)  # room for the legend above the bars
-    ax.set_ylabel("successful requests/s (log scale)")
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([textwrap.fill(n, 14) for n in names], fontsize=8)
-    fig.text(
-        0.01,
-        0.01,
-        f"hatched: tracker below {LOAD_BOUND_CPU:.0f}% CPU, limited by something else "
-        "(for opentracker, the one-core load generator)",
-        fontsize=8,
-    )
-    ax.set_title(f"HTTP tracker throughput, one core each ({doc['machine']['date']})")
-    ax.grid(axis="y", which="both", alpha=0.3)
-    ax.legend(loc="upper center", ncol=len(keys))
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def udp_live(runs: dict[str, list[Results]], labels: dict[str, str], title: str) -> Results:
+    """One population's table: every target's rounds, against opentracker and the floor."""
+    reference = runs.get("opentracker")
+    rows = []
+    for key, rounds in runs.items():
+        if not rounds:
+            continue
+        rates = [r["rate"] for r in rounds]
+        versus = None
+        if reference and key != "opentracker":
+            ratio = statistics.median(r["rate"] / ref["rate"] for r, ref in zip(rounds, reference))
+            goal = UDP_GOALS.get(key.removeprefix("ours-")) if key.startswith("ours-") else None
+            verdict = f" ({'PASS' if ratio >= goal else 'FAIL'}: goal {goal}x)" if goal else ""
+            versus = f"{ratio:.2f}x{verdict}"
+        floor = runs.get(f"floor-{key.removeprefix('ours-')}")
+        of_floor = None
+        if floor and key.startswith("ours-"):
+            of_floor = statistics.median(r["rate"] / f["rate"] for r, f in zip(rounds, floor))
+        rows.append([
+            labels[key], statistics.median(rates), ", ".join(f"{rate:,.0f}" for rate in rates),
+            versus, of_floor,
+            f"{statistics.median(r['p50_us'] for r in rounds) / 1000:.2f} / "
+            f"{statistics.median(r['p99_us'] for r in rounds) / 1000:.2f} ms",
+            int(sum(r["timeouts"] for r in rounds)),
+        ])  # fmt: skip
+    head = ["tracker", "announces/s (median)", "each round", "vs opentracker (median of rounds)",
+            "vs the UDP floor", "p50 / p99 latency", "timeouts"]  # fmt: skip
+    return table(head, rows, title)

@@ -21,10 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from tracker.core.config import TrackerConfig
-from tracker.daemon.service import TrackerService
-from tracker.http.resource import TrackerResource
-from tracker.store.sqlite import SQLitePeerStore
+from tracker import SQLitePeerStore, TrackerConfig, TrackerResource, TrackerService
 
 log = Logger()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tracker.core.announce import NONE, AnnounceRequest
+from tracker.core.swarms import SwarmIndex
 from tracker.ops.passkeys import Passkeys
 
 
@@ -49,3 +50,41 @@ def totals(passkeys: Passkeys, passkey: bytes) -> list[int]:
     """A passkey's [uploaded, downloaded] as credited so far."""
     ledger = passkeys.ledgers[passkey]
     return [ledger.uploaded, ledger.downloaded]
+
+
+Peer = tuple[bytes, bytes, int, int, int, int]
+
+
+def index_state(index: SwarmIndex) -> dict[bytes, tuple[int, set[Peer]]]:
+    """
+    Everything the index holds, in a form that compares equal whatever the peers' order; checks
+    on the way that the index is whole: each group's arrays hold one entry per peer, its
+    addresses one address of the group's width per peer, and each swarm's dict of places says
+    where every peer is.
+    """
+    found = {}
+    for hash_, swarm in index.swarms.items():
+        peers = set()
+        places = {}
+        for slot, group in enumerate(swarm.groups):
+            if group is None:
+                continue
+            count = len(group.ids)
+            assert group.width == (18 if slot & 1 else 6), (hash_, slot, group.width)
+            assert len(group.addresses) == count * group.width, (hash_, slot)
+            assert len(group.seen) == len(group.completed) == len(group.keys) == count
+            for position, member in enumerate(group.ids):
+                places[member] = position << 2 | slot
+                address = bytes(
+                    group.addresses[position * group.width : (position + 1) * group.width]
+                )
+                peers.add(
+                    (
+                        member, address, slot, group.seen[position], group.completed[position],
+                        group.keys[position],
+                    )
+                )  # fmt: skip
+        assert swarm.places == places
+        if peers or swarm.downloaded:
+            found[hash_] = (swarm.downloaded, peers)
+    return found

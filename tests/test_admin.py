@@ -6,16 +6,19 @@ import http.client
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import fail, inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.helpers import info_hash
+from tests.test_network import exchange
+from tests.test_resource import LogCapture
 from tracker.ops.access import AccessList
 from tracker.ops.admin import AdminResource, AdminSite
 from tracker.ops.passkeys import Passkeys
@@ -46,6 +49,20 @@ def call(
         response = connection.getresponse()
         assert response.getheader("Content-Type") == "application/json"
         return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def call_with_header(
+    port: int, method: str, path: str, body: Any, header: str
+) -> tuple[int, Any, str | None]:
+    """One request with the token; the status, decoded JSON and one header of the answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer " + TOKEN.decode()}
+        connection.request(method, path, body=json.dumps(body).encode(), headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read()), response.getheader(header)
     finally:
         connection.close()
 
@@ -116,6 +133,26 @@ class AdminTests(TestCase):
         for header in [b"bearer " + TOKEN, b"BEARER  " + TOKEN, b"Basic " + TOKEN, TOKEN]:
             status, _ = yield deferToThread(_raw_get, self.port, header)
             self.assertEqual(status, 200 if header.lower().startswith(b"bearer") else 401)
+
+    @inlineCallbacks
+    def test_failing_disk_is_503(self) -> Any:
+        """A change the database cannot write (the disk full, or an I/O error) is answered 503
+        with Retry-After, and changes nothing: the client may try again later."""
+
+        def full(*args: Any) -> Any:
+            return fail(sqlite3.OperationalError("database or disk is full"))
+
+        self.patch(self.store, "list_torrent", full)
+        self.patch(self.store, "add_passkey", full)
+        for path, body in (("/torrents", {"info_hash": HEX2}), ("/passkeys", {})):
+            status, reply, retry = yield deferToThread(
+                call_with_header, self.port, "POST", path, body, "Retry-After"
+            )
+            self.assertEqual(status, 503)
+            self.assertIn("the database cannot be written (disk full)", reply["error"])
+            self.assertEqual(retry, "60")
+        self.assertFalse(self.access.allows(info_hash(2)))
+        self.assertEqual(list(self.passkeys.ledgers), [KEY.encode()])
 
     @inlineCallbacks
     def test_stats(self) -> Any:
@@ -213,6 +250,28 @@ class AdminTests(TestCase):
             self.assertIn(message, reply["error"])
         self.assertEqual(self.store.listed[WHITELIST], set())
         self.assertEqual(len(self.passkeys.ledgers), 1)
+
+    @inlineCallbacks
+    def test_unreadable_content_type(self) -> Any:
+        """A POST whose Content-Type holds a byte Python reads as a line break (which made
+        Twisted's parser raise out of the connection, closing it without an answer and logging
+        a traceback) gets 400 with a JSON error, changes nothing and logs nothing."""
+        captured = LogCapture(self)
+        body = json.dumps({"info_hash": HEX2}).encode()
+        for byte in b"\x0b\x0c\x1c\x1d\x1e\x85":
+            request = (
+                b"POST /torrents HTTP/1.1\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Type: application/%cjson\r\nContent-Length: %d\r\n\r\n%s"
+                % (TOKEN, byte, len(body), body)
+            )
+            reply = yield deferToThread(exchange, "127.0.0.1", self.port, request)
+            self.assertEqual(reply.status, 400)
+            self.assertEqual(reply.headers[b"content-type"], b"application/json")
+            self.assertIn("Content-Type", json.loads(reply.body)["error"])
+        self.assertEqual(captured.failures(), [])
+        self.assertEqual(self.store.listed[WHITELIST], set())
+        status, _ = yield self.call("POST", "/torrents", {"info_hash": HEX2})
+        self.assertEqual(status, 201)
 
     @inlineCallbacks
     def test_features_off(self) -> Any:

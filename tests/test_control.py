@@ -1,4 +1,7 @@
-"""The access service: loading the stored state, SIGHUP, and the last write at stop."""
+"""
+The access service: loading the stored state, SIGHUP, and the last write at stop; SIGHUP with
+nothing to reload, and SIGTERM's exit status.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,15 @@ import tempfile
 from types import FrameType
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import info_hash, totals
 from tracker.ops.access import AccessList
-from tracker.ops.control import AccessService
+from tracker.ops.control import AccessService, HangupService, exit_zero_on_sigterm
 from tracker.ops.passkeys import Passkeys
 from tracker.store.access import WHITELIST, Account, MemoryAccessStore, StoredAccess
 
@@ -104,3 +108,70 @@ class AccessServiceTests(SynchronousTestCase):
         service.startService()
         self.assertIs(signal.getsignal(signal.SIGHUP), before)
         service.stopService()
+
+
+class HangupServiceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = _Reactor()
+        original = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, original)
+        self.logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+
+    def hang_up(self) -> None:
+        """SIGHUP to this process, and the work it handed the reactor done."""
+        os.kill(os.getpid(), signal.SIGHUP)
+        calls, self.reactor.from_thread = self.reactor.from_thread, []
+        for call in calls:
+            call()
+
+    def lines(self) -> list[str]:
+        return [formatEvent(event) for event in self.logged if "log_format" in event]
+
+    def test_nothing_to_reload(self) -> None:
+        """Without anything to reload, SIGHUP is still handled: one line says so, each time,
+        and the process carries on; stopping puts the previous handler back."""
+        before = signal.getsignal(signal.SIGHUP)
+        service = HangupService(self.reactor)
+        service.startService()
+        self.assertIsNot(signal.getsignal(signal.SIGHUP), before)
+        self.hang_up()
+        self.hang_up()
+        self.assertEqual(self.lines(), ["SIGHUP: nothing to reload; carrying on"] * 2)
+        service.stopService()
+        self.assertIs(signal.getsignal(signal.SIGHUP), before)
+
+    def test_reload(self) -> None:
+        """With something to reload, SIGHUP reloads it on the reactor's thread; a reload that
+        fails is logged and the handler stays."""
+        reloads: list[int] = []
+
+        def reload() -> Deferred[None]:
+            reloads.append(1)
+            if len(reloads) == 2:
+                return fail(RuntimeError("disk on fire"))
+            return succeed(None)
+
+        service = HangupService(self.reactor, reload)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.hang_up()
+        self.hang_up()
+        self.hang_up()
+        self.assertEqual(len(reloads), 3)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIn("SIGHUP: the reload failed; carrying on", self.lines())
+
+
+class SigtermTests(SynchronousTestCase):
+    def test_exit_status_zero(self) -> None:
+        """After a shutdown that SIGTERM asked for, the reactor no longer asks twistd to die of
+        the signal (it exits 0); after one that SIGINT asked for, it still does."""
+        for number, left in [(signal.SIGTERM, None), (signal.SIGINT, signal.SIGINT)]:
+            reactor = MemoryReactorClock()
+            exit_zero_on_sigterm(reactor)
+            [(forget, args, kwargs)] = reactor.triggers["after"]["shutdown"]
+            reactor._exitSignal = number  # type: ignore[attr-defined]
+            forget(*args, **kwargs)
+            self.assertEqual(reactor._exitSignal, left)  # type: ignore[attr-defined]

@@ -139,10 +139,14 @@ def _when_up(url: str, process: Any, deadline: float) -> tuple[int, bytes]:
             time.sleep(0.1)
 
 
-class ReadmeTests(TestCase):
-    def test_readme_shows_the_example_as_it_is(self) -> None:
-        """The README's embedding program is examples/embedded_site.py, line for line."""
-        with open(os.path.join(os.path.dirname(EXAMPLE), "..", "README.md")) as f:
-            readme = f.read()
+class DocumentationTests(TestCase):
+    def test_embedding_guide_quotes_the_example_as_it_is(self) -> None:
+        """Every program excerpt in docs/embedding.md is in examples/embedded_site.py verbatim."""
+        with open(os.path.join(os.path.dirname(EXAMPLE), "..", "docs", "embedding.md")) as f:
+            guide = f.read()
         with open(EXAMPLE) as f:
-            self.assertIn("```python\n" + f.read() + "```\n", readme)
+            example = f.read()
+        excerpts = guide.split("```python\n")[1:]
+        self.assertTrue(excerpts, "docs/embedding.md quotes no part of the example")
+        for excerpt in excerpts:
+            self.assertIn(excerpt.split("```\n")[0], example)

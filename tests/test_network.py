@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web import http
 
 from tests.helpers import info_hash, peer_id
+from tests.test_resource import LogCapture
 from tracker.core.bencode import bdecode
 from tracker.core.config import TrackerConfig
 from tracker.http.resource import TrackerResource
@@ -297,6 +298,25 @@ class AbuseTests(NetworkTestCase):
         reply = yield deferToThread(post)
         self.assertEqual(reply.status, 413)
         self.assertIn(b"failure reason", reply.decoded())
+        yield self.assertStillServing(port)
+
+    @inlineCallbacks
+    def test_unreadable_content_type_refused(self) -> Any:
+        """A POST whose Content-Type holds a byte Python reads as a line break (which made
+        Twisted's parser raise out of the connection, closing it without an answer and logging
+        a traceback) gets 400 and a bencoded reason, and nothing is logged; the next client is
+        served."""
+        port = self.listen("127.0.0.1")
+        captured = LogCapture(self)
+        for byte in b"\x0b\x0c\x1c\x1d\x1e\x85":
+            request = (
+                b"POST /announce HTTP/1.1\r\nContent-Type: application/x-www-form-%c"
+                b"urlencoded\r\nContent-Length: 3\r\n\r\na=b" % byte
+            )
+            reply = yield deferToThread(exchange, "127.0.0.1", port, request)
+            self.assertEqual(reply.status, 400, byte)
+            self.assertIn(b"Content-Type", reply.decoded()[b"failure reason"])
+        self.assertEqual(captured.failures(), [])
         yield self.assertStillServing(port)
 
     @inlineCallbacks

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sqlite3
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import announce, info_hash, totals
@@ -17,7 +19,7 @@ from tracker.core.announce import COMPLETED, NONE, STARTED, STOPPED, AnnounceReq
 from tracker.core.errors import KeyMismatch
 from tracker.core.swarms import SwarmIndex
 from tracker.ops.passkeys import PasskeyError, Passkeys, check_passkey, new_passkey
-from tracker.store.access import Account, MemoryAccessStore, Transfers
+from tracker.store.access import Account, MemoryAccessStore, Totals
 
 KEY = b"k" * 32
 OTHER = b"o" * 32
@@ -41,12 +43,13 @@ class _CountingStore(MemoryAccessStore):
         super().__init__()
         self.writes: list[dict[bytes, tuple[int, int]]] = []
         self.failing = False
+        self.error: Exception = OSError("disk full")
 
-    def add_transfers(self, transfers: Transfers) -> Deferred[None]:
-        self.writes.append(dict(transfers))
+    def write_totals(self, totals: Totals) -> Deferred[None]:
+        self.writes.append(dict(totals))
         if self.failing:
-            return fail(OSError("disk full"))
-        return super().add_transfers(transfers)
+            return fail(self.error)
+        return super().write_totals(totals)
 
 
 class PasskeyTestCase(SynchronousTestCase):
@@ -205,7 +208,7 @@ class FlushTests(PasskeyTestCase):
             self.record(OTHER, report(0, n * 5, peer=2))
         self.assertEqual(self.store.writes, [])
         self.clock.advance(1)
-        self.assertEqual(self.store.writes, [{KEY: (990, 0), OTHER: (0, 495)}])
+        self.assertEqual(self.store.writes, [{KEY: (1090, 200), OTHER: (0, 495)}])
         self.assertEqual(self.store.passkeys[KEY].uploaded, 100 + 990)
         self.clock.advance(10)
         self.assertEqual(len(self.store.writes), 1)
@@ -222,15 +225,34 @@ class FlushTests(PasskeyTestCase):
         self.store.failing = False
         self.record(KEY, report(35, 0))
         self.clock.advance(1)
-        self.assertEqual(self.store.writes[-1], {KEY: (25, 0)})
+        self.assertEqual(self.store.writes[-1], {KEY: (125, 200)})
         self.assertEqual(self.store.passkeys[KEY].uploaded, 125)
+
+    def test_failing_disk_logged_once_a_minute(self) -> None:
+        """While the disk fails, the log says so once (one line, no traceback), at most once a
+        minute after, and once when writes work again; the totals written then are whole."""
+        log = LogCapture(self)
+        self.store.error = sqlite3.OperationalError("database or disk is full")
+        self.store.failing = True
+        for n in range(1, 301):
+            self.record(KEY, report(n * 10, 0))
+            self.clock.advance(1)
+        errors = [e for e in log.events if e["log_level"] == LogLevel.error]
+        self.assertEqual(len(errors), 1 + 299 // 60)
+        self.assertEqual(log.failures(), [])
+        self.store.failing = False
+        self.record(KEY, report(3010, 0))
+        self.clock.advance(1)
+        self.assertEqual(self.store.writes[-1], {KEY: (100 + 3000, 200)})
+        infos = [e for e in log.events if e["log_level"] == LogLevel.info]
+        self.assertEqual(len(infos), 1)
 
     def test_stop_writes_the_rest(self) -> None:
         """Stopping writes what is pending at once, and nothing is scheduled after."""
         self.record(KEY, report(10, 0))
         self.record(KEY, report(30, 0))
         self.successResultOf(self.passkeys.stop())
-        self.assertEqual(self.store.writes, [{KEY: (20, 0)}])
+        self.assertEqual(self.store.writes, [{KEY: (120, 200)}])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 

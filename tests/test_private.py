@@ -10,7 +10,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
 
 from tests.helpers import info_hash, totals
 from tests.test_network import get
@@ -72,6 +74,39 @@ class PrivateResourceTests(ResourceTestCase):
         for path in [b"/" + KEY, b"/" + KEY + b"/other", b"/" + KEY + b"/"]:
             self.assertIn(PRIVATE, self.assertTrackerFailure(self.get(path), 404))
         self.assertEqual(self.store.scrape([info_hash(1)])[info_hash(1)].incomplete, 0)
+
+    def test_passkey_never_logged(self) -> None:
+        """A refused request is logged with the path to its endpoint, C{<passkey>} in place of
+        the passkey, known or not, and nothing after: never a passkey (as good as a password),
+        even one a client set up for another tracker's scheme puts in the query or past the
+        endpoint."""
+        captured = LogCapture(self)
+        self.assertTrackerFailure(self.private_announce(KEY, 1, port=0))
+        self.assertTrackerFailure(self.get(b"/" + KEY + b"/scrape?info_hash=short"))
+        self.assertTrackerFailure(self.private_announce(b"y" * 32, 1))
+        self.assertTrackerFailure(self.get(b"/announce?passkey=" + KEY))
+        self.assertTrackerFailure(self.get(b"/announce/" + KEY + b"?" + announce_query(1)))
+        # Mounted below another resource, as an embedding application does.
+        host = Resource()
+        host.putChild(b"tracker", self.root())
+        mounted = self.get(b"/tracker/" + KEY + b"/announce?port=0", root=host)
+        self.assertTrackerFailure(mounted)
+        logged = [formatEvent(event) for event in captured.events]
+        for text in logged:
+            self.assertNotIn(KEY.decode(), text)
+            self.assertNotIn("y" * 32, text)
+        self.assertEqual(
+            [text.partition(":")[0] for text in logged],
+            [
+                "refused b'/<passkey>/announce'",
+                "refused b'/<passkey>/scrape'",
+                "refused b'/<passkey>/announce'",
+                "refused b'/announce'",
+                "refused b'/announce'",
+                "refused b'/tracker/<passkey>/announce'",
+            ],
+        )
+        self.assertIn("'port' must be between 1 and 65535", logged[0])
 
     def test_transfers_credited(self) -> None:
         """Announces credit their passkey with what they report moving, as deltas."""

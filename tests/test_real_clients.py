@@ -1,7 +1,8 @@
 """Real BitTorrent clients exchanging a file through the tracker.
 
 Each test starts the tracker, seeds a 4 MiB random file with one client
-implementation and downloads it with another.  All clients are bound to
+implementation and downloads it with another (or another instance of the
+same).  All clients are bound to
 127.0.0.1 with DHT, PEX, local peer discovery and port mapping off, and the
 torrent is private, so the only way the leecher and the seeder can meet is
 the tracker's peer list.  The download is checked byte for byte (SHA-256).
@@ -12,15 +13,20 @@ on the same port, so that the peers must find each other over ``udp://``.
 Either way the assertions read the swarm's counters over HTTP scrape: a swarm
 is one swarm, whatever protocol its peers announce with.
 
-The clients come from ``.ci/install-clients.sh``.  A missing client skips its
-tests with a loud reason, unless REALCLIENTS_REQUIRED=1 is set (as in CI),
+The tests write the .torrent themselves (``tests/realclients/metainfo.py``),
+so each test needs only the clients it drives: aria2 and Transmission from
+Debian (``.ci/install-clients.sh``), libtorrent's Python bindings from the
+test extra where PyPI has their wheel.  A missing client skips its tests with
+a loud reason naming the remedy, unless CI or REALCLIENTS_REQUIRED=1 is set,
 which turns the skip into a failure.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import platform
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +34,7 @@ import pytest
 from tests.realclients.aria2 import aria2c_path
 from tests.realclients.compact_proxy import CompactZeroProxy
 from tests.realclients.lt_peer import libtorrent_version
-from tests.realclients.payload import Payload, make_payload
+from tests.realclients.payload import PIECE_SIZE, Payload, make_payload
 from tests.realclients.swarm import Swarm
 from tests.realclients.tracker import RunningTracker, describe, start_tracker
 from tests.realclients.transmission import transmission_cli_path
@@ -37,31 +43,60 @@ from tracker.core.bencode import bdecode
 pytestmark = pytest.mark.realclient
 
 
-def _require(available: bool, client: str) -> None:
-    """Skip (or, when clients are required, fail) if ``client`` is missing."""
-    if available:
-        return
-    message = (
-        f"!!! REAL-CLIENT TEST NOT RUN: {client} is not installed. "
-        f"Run .ci/install-clients.sh as root to install it. !!!"
+#: libtorrent's Python bindings come from the test extra (pyproject.toml) where PyPI has a wheel.
+LIBTORRENT_WHEELS = "CPython 3.9 to 3.13 on Linux x86_64"
+
+
+def clients_required() -> bool:
+    """Whether a missing client fails its tests instead of skipping them: in CI."""
+    return os.environ.get("REALCLIENTS_REQUIRED") == "1" or bool(os.environ.get("CI"))
+
+
+def libtorrent_advice() -> str:
+    """How to get libtorrent's bindings into the Python running the tests, or why there are none."""
+    wheel_exists = (
+        platform.python_implementation() == "CPython"
+        and sys.platform == "linux"
+        and platform.machine() == "x86_64"
+        and (3, 9) <= sys.version_info[:2] <= (3, 13)
     )
-    if os.environ.get("REALCLIENTS_REQUIRED") == "1":
+    if wheel_exists:
+        return f"{sys.executable} -m pip install '.[test]' installs it (the test extra holds it)"
+    return (
+        f"PyPI has its wheel for {LIBTORRENT_WHEELS} only, not for"
+        f" {platform.python_implementation()} {platform.python_version()} on"
+        f" {sys.platform} {platform.machine()}"
+    )
+
+
+#: Each client: whether it is installed, and what to do when it is not.
+CLIENTS: dict[str, tuple[Callable[[], bool], Callable[[], str]]] = {
+    "libtorrent": (lambda: libtorrent_version() is not None, libtorrent_advice),
+    "aria2": (lambda: aria2c_path() is not None, lambda: "apt-get install aria2 (as root)"),
+    "transmission": (
+        lambda: transmission_cli_path() is not None,
+        lambda: "apt-get install transmission-cli (as root)",
+    ),
+}
+
+
+def needs(*clients: str) -> pytest.MarkDecorator:
+    """The clients a test drives; checked before its tracker starts."""
+    return pytest.mark.clients(*clients)
+
+
+@pytest.fixture(autouse=True)
+def _clients_installed(request: pytest.FixtureRequest) -> None:
+    """Skip (in CI: fail) a test whose clients are not installed, each named with its remedy."""
+    marker = request.node.get_closest_marker("clients")
+    missing = [name for name in marker.args if not CLIENTS[name][0]()] if marker else []
+    if not missing:
+        return
+    reasons = "; ".join(f"{name} is not installed: {CLIENTS[name][1]()}" for name in missing)
+    message = f"!!! REAL-CLIENT TEST NOT RUN: {reasons} !!!"
+    if clients_required():
         pytest.fail(message)
     pytest.skip(message)
-
-
-def require_libtorrent() -> None:
-    _require(libtorrent_version() is not None, "libtorrent (pip install libtorrent)")
-
-
-def require_aria2() -> None:
-    _require(aria2c_path() is not None, "aria2c (apt-get install aria2)")
-
-
-def require_transmission() -> None:
-    _require(
-        transmission_cli_path() is not None, "transmission-cli (apt-get install transmission-cli)"
-    )
 
 
 @pytest.fixture
@@ -91,8 +126,6 @@ def payload(tmp_path: Path, tracker: RunningTracker, scheme: str) -> Payload:
     The torrent names exactly one tracker URL, over ``scheme``: with "udp"
     there is no HTTP URL a client could fall back to.
     """
-    # libtorrent builds the torrent, so every test needs it.
-    require_libtorrent()
     urls = {"http": tracker.announce_url, "udp": tracker.udp_announce_url}
     made = make_payload(tmp_path / "seed", urls[scheme])
     assert torrent_trackers(made) == [urls[scheme]], "the torrent must name one tracker"
@@ -122,13 +155,13 @@ def torrent_trackers(payload: Payload) -> list[str]:
 
 
 @over_http_and_udp
+@needs("libtorrent", "aria2")
 def test_libtorrent_seeder_to_aria2_leecher(swarm: Swarm, payload: Payload, tmp_path: Path) -> None:
     """aria2 finds a libtorrent seeder through the tracker and downloads the file intact.
 
     aria2 leaves as soon as it is done; its 'stopped' announce must take it
     out of the swarm, leaving the seeder alone in the scrape counts.
     """
-    require_aria2()
     swarm.libtorrent("lt-seeder", seed_dir(payload))
     swarm.wait_for_seeder()
 
@@ -144,13 +177,13 @@ def test_libtorrent_seeder_to_aria2_leecher(swarm: Swarm, payload: Payload, tmp_
 
 
 @over_http_and_udp
+@needs("aria2", "libtorrent")
 def test_aria2_seeder_to_libtorrent_leecher(swarm: Swarm, payload: Payload, tmp_path: Path) -> None:
     """libtorrent finds an aria2 seeder through the tracker and downloads the file intact.
 
     libtorrent announces 'completed' when done, which the tracker counts:
     two seeders and one completed download.
     """
-    require_aria2()
     swarm.aria2("aria2-seeder", seed_dir(payload), seed=True)
     swarm.wait_for_seeder()
 
@@ -165,11 +198,11 @@ def test_aria2_seeder_to_libtorrent_leecher(swarm: Swarm, payload: Payload, tmp_
 
 
 @over_http_and_udp
+@needs("transmission", "libtorrent")
 def test_transmission_seeder_to_libtorrent_leecher(
     swarm: Swarm, payload: Payload, tmp_path: Path
 ) -> None:
     """libtorrent finds a Transmission seeder through the tracker and downloads the file intact."""
-    require_transmission()
     swarm.transmission("transmission-seeder", seed_dir(payload), seed=True)
     swarm.wait_for_seeder()
 
@@ -179,12 +212,34 @@ def test_transmission_seeder_to_libtorrent_leecher(
 
 
 @over_http_and_udp
+@needs("aria2")
+def test_aria2_seeder_to_aria2_leecher(swarm: Swarm, payload: Payload, tmp_path: Path) -> None:
+    """One aria2 downloads the file intact from another that it found through the tracker.
+
+    The pair needs nothing but aria2: the torrent is written by the tests
+    themselves.  The leecher's 'stopped' announce on the way out leaves the
+    seeder alone in the scrape counts.
+    """
+    swarm.aria2("aria2-seeder", seed_dir(payload), seed=True)
+    swarm.wait_for_seeder()
+
+    leech_dir = tmp_path / "leech"
+    leecher = swarm.aria2("aria2-leecher", leech_dir, seed=False)
+    swarm.wait_for_download(leech_dir)
+
+    assert leecher.wait(15.0) == 0, swarm.diagnostics()
+    swarm.wait_for_scrape(
+        "the tracker to drop the aria2 leecher after its 'stopped' announce",
+        lambda stats: stats.get("complete") == 1 and stats.get("incomplete") == 0,
+    )
+
+
+@over_http_and_udp
+@needs("transmission", "aria2")
 def test_transmission_seeder_to_aria2_leecher(
     swarm: Swarm, payload: Payload, tmp_path: Path
 ) -> None:
     """aria2 finds a Transmission seeder through the tracker and downloads the file intact."""
-    require_transmission()
-    require_aria2()
     swarm.transmission("transmission-seeder", seed_dir(payload), seed=True)
     swarm.wait_for_seeder()
 
@@ -195,6 +250,7 @@ def test_transmission_seeder_to_aria2_leecher(
 
 
 @over_http_and_udp
+@needs("libtorrent", "transmission")
 def test_libtorrent_seeder_to_transmission_leecher(
     swarm: Swarm, payload: Payload, tmp_path: Path
 ) -> None:
@@ -204,7 +260,6 @@ def test_libtorrent_seeder_to_transmission_leecher(
     peer list has to work in the other direction: the seeder re-announces,
     receives the leecher's address and port, and connects to it.
     """
-    require_transmission()
     seeder = swarm.libtorrent("lt-seeder", seed_dir(payload))
     swarm.wait_for_seeder()
 
@@ -218,6 +273,7 @@ def test_libtorrent_seeder_to_transmission_leecher(
     )
 
 
+@needs("aria2", "libtorrent")
 def test_non_compact_peer_list_aria2_seeder_to_libtorrent_leecher(
     swarm: Swarm, payload: Payload, tmp_path: Path
 ) -> None:
@@ -228,7 +284,6 @@ def test_non_compact_peer_list_aria2_seeder_to_libtorrent_leecher(
     The tracker must then answer with a list of dictionaries holding the
     seeder's ip and port, and libtorrent must be able to use it.
     """
-    require_aria2()
     swarm.aria2("aria2-seeder", seed_dir(payload), seed=True)
     swarm.wait_for_seeder()
 
@@ -248,3 +303,19 @@ def test_non_compact_peer_list_aria2_seeder_to_libtorrent_leecher(
     addresses = {(peer.get(b"ip"), peer.get(b"port")) for peer in peers}
     seeder = (b"127.0.0.1", swarm.listen_ports["aria2-seeder"])
     assert seeder in addresses, describe(response)
+
+
+@needs("libtorrent")
+def test_torrent_as_libtorrent_reads_it(payload: Payload) -> None:
+    """libtorrent reads the torrent the tests write as they mean it: the same info hash, one
+    file of the payload's size in 16 pieces, private, and the one announce URL."""
+    import libtorrent as lt
+
+    params = lt.load_torrent_file(str(payload.torrent))
+    info = params.ti
+    assert bytes.fromhex(str(info.info_hashes().v1)) == payload.info_hash
+    assert info.num_files() == 1
+    assert info.total_size() == payload.size
+    assert info.num_pieces() == payload.size // PIECE_SIZE
+    assert info.priv()
+    assert list(params.trackers) == [payload.announce_url]

@@ -15,14 +15,14 @@ from tests.helpers import announce, info_hash
 from tests.test_resource import ResourceTestCase, announce_query, scrape_query
 from tests.test_udp import announce_packet, connect_packet, scrape_packet
 from tracker.core.config import TrackerConfig
-from tracker.core.meters import MAX_REASONS, OTHER_REASONS, Histogram, Refusals
+from tracker.core.meters import MAX_REASONS, OTHER_REASONS, CommitMeter, Histogram, Refusals
 from tracker.core.swarms import SwarmIndex
 from tracker.daemon.service import TrackerService
 from tracker.http.resource import TrackerResource
 from tracker.ops.census import STEP, Census, walk
 from tracker.ops.metrics import registry
 from tracker.ops.stats import HISTORY, SAMPLE_EVERY, TrackerStats
-from tracker.ops.statspage import render_chart
+from tracker.ops.statspage import render_chart, render_page
 from tracker.store.memory import MemoryPeerStore
 from tracker.udp.protocol import UDPTracker
 
@@ -405,3 +405,79 @@ class MetricsTests(TestCase):
             (("kind", "scrape"), ("protocol", "http"), ("result", "ok")),
         )
         self.assertEqual((metrics(first)[key], metrics(second)[key]), (1, 2))
+
+
+class _CommittingStore(MemoryPeerStore):
+    """A store that makes group commits, with their meter for a test to set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits = CommitMeter(unwritten_limit=64 * 1024 * 1024)  # type: ignore[assignment]
+
+
+class DatabaseHealthTests(TestCase):
+    """Whether the store's writes work, in /metrics, /stats.json and /stats."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.store = _CommittingStore()
+        self.stats = TrackerStats(self.store, self.clock)
+
+    def failing(self) -> None:
+        commits = self.store.commits
+        commits.failing_since = START - 90
+        commits.error = "database or disk is full (SQLITE_FULL)"
+        commits.failures = 4
+        commits.unwritten = 123_456
+
+    def test_healthy(self) -> None:
+        """While commits work, /metrics says healthy with nothing waiting, and /stats shows no
+        warning."""
+        found = metrics(self.stats)
+        self.assertEqual(found[("tracker_db_healthy", ())], 1)
+        self.assertEqual(found[("tracker_db_unwritten_bytes", ())], 0)
+        self.assertEqual(found[("tracker_db_rewrite_pending", ())], 0)
+        database = self.stats.snapshot()["database"]
+        self.assertEqual((database["healthy"], database["failing_since"]), (True, None))
+        self.assertNotIn('id="database"', render_page(self.stats.snapshot()))
+
+    def test_failing(self) -> None:
+        """While commits fail, /metrics says unhealthy with the bytes waiting beside the
+        failures; /stats.json says since when and why; /stats shows it in a line that
+        stands out."""
+        self.failing()
+        found = metrics(self.stats)
+        self.assertEqual(found[("tracker_db_healthy", ())], 0)
+        self.assertEqual(found[("tracker_db_unwritten_bytes", ())], 123_456)
+        self.assertEqual(found[("tracker_db_commit_failures_total", ())], 4)
+        snapshot = json.loads(json.dumps(self.stats.snapshot()))
+        database = snapshot["database"]
+        self.assertEqual(database["healthy"], False)
+        self.assertEqual(database["failing_since"], START - 90)
+        self.assertEqual(database["unwritten_bytes"], 123_456)
+        self.assertEqual(database["error"], "database or disk is full (SQLITE_FULL)")
+        page = render_page(snapshot)
+        line = page[page.index('<p class="alert" id="database"') :]
+        line = line[: line.index("</p>")]
+        self.assertIn("Database writes failing since 13:45:10 UTC", line)
+        self.assertIn("123,456 bytes of changes waiting", line)
+        self.assertIn("database or disk is full", line)
+        self.assertNotIn("dropped", line)
+
+    def test_dropped(self) -> None:
+        """Once kept changes were dropped past the limit, every report says the whole index
+        is to be written again, until it is."""
+        self.failing()
+        commits = self.store.commits
+        commits.rewrite_pending = True
+        commits.dropped = 70_000_000
+        found = metrics(self.stats)
+        self.assertEqual(found[("tracker_db_rewrite_pending", ())], 1)
+        self.assertEqual(found[("tracker_db_unwritten_dropped_bytes_total", ())], 70_000_000)
+        self.assertIn("the whole index will be written again", render_page(self.stats.snapshot()))
+        commits.failing_since = None
+        page = render_page(self.stats.snapshot())
+        self.assertIn("Database writes work again: the whole index is being written", page)
+        commits.rewrite_pending = False
+        self.assertNotIn('id="database"', render_page(self.stats.snapshot()))

@@ -142,3 +142,21 @@ class FullScrapeOverNetworkTests(LiveTracker):
         self.assertEqual(gzip.decompress(zipped.body), plain.body)
         files = bdecode(plain.body)[b"files"]  # type: ignore[index]
         self.assertEqual(sorted(files), sorted(info_hash(t) for t in range(1, 40)))
+
+
+class FiguresMethodsTests(LiveTracker):
+    @inlineCallbacks
+    def test_other_methods_get_405(self) -> Any:
+        """/stats, /stats.json and /metrics answer any method but GET and HEAD with 405 and an
+        Allow header, never plain twisted.web's 501, which monitors read as an outage; the
+        figures are still served after."""
+        for path in (b"/stats", b"/stats.json", b"/metrics"):
+            for method in (b"PUT", b"DELETE", b"OPTIONS", b"POST", b"G#ET"):
+                request = b"%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" % (method, path)
+                reply = yield deferToThread(
+                    exchange, HOST, self.port, request + b"Content-Length: 0\r\n\r\n"
+                )
+                self.assertEqual((reply.status, method, path), (405, method, path))
+                self.assertEqual(reply.headers[b"allow"], b"GET, HEAD")
+            served = yield self.get(path)
+            self.assertEqual(served.status, 200)

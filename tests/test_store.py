@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash, peer_id
@@ -22,6 +25,7 @@ from tracker.core.journal import KEYLESS_PEER, JournalError, replay
 from tracker.core.swarms import SwarmIndex
 from tracker.store import schema
 from tracker.store import sqlite as sqlite_store
+from tracker.store.lock import DatabaseInUse
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.schema import SCHEMA_VERSION, SchemaError
 from tracker.store.sqlite import SQLitePeerStore
@@ -75,6 +79,15 @@ class SQLiteStoreTests(StoreContract, TestCase):
         finally:
             connection.close()
         self.assertEqual((mode, version), ("wal", SCHEMA_VERSION))
+
+    @inlineCallbacks
+    def test_commits_wait_for_fsync(self) -> Any:
+        """Each commit waits for its fsync (synchronous=FULL), so that a failed fsync fails the
+        commit whose changes the store still holds, rather than a later checkpoint of SQLite's
+        that ignores the failure."""
+        store = yield self.started_store()
+        synchronous = yield store.run(lambda c: c.execute("PRAGMA synchronous").fetchall()[0][0])
+        self.assertEqual(synchronous, 2)
 
     @inlineCallbacks
     def test_new_database_has_large_pages(self) -> Any:
@@ -153,6 +166,96 @@ class SQLiteStoreTests(StoreContract, TestCase):
         with self.assertRaises(StoreStopped):
             yield store.announce(announce(2), 1000)
 
+    @inlineCallbacks
+    def test_peers_stay_in_the_mode_that_stored_them(self) -> Any:
+        """A store started private on a file a public tracker used forgets its peers, keeping
+        the completion counts, with one log line saying so; the forgetting is in the file, so
+        a restart brings them back neither; and the way back from private to public is the
+        same. A restart in the same mode keeps every peer."""
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def forgotten_lines() -> list[str]:
+            lines = [formatEvent(e) for e in events if "forgotten" in (e.get("log_format") or "")]
+            del events[:]
+            return lines
+
+        public = SQLitePeerStore(self._path, reactor)
+        yield public.start()
+        public.announce(announce(1, left=0, event=COMPLETED), 1000)
+        public.announce(announce(2), 1000)
+        public.announce(announce(3, torrent=2), 1000)
+        yield public.stop()
+
+        private = SQLitePeerStore(self._path, reactor, private=True)
+        yield private.start()
+        self.assertEqual(
+            forgotten_lines(),
+            [
+                f"{self._path} was last used by a public tracker: its stored peers (3) are"
+                " forgotten, completion counts kept; they come back as they announce to this"
+                " private one"
+            ],
+        )
+        self.assertEqual(
+            private.scrape([info_hash(1), info_hash(2)]),
+            {info_hash(1): SwarmCounts(0, 0, 1), info_hash(2): SwarmCounts(0, 0, 0)},
+        )
+        result = private.announce(announce(4), 1001)
+        self.assertEqual(result.peers(), [])
+        yield private.stop()
+
+        again = SQLitePeerStore(self._path, reactor, private=True)
+        yield again.start()
+        self.assertEqual(forgotten_lines(), [])
+        result = again.announce(announce(5), 1002)
+        self.assertEqual([p.peer_id for p in result.peers()], [peer_id(4)])
+        self.assertEqual(result.counts, SwarmCounts(0, 2, 1))
+        yield again.stop()
+
+        back = SQLitePeerStore(self._path, reactor)
+        yield back.start()
+        self.addCleanup(back.stop)
+        self.assertEqual(len(forgotten_lines()), 1)
+        self.assertEqual(back.scrape([info_hash(1)])[info_hash(1)], SwarmCounts(0, 0, 1))
+        self.assertEqual(self.stored_peers(), set())
+
+    @inlineCallbacks
+    def test_older_database_takes_its_mode_from_its_passkeys(self) -> Any:
+        """A database of schema version 5 or 6, which did not record the mode, counts as private
+        if it holds passkeys (only private mode adds them) and as public if not: a start in that
+        mode keeps its peers, a start in the other forgets them."""
+        for version in (5, 6):
+            for passkeys, kept_by in ((True, True), (False, False)):
+                path = f"{self._path}.{version}.{passkeys}"
+                for private in (True, False):
+                    store = SQLitePeerStore(path, reactor)
+                    yield store.start()
+                    store.announce(announce(1), 1000)
+                    yield store.stop()
+                    # Back to that version: the mode unrecorded (and in 5, no kept secrets).
+                    connection = sqlite3.connect(path)
+                    connection.execute("DROP TABLE run_mode")
+                    if version == 5:
+                        connection.execute("DROP TABLE connection_secrets")
+                    connection.execute("DELETE FROM passkeys")
+                    if passkeys:
+                        connection.execute(
+                            "INSERT INTO passkeys (passkey, created) VALUES ('k', 1)"
+                        )
+                    connection.execute(f"PRAGMA user_version = {version}")
+                    connection.commit()
+                    connection.close()
+                    upgraded = SQLitePeerStore(path, reactor, private=private)
+                    yield upgraded.start()
+                    self.assertTrue(os.path.exists(f"{path}.v{version}.bak"))
+                    peers = upgraded.scrape([info_hash(1)])[info_hash(1)].incomplete
+                    yield upgraded.stop()
+                    os.remove(f"{path}.v{version}.bak")
+                    expected = 1 if private == kept_by else 0
+                    self.assertEqual(peers, expected, (version, passkeys, private))
+
     def stored_index(self) -> SwarmIndex:
         """The index the file holds, read by a connection of the test's own."""
         connection = sqlite3.connect(self._path)
@@ -195,31 +298,18 @@ class SQLiteStoreTests(StoreContract, TestCase):
         store.announce(announce(3, event="stopped"), 1000)
         yield deferLater(reactor, 0.5, lambda: None)
         self.assertEqual(self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2)})
-        reopened = SQLitePeerStore(self._path, reactor)
+        # The file as a crash would leave it, copied: the running store keeps it to itself.
+        copy = self._path + ".copy"
+        source, target = sqlite3.connect(self._path), sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        reopened = SQLitePeerStore(copy, reactor)
         yield reopened.start()
         self.addCleanup(reopened.stop)
         self.assertEqual(reopened.scrape([info_hash(1)])[info_hash(1)], SwarmCounts(1, 1, 1))
-
-    @inlineCallbacks
-    def test_failed_commit_is_retried(self) -> Any:
-        """A commit that fails is logged and its changes go into the next one: nothing is lost."""
-        real_save = sqlite_store._thd_save
-        failures = [sqlite3.OperationalError("disk I/O error")]
-
-        def flaky_save(*args: Any) -> None:
-            if failures:
-                raise failures.pop()
-            real_save(*args)
-
-        self.patch(sqlite_store, "_thd_save", flaky_save)
-        store = SQLitePeerStore(self._path, reactor, commit_every=0.05)
-        yield store.start()
-        store.announce(announce(1), 1000)
-        yield deferLater(reactor, 0.3, lambda: None)
-        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
-        store.announce(announce(2), 1000)
-        yield store.stop()
-        self.assertEqual(self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2)})
 
     @inlineCallbacks
     def test_announce_while_loading_waits_for_the_file(self) -> Any:
@@ -274,7 +364,9 @@ class SQLiteStoreTests(StoreContract, TestCase):
         rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         tables = {row[0] for row in rows}
         connection.close()
-        self.assertEqual(tables, {"journal", "listed_torrents", "passkeys"})
+        self.assertEqual(
+            tables, {"journal", "listed_torrents", "passkeys", "connection_secrets", "run_mode"}
+        )
         self.assertEqual(self.stored_peers(), {(info_hash(1), peer_id(n)) for n in (1, 2, 3)})
 
     @inlineCallbacks
@@ -359,3 +451,108 @@ class SQLiteStoreTests(StoreContract, TestCase):
             yield reopened.announce(announce(3, key=0xBEEF, port=3), 1003)
         yield reopened.announce(announce(1, key=0xF00D, event=STOPPED), 1003)
         self.assertEqual(reopened.scrape([info_hash(1)])[info_hash(1)], SwarmCounts(0, 2, 0))
+
+
+class DatabaseLockTests(TestCase):
+    """One file, one store: the lock beside the database."""
+
+    timeout = 20
+
+    def setUp(self) -> None:
+        directory = tempfile.mkdtemp(prefix="tracker-lock-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.path = os.path.join(directory, "tracker.sqlite3")
+
+    @inlineCallbacks
+    def started(self) -> Any:
+        store = SQLitePeerStore(self.path, reactor)
+        yield store.start()
+        self.addCleanup(store.stop)
+        return store
+
+    @inlineCallbacks
+    def test_second_store_on_the_same_file_refused(self) -> Any:
+        """A second store on a file that a store has open fails to start, with an error naming
+        the file and the holder's pid, and touches nothing; the first keeps working, and once
+        it has stopped the file is free again and its lock file gone."""
+        first = yield self.started()
+        first.announce(announce(1), 1000)
+        with self.assertRaises(DatabaseInUse) as caught:
+            yield SQLitePeerStore(self.path, reactor).start()
+        self.assertEqual(
+            str(caught.exception),
+            f"cannot use the database {self.path!r}: another tracker (pid {os.getpid()})"
+            " is using it",
+        )
+        self.assertEqual(caught.exception.pid, os.getpid())
+        result = yield first.announce(announce(2), 1001)
+        self.assertEqual([p.peer_id for p in result.peers()], [peer_id(1)])
+        yield first.stop()
+        self.assertFalse(os.path.exists(self.path + ".lock"))
+        third = yield self.started()
+        result = yield third.announce(announce(3), 1002)
+        self.assertEqual({p.peer_id for p in result.peers()}, {peer_id(1), peer_id(2)})
+
+    @inlineCallbacks
+    def test_lock_taken_before_start(self) -> Any:
+        """lock() takes the file at once, for a daemon that must refuse before it listens:
+        another store is refused from then on; start() keeps that lock and stop() lets go of
+        it, as it does of a lock never followed by a start."""
+        first = SQLitePeerStore(self.path, reactor)
+        first.lock()
+        self.assertTrue(os.path.exists(self.path + ".lock"))
+        with self.assertRaises(DatabaseInUse):
+            SQLitePeerStore(self.path, reactor).lock()
+        yield first.start()
+        first.lock()
+        yield first.stop()
+        self.assertFalse(os.path.exists(self.path + ".lock"))
+        unused = SQLitePeerStore(self.path, reactor)
+        unused.lock()
+        yield unused.stop()
+        self.assertFalse(os.path.exists(self.path + ".lock"))
+        yield self.started()
+
+    @inlineCallbacks
+    def test_store_that_cannot_load_lets_go(self) -> Any:
+        """A store whose file cannot be loaded lets go of it, so that the next start (after a
+        repair) is not refused as well."""
+        store = yield self.started()
+        store.announce(announce(1), 1000)
+        yield store.stop()
+        connection = sqlite3.connect(self.path)
+        connection.execute("INSERT INTO journal (seq, records) VALUES (999, x'50ff')")
+        connection.commit()
+        with self.assertRaises(JournalError):
+            yield SQLitePeerStore(self.path, reactor).start()
+        self.assertFalse(os.path.exists(self.path + ".lock"))
+        connection.execute("DELETE FROM journal WHERE seq = 999")
+        connection.commit()
+        connection.close()
+        yield self.started()
+
+    @inlineCallbacks
+    def test_lock_dies_with_its_process(self) -> Any:
+        """A file locked by another process is refused with that process's pid; once that
+        process is killed with SIGKILL, cleaning nothing up, a store starts on it at once."""
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from tracker.store.lock import DatabaseLock;"
+             " DatabaseLock(sys.argv[1]).acquire(); print('locked', flush=True);"
+             " sys.stdin.read()", self.path],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        self.addCleanup(holder.communicate)
+        self.addCleanup(holder.kill)
+        assert holder.stdout is not None
+        self.assertEqual(holder.stdout.readline(), b"locked\n")
+        with self.assertRaises(DatabaseInUse) as caught:
+            yield SQLitePeerStore(self.path, reactor).start()
+        self.assertEqual(caught.exception.pid, holder.pid)
+        holder.kill()
+        holder.wait()
+        # Its file is still there, with its pid in it; the lock is not.
+        self.assertTrue(os.path.exists(self.path + ".lock"))
+        store = yield self.started()
+        with open(self.path + ".lock") as f:
+            self.assertEqual(f.read(), f"{os.getpid()}\n")
+        self.assertEqual(store.scrape([info_hash(1)])[info_hash(1)], SwarmCounts(0, 0, 0))

@@ -11,42 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import announce, info_hash, peer_id
+from tests.helpers import index_state as state
 from tracker.core.announce import COMPLETED, STOPPED, AnnounceRequest
 from tracker.core.errors import KeyMismatch
-from tracker.core.journal import COUNT, GONE, KEYLESS_PEER, SEEDER, JournalError, replay
+from tracker.core.journal import COUNT, GONE, KEYLESS_PEER, PEER, SEEDER, JournalError, replay
 from tracker.core.swarms import SwarmIndex
 
 IP6 = bytes(15) + b"\x01"
-
-
-Peer = tuple[bytes, bytes, int, int, int, int]
-
-
-def state(index: SwarmIndex) -> dict[bytes, tuple[int, set[Peer]]]:
-    """Everything the index holds, in a form that compares equal whatever the peers' order;
-    checks on the way that each swarm's dict of places says where every peer is."""
-    found = {}
-    for hash_, swarm in index.swarms.items():
-        peers = set()
-        places = {}
-        for slot, group in enumerate(swarm.groups):
-            if group is None:
-                continue
-            for position, member in enumerate(group.ids):
-                places[member] = position << 2 | slot
-                address = bytes(
-                    group.addresses[position * group.width : (position + 1) * group.width]
-                )
-                peers.add(
-                    (
-                        member, address, slot, group.seen[position], group.completed[position],
-                        group.keys[position],
-                    )
-                )  # fmt: skip
-        assert swarm.places == places
-        if peers or swarm.downloaded:
-            found[hash_] = (swarm.downloaded, peers)
-    return found
 
 
 def random_announce(rng: random.Random) -> AnnounceRequest:
@@ -179,6 +150,21 @@ def test_truncated_journal_is_refused(cut: int) -> None:
     journal = b"".join(index.take_changes())
     with pytest.raises(JournalError):
         replay(journal[:cut], SwarmIndex())
+
+
+@pytest.mark.parametrize("length", [0, 5, 7, 16, 17, 19, 193])
+def test_peer_of_unknown_width_is_refused(length: int) -> None:
+    """A K or P record whose address is neither 6 nor 18 bytes (IPv4 or IPv6 and a port) is an
+    error: loaded, it would put every later peer of its group at the wrong address."""
+    request = announce(1)
+    address = bytes(range(length))
+    good = PEER.pack(b"K", request.info_hash, request.peer_id, 1000, 0, 7, 6) + bytes(6)
+    for record in (
+        PEER.pack(b"K", request.info_hash, request.peer_id, 1000, 0, 7, length) + address,
+        KEYLESS_PEER.pack(b"P", request.info_hash, request.peer_id, 1000, 0, length) + address,
+    ):
+        with pytest.raises(JournalError, match=f"{length}-byte address"):
+            replay(good + record + good, SwarmIndex())
 
 
 def test_unknown_record_is_refused() -> None:

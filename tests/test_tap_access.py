@@ -26,6 +26,7 @@ from tests.helpers import info_hash, peer_id
 from tests.test_admin import call
 from tests.test_tap import TAC, _fetch_when_up, _Reactor, free_port, parse
 from tracker.core.bencode import bdecode
+from tracker.daemon.listening import ListeningService
 from tracker.daemon.service import TrackerService
 from tracker.daemon.tap import makeService
 from tracker.http.private import PrivateTrackerResource
@@ -33,7 +34,7 @@ from tracker.http.resource import TrackerResource
 from tracker.http.site import TrackerSite
 from tracker.ops.access import AccessControlledStore
 from tracker.ops.admin import DEFAULT_ADMIN_LISTEN, AdminSite
-from tracker.ops.control import AccessService
+from tracker.ops.control import AccessService, HangupService
 from tracker.store.access import BLACKLIST, WHITELIST
 from tracker.udp.private import PrivateUDPTracker
 from tracker.udp.protocol import UDPTracker
@@ -114,9 +115,21 @@ class AccessOptionsTests(_Files):
             self.assertIn(message, str(raised.exception))
 
     def test_private_flag(self) -> None:
-        """--private is off by default."""
+        """--private is off by default, and on with an admin API to add passkeys through."""
         self.assertFalse(parse()["private"])
-        self.assertTrue(parse("--private")["private"])
+        options = parse("--private", "--admin-token-file", self.file("token", TOKEN))
+        self.assertTrue(options["private"])
+
+    def test_private_needs_the_admin_api(self) -> None:
+        """--private without --admin-token-file, which would start a tracker with no way to add
+        a passkey and refusing every announce, is refused with a line saying what to add."""
+        with self.assertRaises(usage.UsageError) as raised:
+            parse("--private")
+        self.assertEqual(
+            str(raised.exception),
+            "--private needs --admin-token-file FILE: passkeys are added through the admin API,"
+            " and without one every announce is refused",
+        )
 
 
 class AccessWiringTests(_Files):
@@ -127,7 +140,7 @@ class AccessWiringTests(_Files):
         root = makeService(options, reactor)
         children = list(root)  # type: ignore[call-overload]
         for child in children:
-            if not isinstance(child, (TrackerService, AccessService)):
+            if isinstance(child, ListeningService):
                 child.startService()
                 self.addCleanup(child.stopService)
         return children, reactor
@@ -161,6 +174,23 @@ class AccessWiringTests(_Files):
         udp = reactor.udpServers[0][1]
         self.assertIsInstance(udp, PrivateUDPTracker)
         self.assertIsInstance(udp._store, AccessControlledStore)
+
+    def test_sighup_always_handled(self) -> None:
+        """Whatever the options, one service handles SIGHUP: the access service's, which
+        reloads the list, or one that says there is nothing to reload."""
+        token = self.file("token", TOKEN)
+        for argv, reloads in [
+            ((), False),
+            (("--private", "--admin-token-file", token, "--admin-listen", "tcp:0"), False),
+            (("--whitelist", self.file("w.txt", HEX1)), True),
+            (("--blacklist", self.file("b.txt", ""), "--private", "--admin-token-file", token,
+              "--admin-listen", "tcp:0"), True),
+        ]:  # fmt: skip
+            children, _ = self.services(*argv)
+            handlers = [c for c in children if isinstance(c, HangupService)]
+            handlers += [c._hangup for c in children if isinstance(c, AccessService) and c._hangup]
+            self.assertEqual(len(handlers), 1, argv)
+            self.assertEqual(handlers[0]._reload is not None, reloads, argv)
 
     def test_blacklist_public(self) -> None:
         """A blacklist without private mode: the public resource and UDP tracker, behind it."""
@@ -325,6 +355,45 @@ class DaemonTests(_Files):
             [(added["passkey"], "alice", 1000)],
         )
         self.assertNotIn("Traceback", again.stop())
+
+    def test_private_tracker_never_serves_a_public_runs_peers(self) -> None:
+        """A tracker started private on the database of a public run does not hand its peers
+        to passkey holders: it says it forgot them, keeps the completion counts, and serves
+        only the peers that announce to it."""
+        port, admin_port = free_port(), free_port()
+        database = os.path.join(self.directory, "t.sqlite3")
+        listen = ["--listen", f"tcp:{port}:interface=127.0.0.1", "--no-udp", "--database", database]
+        public = self.daemon(*listen)
+        deadline = time.monotonic() + 30
+        body = _fetch_when_up(_announce_url(port, 1), public.process, deadline)
+        self.assertIsNone(_reason(body))
+        # Both runs log into one file.
+        mark = len(public.stop())
+        private = self.daemon(
+            *listen, "--private", "--admin-token-file", self.file("token", TOKEN),
+            "--admin-listen", f"tcp:{admin_port}:interface=127.0.0.1",
+        )  # fmt: skip
+        private.wait_for_log("open, serving", mark)
+        self.assertNotIn("Traceback", private.log()[:mark])
+        self.assertIn(
+            f"{database} was last used by a public tracker: its stored peers (1) are forgotten",
+            private.log()[mark:],
+        )
+        while True:
+            status, added = call(admin_port, "POST", "/passkeys", {}, TOKEN.encode())
+            if status != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(status, 201)
+        # A leecher, to whom the public run's seeder would be given.
+        url = (
+            f"http://127.0.0.1:{port}/{added['passkey']}/announce"
+            f"?info_hash={quote_from_bytes(info_hash(1))}&peer_id={quote_from_bytes(peer_id(2))}"
+            "&port=6882&left=100"
+        )
+        reply = bdecode(_fetch_when_up(url, private.process, deadline))
+        self.assertEqual((reply[b"peers"], reply[b"complete"], reply[b"incomplete"]), (b"", 0, 1))
+        self.assertNotIn("Traceback", private.stop())
 
     def test_bad_list_refuses_to_start(self) -> None:
         """A list file with a bad line ends the start in one line naming it, non-zero."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -186,3 +187,36 @@ class FallbackTests(TestCase):
         self.addCleanup(port.stopListening)
         self.assertNotIsInstance(port, BatchingPort)
         self.assertEqual(port.getHost().type, "UDP")
+
+
+class ReusePortTests(TestCase):
+    def reusing(self, port: int = 0) -> Any:
+        listening = listen_udp(reactor, port, Echo(), "127.0.0.1", reuse_port=True)
+        self.addCleanup(listening.stopListening)
+        return listening
+
+    def check_shared(self) -> None:
+        first = self.reusing()
+        port = first.getHost().port
+        second = self.reusing(port)
+        self.assertEqual(second.getHost().port, port)
+        for listening in (first, second):
+            option = listening.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+            self.assertEqual(option, 1)
+        # A port that does not ask for the option is refused the address.
+        self.assertRaises(CannotListenError, listen_udp, reactor, port, Echo(), "127.0.0.1")
+
+    def test_batching_port(self) -> None:
+        """With reuse_port, the batching port binds with SO_REUSEPORT and two share a port;
+        without it the socket has no such option."""
+        self.check_shared()
+        plain = listen_udp(reactor, 0, Echo(), "127.0.0.1")
+        self.addCleanup(plain.stopListening)
+        self.assertIsInstance(plain, BatchingPort)
+        self.assertEqual(plain.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT), 0)
+
+    def test_system_without_batching(self) -> None:
+        """Without recvmmsg, Twisted's own port is made on a socket bound with SO_REUSEPORT."""
+        self.patch(udp_port, "AVAILABLE", False)
+        self.check_shared()
+        self.assertNotIsInstance(self.reusing(), BatchingPort)

@@ -6,7 +6,8 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from .metainfo import single_file_torrent
 
 PAYLOAD_NAME = "payload.bin"
 PAYLOAD_SIZE = 4 * 1024 * 1024
@@ -59,40 +60,16 @@ def make_payload(seed_dir: Path, announce_url: str, size: int = PAYLOAD_SIZE) ->
     top of the settings the tests pass.  ``announce_url`` is its only tracker
     (no announce-list), so an ``udp://`` URL leaves clients no HTTP fallback.
     """
-    import libtorrent as lt
-
     seed_dir.mkdir(parents=True, exist_ok=True)
     path = seed_dir / PAYLOAD_NAME
     path.write_bytes(os.urandom(size))
-
-    creator = lt.create_torrent(_file_list(lt, size), PIECE_SIZE, lt.create_torrent.v1_only)
-    creator.add_tracker(announce_url)
-    creator.set_priv(True)
-    creator.set_creator("tracker real-client tests")
-    lt.set_piece_hashes(creator, str(seed_dir))
-    data = lt.bencode(creator.generate())
-
+    meta = single_file_torrent(path, announce_url, PIECE_SIZE)
     torrent = seed_dir.parent / f"{PAYLOAD_NAME}.torrent"
-    torrent.write_bytes(data)
-    info = lt.torrent_info(str(torrent))
-    info_hash = bytes.fromhex(str(info.info_hashes().v1))
+    torrent.write_bytes(meta.data)
     return Payload(
         path=path,
         sha256=sha256_file(path),
         torrent=torrent,
-        info_hash=info_hash,
+        info_hash=meta.info_hash,
         announce_url=announce_url,
     )
-
-
-def _file_list(lt: Any, size: int) -> Any:
-    """The one-file list for create_torrent, in whichever form this libtorrent takes.
-
-    libtorrent 2.1 takes a list of create_file_entry and deprecates the
-    file_storage form, which is all that 2.0 offers.
-    """
-    if hasattr(lt, "create_file_entry"):
-        return [lt.create_file_entry(PAYLOAD_NAME, size)]
-    files = lt.file_storage()
-    files.add_file(PAYLOAD_NAME, size)
-    return files

@@ -129,3 +129,23 @@ class IIndexedStore(Interface):
         "A tracker.core.meters.CommitMeter counting the store's group commits,"
         " or None if it has none."
     )
+
+
+class IConnectionSecrets(Interface):
+    """
+    Where the secrets behind UDP connection IDs (L{tracker.udp.connection_ids}) are kept, each under
+    the number of the time window it serves (seconds since the epoch, divided by the window's
+    length), so that an ID outlives a restart of the tracker and, in a store that several
+    trackers share, is good at each of them. Both methods return a L{Deferred}; neither is on
+    the path of a datagram.
+    """
+
+    def load_secrets(first_window: int) -> Deferred[dict[int, bytes]]:
+        """The secrets kept for C{first_window} and the windows after it, by window number."""
+
+    def keep_secret(window: int, secret: bytes) -> Deferred[bytes]:
+        """
+        Keep C{secret} as C{window}'s, unless one is kept for it already, and forget those of
+        the windows before C{window - 1}; fires with C{window}'s secret as kept. Of trackers
+        sharing a store, the first to keep one for a window sets it for all.
+        """

@@ -151,6 +151,10 @@ def replay(journal: bytes, index: ReplayTarget) -> None:
                     )
                     key = 0
                     offset += keyless_size
+                if length not in _WIDTHS:
+                    # Replayed, it would put a peer of the wrong size among its group's packed
+                    # addresses, and every peer after it would be read askew.
+                    raise JournalError(f"a peer record with a {length}-byte address at {offset}")
                 address = journal[offset : offset + length]
                 if len(address) != length:
                     raise JournalError("a peer record ends early")

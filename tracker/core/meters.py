@@ -146,11 +146,39 @@ COMMIT_SECONDS_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 
 class CommitMeter:
-    """The store's group commits: how much each wrote and how long it took."""
+    """The store's group commits: how much each wrote and how long it took, and whether they
+    are failing (the disk full, or an I/O error) with how much is waiting to be written."""
 
-    __slots__ = ("size", "latency", "failures")
+    __slots__ = (
+        "size",
+        "latency",
+        "failures",
+        "failing_since",
+        "error",
+        "unwritten",
+        "unwritten_limit",
+        "dropped",
+        "rewrite_pending",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, unwritten_limit: int = 0) -> None:
         self.size = Histogram(COMMIT_BYTES_BOUNDS)
         self.latency = Histogram(COMMIT_SECONDS_BOUNDS)
         self.failures = 0
+        #: When the first of the commits failing now failed (Unix time); None while they work.
+        self.failing_since: float | None = None
+        #: Why the last commit failed, in SQLite's words; "" while commits work.
+        self.error = ""
+        #: Bytes of changes taken from memory and not known to be written: waiting for a commit
+        #: to work, or in the one under way.
+        self.unwritten = 0
+        #: The most bytes of changes kept while commits fail; past it they are dropped.
+        self.unwritten_limit = unwritten_limit
+        #: Bytes of changes dropped past the limit (the index in memory still holds them).
+        self.dropped = 0
+        #: Changes were dropped: the whole index is to be written again once commits work.
+        self.rewrite_pending = False
+
+    @property
+    def healthy(self) -> bool:
+        return self.failing_since is None

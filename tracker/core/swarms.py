@@ -520,6 +520,24 @@ class SwarmIndex:
             if swarm.is_empty() and not swarm.downloaded and self.swarms.get(info_hash) is swarm:
                 del self.swarms[info_hash]
 
+    def forget_peers(self) -> int:
+        """
+        Forget every peer, keeping each torrent's completion count; the number forgotten. Each
+        swarm that had peers is journalled as an C{S} record: its count and no peers.
+        """
+        forgotten = 0
+        for info_hash, swarm in list(self.swarms.items()):
+            if swarm.is_empty():
+                continue
+            forgotten += len(swarm.places)
+            if swarm.downloaded:
+                self.swarms[info_hash] = Swarm(swarm.downloaded)
+            else:
+                del self.swarms[info_hash]
+            if self.journal is not None:
+                self.journal.append(COUNT.pack(b"S", info_hash, swarm.downloaded))
+        return forgotten
+
     # Persistence.
 
     def take_changes(self) -> list[bytes]:
@@ -538,11 +556,6 @@ class SwarmIndex:
 
     def has_changes(self) -> bool:
         return bool(self.journal)
-
-    def restore_changes(self, changes: list[bytes]) -> None:
-        """Put back changes that could not be saved, before any made since."""
-        assert self.journal is not None, "this index keeps no journal"
-        self.journal[:0] = changes
 
     def checkpoint(self, written: list[int], chunk: int = 5000) -> Iterator[None]:
         """

@@ -16,11 +16,14 @@ from twisted.python import usage
 
 from tracker.core.config import IPNetwork, TrackerConfig
 from tracker.core.interfaces import IPeerStore
+from tracker.daemon.errors import StartError
 from tracker.daemon.listening import (
     AdminListeningService,
+    DatabaseLockService,
     ListeningService,
     UDPListeningService,
     check_listen,
+    listen_all,
     parse_udp,
     udp_twin,
 )
@@ -35,12 +38,13 @@ from tracker.ops.admin import (
     AdminResource,
     AdminSite,
 )
-from tracker.ops.control import AccessService
+from tracker.ops.control import AccessService, HangupService, exit_zero_on_sigterm
 from tracker.ops.passkeys import Passkeys
 from tracker.store.access import BLACKLIST, WHITELIST, SQLiteAccessStore
 from tracker.store.schema import check_usable
-from tracker.store.sqlite import SQLitePeerStore
-from tracker.udp.connection_ids import ConnectionIds
+from tracker.store.secrets import SQLiteConnectionSecrets
+from tracker.store.sqlite import UNWRITTEN_LIMIT, SQLitePeerStore
+from tracker.udp.connection_ids import ConnectionIds, ConnectionIdsService
 from tracker.udp.private import PrivateUDPTracker
 from tracker.udp.protocol import UDPTracker
 
@@ -49,6 +53,8 @@ log = Logger()
 DEFAULT_PORT = 6969
 DEFAULT_DATABASE = "tracker.sqlite3"
 _DEFAULTS = TrackerConfig()
+#: Bytes in a mebibyte, the unit of --unwritten-limit.
+MIB = 1024 * 1024
 
 
 class AccessListFile(NamedTuple):
@@ -106,6 +112,13 @@ class Options(usage.Options):
             None,
             "Private mode: announce at /<passkey>/announce; passkeys through the admin API.",
         ],
+        [
+            "reuse-port",
+            None,
+            "Bind the HTTP and UDP listeners with SO_REUSEPORT, so that several daemons share"
+            " their ports and Linux spreads clients over them (each daemon keeps its own"
+            " swarms; not the admin API's listener).",
+        ],
     ]
     optParameters = [
         ["database", "d", DEFAULT_DATABASE, "SQLite database file (created if missing)."],
@@ -132,6 +145,13 @@ class Options(usage.Options):
         ["numwant-max", None, _DEFAULTS.numwant_max, "Most peers returned to one announce."],
         ["max-scrape", None, _DEFAULTS.max_scrape_hashes, "Most info hashes in one scrape."],
         ["idle-timeout", None, 30, "Seconds before an idle or stalled connection is closed."],
+        [
+            "unwritten-limit",
+            None,
+            UNWRITTEN_LIMIT // MIB,
+            "MiB of changes kept in memory while the database cannot be written (disk full, I/O"
+            " errors); past it they are dropped and the whole index is written once it can.",
+        ],
         [
             "whitelist",
             None,
@@ -196,6 +216,7 @@ class Options(usage.Options):
             "numwant-max",
             "max-scrape",
             "idle-timeout",
+            "unwritten-limit",
         ):
             self[name] = _positive(name, str(self[name]))
         self["numwant-default"] = _positive("numwant-default", str(self["numwant-default"]), 0)
@@ -203,21 +224,30 @@ class Options(usage.Options):
             self["listen"] = default_listen()
         from twisted.internet import reactor
 
+        if self["reuse-port"] and not hasattr(socket, "SO_REUSEPORT"):
+            raise usage.UsageError("--reuse-port: this system has no SO_REUSEPORT")
         for description in self["listen"]:
-            check_listen(description, reactor)
+            check_listen(description, reactor, reuse_port=bool(self["reuse-port"]))
         if self["no-udp"]:
             self["listen-udp"] = []
         elif not self["listen-udp"]:
             twins = (udp_twin(description, reactor) for description in self["listen"])
             self["listen-udp"] = [twin for twin in twins if twin]
         self["access-list"] = _access_list(self["whitelist"], self["blacklist"])
+        if self["private"] and self["admin-token-file"] is None:
+            # Passkeys are made through the admin API only: without it a private tracker would
+            # start and refuse every announce.
+            raise usage.UsageError(
+                "--private needs --admin-token-file FILE: passkeys are added through the admin"
+                " API, and without one every announce is refused"
+            )
         self["admin-token"] = _admin_token(self["admin-listen"], self["admin-token-file"])
         if self["admin-token"] is not None:
             self["admin-listen"] = self["admin-listen"] or DEFAULT_ADMIN_LISTEN
             check_listen(self["admin-listen"], reactor, "--admin-listen")
         problem = check_usable(self["database"])
         if problem is not None:
-            raise usage.UsageError(f"cannot use the database {self['database']!r}: {problem}")
+            raise StartError(f"cannot use the database {self['database']!r}: {problem}")
         try:
             self["config"] = self.config()
         except ValueError as e:
@@ -251,9 +281,9 @@ def _access_list(whitelist: str | None, blacklist: str | None) -> AccessListFile
     try:
         return AccessListFile(list_name, path, read_hash_list(path))
     except OSError as e:
-        raise usage.UsageError(f"--{list_name} {path}: cannot read it: {e.strerror}") from None
+        raise StartError(f"--{list_name} {path}: cannot read it: {e.strerror}") from None
     except AccessListError as e:
-        raise usage.UsageError(f"--{list_name} {path}: {e}") from None
+        raise StartError(f"--{list_name} {path}: {e}") from None
 
 
 def _admin_token(listen: str | None, token_file: str | None) -> bytes | None:
@@ -269,11 +299,9 @@ def _admin_token(listen: str | None, token_file: str | None) -> bytes | None:
         with open(token_file, "rb") as f:
             token = f.read().strip()
     except OSError as e:
-        raise usage.UsageError(
-            f"--admin-token-file {token_file}: cannot read it: {e.strerror}"
-        ) from None
+        raise StartError(f"--admin-token-file {token_file}: cannot read it: {e.strerror}") from None
     if len(token) < MIN_TOKEN_LENGTH or any(c <= 32 or c > 126 for c in token):
-        raise usage.UsageError(
+        raise StartError(
             f"--admin-token-file {token_file}: the token must be at least {MIN_TOKEN_LENGTH}"
             " printable characters without spaces: python3 -c 'import secrets;"
             " print(secrets.token_hex(32))' makes one"
@@ -288,7 +316,12 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
 
         reactor = default_reactor
     config: TrackerConfig = options["config"]
-    store = SQLitePeerStore(options["database"], reactor)
+    store = SQLitePeerStore(
+        options["database"],
+        reactor,
+        private=bool(options.get("private")),
+        unwritten_limit=options["unwritten-limit"] * MIB,
+    )
     access_store = SQLiteAccessStore(store)
     # Announces and scrapes go through the access list only when there is one: without, they
     # cost nothing more.
@@ -312,10 +345,16 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     else:
         resource = TrackerResource(served, config, reactor, stats=stats)
     site = TrackerSite(resource, timeout=options["idle-timeout"])
-    # Listeners first: a refused port stops the daemon before the store has opened anything.
-    for endpoint in options["listen"]:
-        ListeningService(endpoint, site, reactor).setServiceParent(root)
-    connection_ids = ConnectionIds(reactor)
+    # The database's lock, then the listeners: a database another tracker is using stops the
+    # daemon before it listens, and a refused port before the store has opened anything.
+    DatabaseLockService(store).setServiceParent(root)
+    reuse_port = bool(options.get("reuse-port"))
+    listeners: list[ListeningService] = [
+        ListeningService(endpoint, site, reactor) for endpoint in options["listen"]
+    ]
+    # Their secrets are kept in the database, so that an ID outlives a restart (BEP 15); each
+    # UDP port is read once they are loaded.
+    connection_ids = ConnectionIds(reactor, secrets=SQLiteConnectionSecrets(store))
     for description in options["listen-udp"]:
         if passkeys is not None:
             udp: UDPTracker = PrivateUDPTracker(
@@ -323,18 +362,35 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
             )
         else:
             udp = UDPTracker(served, config, reactor, connection_ids=connection_ids, stats=stats)
-        UDPListeningService(description, udp, reactor).setServiceParent(root)
+        listeners.append(
+            UDPListeningService(description, udp, reactor, ready=connection_ids.when_loaded)
+        )
     token: bytes | None = options.get("admin-token")
     if token is not None:
         admin = AdminResource(token, stats.snapshot, access_list, passkeys, reactor)
-        AdminListeningService(options["admin-listen"], AdminSite(admin), reactor).setServiceParent(
-            root
-        )
+        listeners.append(AdminListeningService(options["admin-listen"], AdminSite(admin), reactor))
+    for listener in listeners:
+        if not isinstance(listener, AdminListeningService):
+            # Each daemon has its own lists and passkeys: the admin API's port is never shared.
+            listener.reuse_port = reuse_port
+    # Every port bound now, while nothing has started: a refused one (a UDP port taken beside a
+    # free TCP one) ends the start in one line, with nothing listening and nothing said to.
+    listen_all(listeners)
+    for listener in listeners:
+        listener.setServiceParent(root)
     tracker.setServiceParent(root)
+    if options["listen-udp"]:
+        # After the tracker service, so that its read queues behind the store's opening.
+        ConnectionIdsService(connection_ids).setServiceParent(root)
     if access_list is not None or passkeys is not None:
         # After the tracker service: its reads queue behind the store's opening, and its last
         # write goes before the store closes.
         AccessService(access_store, access_list, passkeys, reactor).setServiceParent(root)
+    if access_list is None:
+        # The access service reloads the list on SIGHUP. Without a list the signal is handled
+        # all the same: its default action would end the daemon.
+        HangupService(reactor).setServiceParent(root)
+    exit_zero_on_sigterm(reactor)
     tracker.started.addCallbacks(
         _say_started,
         _stop_on_failure,

@@ -39,6 +39,21 @@ def _passkey_of(request: Request) -> bytes:
     return request.prepath[-2]  # type: ignore[index]
 
 
+def _logged(request: Request, passkey: bool) -> bytes:
+    """
+    What the log shows of a request's URI in private mode: the path to its endpoint, with
+    C{<passkey>} in place of the passkey when there is one (C{passkey}), and nothing after. A
+    passkey is as good as a password, and a log is read by more people and kept longer than
+    the passkey table (Ocelot logs them in clear); a client set up for another tracker's
+    scheme may carry its passkey in the query or past the endpoint (C{?passkey=...},
+    C{/announce/<passkey>}), so neither is shown. The reason logged says what was wrong.
+    """
+    prepath: list[bytes] = request.prepath or []
+    if passkey:
+        prepath = [*prepath[:-2], b"<passkey>", *prepath[-1:]]
+    return b"/" + b"/".join(prepath)
+
+
 class PrivateAnnounceResource(AnnounceResource):
     """C{/<passkey>/announce}."""
 
@@ -62,6 +77,9 @@ class PrivateAnnounceResource(AnnounceResource):
             return wait_or_refuse(passkeys, lambda: self.answer(request, params))
         return self.respond(self.parse(request, params, ledger))
 
+    def logged_uri(self, request: Request) -> bytes:
+        return _logged(request, passkey=True)
+
 
 class PrivateScrapeResource(ScrapeResource):
     """C{/<passkey>/scrape}."""
@@ -82,12 +100,18 @@ class PrivateScrapeResource(ScrapeResource):
             return wait_or_refuse(self._passkeys, lambda: self.answer(request, params))
         return super().answer(request, params)
 
+    def logged_uri(self, request: Request) -> bytes:
+        return _logged(request, passkey=True)
+
 
 class _Refusal(_Endpoint):
     """The bare C{/announce} and C{/scrape} of a private tracker."""
 
     def answer(self, request: Request, params: Params) -> bytes:
         raise TrackerError(PRIVATE)
+
+    def logged_uri(self, request: Request) -> bytes:
+        return _logged(request, passkey=False)
 
 
 class _PrivateNotFound(Resource):

@@ -77,14 +77,14 @@ class _Endpoint(Resource):
         except TrackerError as e:
             meter.refused += 1
             self._stats.refusals.add("http", e.reason)
-            log.debug("refused {uri!r}: {reason}", uri=request.uri, reason=e.reason)
+            log.debug("refused {uri!r}: {reason}", uri=self.logged_uri(request), reason=e.reason)
             return _send(request, failure_body(e.reason))
         except StoreStopped:
             meter.errors += 1
             return _send(request, _shutting_down())
         except Exception:
             meter.errors += 1
-            log.failure("unexpected error handling {uri!r}", uri=request.uri)
+            log.failure("unexpected error handling {uri!r}", uri=self.logged_uri(request))
             return _send(request, _internal_error())
         # Asked as "is it the answer" rather than "is it a Deferred", an ABC and so a slow check.
         if isinstance(answer, bytes):
@@ -101,6 +101,10 @@ class _Endpoint(Resource):
 
     def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
         raise NotImplementedError
+
+    def logged_uri(self, request: Request) -> bytes:
+        """The request's URI as the log shows it."""
+        return request.uri
 
     def _now(self) -> int:
         return int(self._clock.seconds())

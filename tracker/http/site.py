@@ -16,10 +16,20 @@ from tracker.http.response import failure_body
 
 #: No BitTorrent client sends a request body; anything larger than this is refused unread.
 MAX_BODY = 1024
-_TOO_LARGE = (
-    b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain\r\nContent-Length: 44\r\n"
-    b"Connection: close\r\n\r\nd14:failure reason22:request body too largee"
-)
+
+
+def refusal(status: bytes, reason: str) -> bytes:
+    """A whole response refusing a request that HTTP itself cannot serve, with the reason
+    bencoded as for any refusal; the connection closes after it."""
+    body = failure_body(reason)
+    return (
+        b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s" % (status, len(body), body)
+    )
+
+
+_TOO_LARGE = refusal(b"413 Payload Too Large", "request body too large")
+_MALFORMED_BODY = refusal(b"400 Bad Request", "the request's Content-Type cannot be read")
 
 
 #: Requests of one connection answered one after another before the other connections get a
@@ -59,13 +69,16 @@ class TrackerRequest(Request):
 
     def gotLength(self, length: int | None) -> None:
         if length is None or length > MAX_BODY:
-            self._refused = True
-            transport = self.channel.transport
-            assert transport is not None
-            transport.write(_TOO_LARGE)
-            transport.loseConnection()
+            self._refuse(_TOO_LARGE)
             return
         super().gotLength(length)
+
+    def _refuse(self, response: bytes) -> None:
+        self._refused = True
+        transport = self.channel.transport
+        assert transport is not None
+        transport.write(response)
+        transport.loseConnection()
 
     def handleContentChunk(self, data: bytes) -> None:
         if not self._refused:
@@ -75,8 +88,15 @@ class TrackerRequest(Request):
         if self._refused:
             return
         if command not in _QUERY_ONLY:
-            # Anything with a body (a form POST, say) gets Twisted's own handling.
-            super().requestReceived(command, path, version)
+            # Anything with a body (a form POST, say) gets Twisted's own handling, for the host
+            # application's resources beside the tracker.
+            try:
+                super().requestReceived(command, path, version)
+            except ValueError:
+                # Twisted reads a POST's Content-Type with the email package, which raises for
+                # bytes it takes for line breaks (\x0b, \x0c, \x1c to \x1e): out of the
+                # connection, which would close without an answer and log a traceback.
+                self._refuse(_MALFORMED_BODY)
             return
         # What Request.requestReceived does for a request without a body, but for args.
         assert self.content is not None
@@ -191,13 +211,9 @@ class TrackerChannel(http.HTTPChannel):
             status, what = b"431 Request Header Fields Too Large", "a header line"
         else:
             status, what = b"414 URI Too Long", "the request line"
-        body = failure_body(f"{what} is longer than {self.MAX_LENGTH} bytes")
         transport = self.transport
         assert transport is not None
-        transport.write(
-            b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\n\r\n%s" % (status, len(body), body)
-        )
+        transport.write(refusal(status, f"{what} is longer than {self.MAX_LENGTH} bytes"))
         transport.loseConnection()
 
 

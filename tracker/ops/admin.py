@@ -30,11 +30,14 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tracker.ops.access import AccessList, AccessListError, parse_info_hash
 from tracker.ops.passkeys import PasskeyError, Passkeys, check_passkey
+from tracker.store.batching import disk_error
 
 log = Logger()
 
 #: The API's answers are small, and so are the requests it takes.
 MAX_BODY = 64 * 1024
+#: Seconds a client is told to wait (Retry-After) when the database cannot be written.
+DISK_RETRY_AFTER = 60
 DEFAULT_ADMIN_LISTEN = "tcp:6970:interface=127.0.0.1"
 #: A token shorter than this is refused at start.
 MIN_TOKEN_LENGTH = 16
@@ -280,6 +283,11 @@ def _finish_later(request: Request, answer: Deferred[Reply]) -> None:
         error = failure.value
         if isinstance(error, ApiError):
             return error.status, {"error": error.message}
+        problem = disk_error(error)
+        if problem is not None:
+            # Nothing was changed; the tracker's log and /metrics tell the disk's state.
+            request.setHeader(b"retry-after", b"%d" % DISK_RETRY_AFTER)
+            return 503, {"error": f"the database cannot be written ({problem}); try again later"}
         log.failure("admin API: {uri!r} failed", failure, uri=request.uri)
         return 500, {"error": "internal error; see the tracker's log"}
 
@@ -294,8 +302,33 @@ def _finish_later(request: Request, answer: Deferred[Reply]) -> None:
     )
 
 
+_MALFORMED_BODY = b'{"error": "the Content-Type header cannot be read"}\n'
+
+
+class AdminRequest(Request):
+    """A request of the API: one whose Content-Type Twisted cannot read gets 400."""
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        try:
+            super().requestReceived(command, path, version)
+        except ValueError:
+            # Twisted reads a POST's Content-Type with the email package, which raises for
+            # bytes it takes for line breaks (\x0b, \x0c, \x1c to \x1e, \x85): out of the
+            # connection, which would close without an answer and log a traceback.
+            transport = self.channel.transport
+            assert transport is not None
+            transport.write(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (len(_MALFORMED_BODY), _MALFORMED_BODY)
+            )
+            transport.loseConnection()
+
+
 class AdminSite(Site):
     """The API's site: idle connections close after 30 seconds, as the tracker's do."""
+
+    requestFactory = AdminRequest
 
     def __init__(self, resource: AdminResource, timeout: float = 30) -> None:
         super().__init__(resource, timeout=timeout)

@@ -21,12 +21,11 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.utils import floatToGoString
-from twisted.web.pages import notFound
-from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from tracker.core.meters import Histogram
 from tracker.ops.stats import TrackerStats
+from tracker.ops.statspage import FiguresResource
 
 
 def registry(stats: TrackerStats) -> CollectorRegistry:
@@ -131,10 +130,38 @@ class StatsCollector:
         duration.add_metric((), _buckets(commits.latency), commits.latency.total)
         yield duration
         failures = CounterMetricFamily(
-            "tracker_db_commit_failures", "Group commits that failed (retried with the next)."
+            "tracker_db_commit_failures",
+            "Group commits that failed (their changes are kept and tried again).",
         )
         failures.add_metric((), commits.failures)
         yield failures
+        healthy = GaugeMetricFamily(
+            "tracker_db_healthy",
+            "1 while group commits work; 0 while they fail (the disk full, or an I/O error)"
+            " and the changes wait in memory.",
+        )
+        healthy.add_metric((), 1 if commits.healthy else 0)
+        yield healthy
+        unwritten = GaugeMetricFamily(
+            "tracker_db_unwritten_bytes",
+            "Changes not written yet, in journal bytes: kept while commits fail, or in the"
+            " commit under way.",
+        )
+        unwritten.add_metric((), commits.unwritten)
+        yield unwritten
+        dropped = CounterMetricFamily(
+            "tracker_db_unwritten_dropped_bytes",
+            "Changes dropped unwritten once they passed the limit while commits failed (memory"
+            " still holds them: the whole index is written again once commits work).",
+        )
+        dropped.add_metric((), commits.dropped)
+        yield dropped
+        rewrite = GaugeMetricFamily(
+            "tracker_db_rewrite_pending",
+            "1 from a drop of unwritten changes until the whole index is written again.",
+        )
+        rewrite.add_metric((), 1 if commits.rewrite_pending else 0)
+        yield rewrite
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
@@ -144,18 +171,12 @@ def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
     ]
 
 
-class MetricsResource(Resource):
+class MetricsResource(FiguresResource):
     """C{/metrics}, for Prometheus to scrape."""
-
-    # Not a leaf: anything below it (stats/x) is not found, rather than the page again.
-    isLeaf = False
 
     def __init__(self, stats: TrackerStats) -> None:
         super().__init__()
         self._registry = registry(stats)
-
-    def getChild(self, path: bytes, request: Request) -> IResource:
-        return notFound()
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))

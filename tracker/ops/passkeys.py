@@ -8,7 +8,8 @@ L{tracker.core.swarms.SwarmIndex}).
 
 Totals are kept in memory, where the admin API reads them, and written to the database every
 C{flush_every} seconds in one job of the store's group transactions, never one transaction per
-announce.
+announce. A write that fails is tried again with the next; the log says so once, at most once
+a minute while writes fail, and once when they work again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from twisted.python.failure import Failure
 from tracker.core.errors import TrackerError
 from tracker.core.ledger import Ledger
 from tracker.store.access import Account, IAccessStore, StoredState
+from tracker.store.batching import disk_error
+from tracker.store.sqlite import REPORT_EVERY
 
 log = Logger()
 
@@ -84,6 +87,9 @@ class Passkeys(StoredState):
         self._owing: list[Ledger] = []
         self._flush_call: IDelayedCall | None = None
         self._stopped = False
+        #: While writes fail: since when, and when the log last said so.
+        self._failing_since: float | None = None
+        self._reported = 0.0
 
     # Start and stop.
 
@@ -116,27 +122,56 @@ class Passkeys(StoredState):
         self._flush_call = None
         owing, self._owing = self._owing, []
         ledgers = self.ledgers
-        transfers = {}
+        totals = {}
+        owed = {}
         for ledger in owing:
-            owed = ledger.take_unwritten()
+            unwritten = ledger.take_unwritten()
             # Credited by an announce admitted before its passkey was removed: not written.
             if ledgers.get(ledger.passkey) is ledger:
-                transfers[ledger.passkey] = owed
-        if not transfers:
+                totals[ledger.passkey] = (ledger.uploaded, ledger.downloaded)
+                owed[ledger.passkey] = unwritten
+        if not totals:
             return succeed(None)
-        written = self._store.add_transfers(transfers)
-        return written.addErrback(self._flush_failed, transfers)
+        written = self._store.write_totals(totals)
+        return written.addCallbacks(self._flushed, self._flush_failed, errbackArgs=(owed,))
 
-    def _flush_failed(self, failure: Failure, transfers: dict[bytes, tuple[int, int]]) -> None:
-        log.failure(
-            "could not write the transfer totals of {count} passkeys{outcome}",
-            failure,
-            count=len(transfers),
-            outcome=": they are lost" if self._stopped else "; will retry",
-        )
+    def _flushed(self, _: None) -> None:
+        if self._failing_since is not None:
+            self._failing_since = None
+            log.info("the passkeys' transfer totals are written again")
+
+    def _flush_failed(self, failure: Failure, owed: dict[bytes, tuple[int, int]]) -> None:
+        now = self._clock.seconds()
         if self._stopped:
+            log.failure(
+                "could not write the transfer totals of {count} passkeys: they are lost",
+                failure,
+                count=len(owed),
+            )
             return
-        for passkey, (up, down) in transfers.items():
+        if self._failing_since is None:
+            self._failing_since = self._reported = now
+            if disk_error(failure.value) is None:
+                log.failure(
+                    "could not write the transfer totals of {count} passkeys; will retry",
+                    failure,
+                    count=len(owed),
+                )
+            else:
+                log.error(
+                    "cannot write the transfer totals of {count} passkeys ({error}); will retry",
+                    count=len(owed),
+                    error=str(failure.value),
+                )
+        elif now - self._reported >= REPORT_EVERY:
+            self._reported = now
+            log.error(
+                "the passkeys' transfer totals cannot be written since {seconds:.0f} s"
+                " ({error}); will retry",
+                seconds=now - self._failing_since,
+                error=str(failure.value),
+            )
+        for passkey, (up, down) in owed.items():
             ledger = self.ledgers.get(passkey)
             if ledger is not None:
                 ledger.owe(up, down)

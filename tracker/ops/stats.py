@@ -11,6 +11,7 @@ only reads what is there.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 import time
@@ -240,6 +241,7 @@ class TrackerStats:
                     for sample in self.history
                 ],
             },
+            "database": self._database(),
             "top_torrents": [
                 {
                     "info_hash": torrent.info_hash.hex(),
@@ -252,6 +254,22 @@ class TrackerStats:
             ],
         }
 
+    def _database(self) -> dict[str, Any] | None:
+        """Whether the store's writes work, and what waits; None for a store without any."""
+        commits = self.commits
+        if commits is None:
+            return None
+        return {
+            "healthy": commits.healthy,
+            "failing_since": commits.failing_since,
+            "error": commits.error or None,
+            "commit_failures": commits.failures,
+            "unwritten_bytes": commits.unwritten,
+            "unwritten_limit_bytes": commits.unwritten_limit,
+            "dropped_bytes": commits.dropped,
+            "rewrite_pending": commits.rewrite_pending,
+        }
+
 
 def _rate(count: int, seconds: float) -> float:
     # A period cut short (the first, at start) is counted as a second at least, so that it
@@ -259,7 +277,10 @@ def _rate(count: int, seconds: float) -> float:
     return round(count / max(seconds, 1.0), 3)
 
 
+@functools.lru_cache(maxsize=1)
 def _version() -> str:
+    # Read once: reading a distribution's metadata parses a file, a few milliseconds, and each
+    # tracker resource or UDP port built without a shared TrackerStats makes one.
     try:
         return importlib.metadata.version("tracker")
     except importlib.metadata.PackageNotFoundError:

@@ -27,17 +27,34 @@ ANNOUNCE_COLOUR = "#2563eb"
 SCRAPE_COLOUR = "#ea580c"
 
 
-class _Figures(Resource):
+class FiguresResource(Resource):
+    """
+    A page of the tracker's figures (C{/stats}, C{/stats.json}, C{/metrics}): GET and HEAD
+    only. Any other method gets 405, where plain twisted.web answers most of them (PUT, DELETE,
+    anything it does not know) with 501, which monitors read as an outage.
+    """
+
     # Not a leaf: anything below it (stats/x) is not found, rather than the page again.
     isLeaf = False
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return notFound()
+
+    def render(self, request: Request) -> Any:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"method not allowed: use GET\n"
+        return super().render(request)
+
+
+class _Figures(FiguresResource):
     content_type = b""
 
     def __init__(self, stats: TrackerStats) -> None:
         super().__init__()
         self._stats = stats
-
-    def getChild(self, path: bytes, request: Request) -> IResource:
-        return notFound()
 
     def body(self, snapshot: dict[str, Any]) -> bytes:
         raise NotImplementedError
@@ -105,7 +122,7 @@ def render_page(s: dict[str, Any]) -> str:
 up {_duration(tracker["uptime_seconds"])} &middot; {_clock(s["time"])} UTC &middot;
 swarms counted {_clock(counted) + " UTC" if counted else "not yet"} &middot;
 <a href="stats.json">stats.json</a> &middot; <a href="metrics">metrics</a></p>
-</header>
+{_database_line(s["database"])}</header>
 <main>
 <section class="cards">{cards}</section>
 <section class="panel">
@@ -163,6 +180,8 @@ td.reason { text-align: left; }
 tbody tr:last-child td { border-bottom: none; }
 td { font-variant-numeric: tabular-nums; }
 .empty { color: var(--muted); margin: 8px 0; }
+.alert { background: #fef2f2; border: 1px solid #fecaca; color: #991b1b; border-radius: 10px;
+  padding: 10px 16px; margin: 0 0 16px; }
 svg { display: block; width: 100%; height: auto; }
 svg text { font: 12px system-ui, "DejaVu Sans", sans-serif; fill: #6b7280; }
 .legend { display: flex; gap: 18px; font-size: 13px; margin-top: 6px; color: var(--muted); }
@@ -287,6 +306,33 @@ def _ticks(peak: float) -> tuple[float, float]:
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if value >= 1000 else f"{round(value, 6):g}"
+
+
+def _database_line(database: dict[str, Any] | None) -> str:
+    """A line that stands out while the database cannot be written; nothing while it can."""
+    if database is None:
+        return ""
+    if not database["healthy"]:
+        since = database["failing_since"]
+        text = (
+            f"Database writes failing since {_clock(since)} UTC:"
+            f" {escape(database['error'] or 'unknown error')}."
+            f" {database['unwritten_bytes']:,} bytes of changes waiting in memory;"
+            " announces and scrapes are answered as usual."
+        )
+        if database["rewrite_pending"]:
+            text += (
+                f" Changes past the limit of {database['unwritten_limit_bytes']:,} bytes were"
+                " dropped: the whole index will be written again once writes work."
+            )
+    elif database["rewrite_pending"]:
+        text = (
+            "Database writes work again: the whole index is being written again, for the"
+            " changes dropped while they failed."
+        )
+    else:
+        return ""
+    return f'<p class="alert" id="database" role="status">{text}</p>\n'
 
 
 # Tables.

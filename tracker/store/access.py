@@ -65,8 +65,8 @@ class StoredState:
             d.errback(failure)
 
 
-#: Per passkey, bytes (uploaded, downloaded) to add to its totals.
-Transfers = Mapping[bytes, "tuple[int, int]"]
+#: Per passkey, its totals: bytes (uploaded, downloaded).
+Totals = Mapping[bytes, "tuple[int, int]"]
 
 
 class IAccessStore(Interface):
@@ -91,9 +91,11 @@ class IAccessStore(Interface):
     def remove_passkey(passkey: bytes) -> Deferred[bool]:
         """Remove a passkey and its totals; fires with whether it was there."""
 
-    def add_transfers(transfers: Transfers) -> Deferred[None]:
-        """Add each passkey's bytes to its totals, all in one transaction; a passkey removed
-        meanwhile is skipped."""
+    def write_totals(totals: Totals) -> Deferred[None]:
+        """Set each passkey's totals, all in one transaction; a passkey removed meanwhile is
+        skipped. Totals, not increments: writing the same twice does no harm, as it must not
+        when a write reported failed may have reached the disk all the same (SQLite after a
+        failed fsync: see L{tracker.store.batching})."""
 
 
 def _thd_load(connection: sqlite3.Connection) -> StoredAccess:
@@ -119,11 +121,9 @@ def _thd_changed(connection: sqlite3.Connection, statement: str, args: tuple[obj
         cursor.close()
 
 
-def _thd_add_transfers(connection: sqlite3.Connection, rows: list[tuple[int, int, str]]) -> None:
+def _thd_write_totals(connection: sqlite3.Connection, rows: list[tuple[int, int, str]]) -> None:
     connection.executemany(
-        "UPDATE passkeys SET uploaded = uploaded + ?, downloaded = downloaded + ?"
-        " WHERE passkey = ?",
-        rows,
+        "UPDATE passkeys SET uploaded = ?, downloaded = ? WHERE passkey = ?", rows
     ).close()
 
 
@@ -160,9 +160,9 @@ class SQLiteAccessStore:
     def remove_passkey(self, passkey: bytes) -> Deferred[bool]:
         return self._changed("DELETE FROM passkeys WHERE passkey = ?", (passkey.decode("ascii"),))
 
-    def add_transfers(self, transfers: Transfers) -> Deferred[None]:
-        rows = [(up, down, passkey.decode("ascii")) for passkey, (up, down) in transfers.items()]
-        return self._peers.run(lambda c: _thd_add_transfers(c, rows))
+    def write_totals(self, totals: Totals) -> Deferred[None]:
+        rows = [(up, down, passkey.decode("ascii")) for passkey, (up, down) in totals.items()]
+        return self._peers.run(lambda c: _thd_write_totals(c, rows))
 
     def _changed(self, statement: str, args: tuple[object, ...]) -> Deferred[bool]:
         return self._peers.run(lambda c: _thd_changed(c, statement, args))
@@ -201,11 +201,9 @@ class MemoryAccessStore:
     def remove_passkey(self, passkey: bytes) -> Deferred[bool]:
         return succeed(self.passkeys.pop(passkey, None) is not None)
 
-    def add_transfers(self, transfers: Transfers) -> Deferred[None]:
-        for passkey, (up, down) in transfers.items():
+    def write_totals(self, totals: Totals) -> Deferred[None]:
+        for passkey, (up, down) in totals.items():
             account = self.passkeys.get(passkey)
             if account is not None:
-                self.passkeys[passkey] = account._replace(
-                    uploaded=account.uploaded + up, downloaded=account.downloaded + down
-                )
+                self.passkeys[passkey] = account._replace(uploaded=up, downloaded=down)
         return succeed(None)

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import udp
-from twisted.internet.error import MessageLengthError
+from twisted.internet import abstract, udp
+from twisted.internet.error import CannotListenError, MessageLengthError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
@@ -182,6 +182,9 @@ class BatchingPort(udp.Port):
 
     #: Clients whose addresses are kept decoded (see L{_remember}).
     remembered = 65536
+    #: Bind with C{SO_REUSEPORT}, so that other daemons can bind the same port (see
+    #: L{listen_udp}).
+    reuse_port = False
 
     def __init__(
         self,
@@ -200,6 +203,12 @@ class BatchingPort(udp.Port):
         #: client sends many datagrams, and is answered at the address it sent from.
         self._hosts: dict[bytes, tuple[str, int]] = {}
         self._raw: dict[tuple[str, int], bytes] = {}
+
+    def createInternetSocket(self) -> socket.socket:
+        skt = super().createInternetSocket()
+        if self.reuse_port:
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return skt
 
     def doRead(self) -> None:
         ffi, libc = _C  # type: ignore[misc]
@@ -321,14 +330,43 @@ class BatchingPort(udp.Port):
 
 
 def listen_udp(
-    reactor: Any, port: int, protocol: DatagramProtocol, interface: str = ""
+    reactor: Any,
+    port: int,
+    protocol: DatagramProtocol,
+    interface: str = "",
+    reuse_port: bool = False,
 ) -> IListeningPort:
     """
     C{reactor.listenUDP(port, protocol, interface=interface)}, with a L{BatchingPort} where the
     system and the reactor allow one (Linux, cffi, a reactor of file descriptors).
+
+    With C{reuse_port}, the socket is bound with C{SO_REUSEPORT}: several daemons that all ask
+    for it share the port, and Linux hands each datagram to one of them by a hash of its
+    addresses, so a client's connect and its announces reach the same daemon.
     """
     if AVAILABLE and isinstance(reactor, PosixReactorBase):
         listening = BatchingPort(port, protocol, interface, reactor=reactor)
+        listening.reuse_port = reuse_port
         listening.startListening()
         return listening
+    if reuse_port:
+        return _adopt_reusing_port(reactor, port, protocol, interface)
     return reactor.listenUDP(port, protocol, interface=interface)  # type: ignore[no-any-return]
+
+
+def _adopt_reusing_port(
+    reactor: Any, port: int, protocol: DatagramProtocol, interface: str
+) -> IListeningPort:
+    """Twisted's own UDP port, on a socket bound here with C{SO_REUSEPORT}."""
+    family = socket.AF_INET6 if abstract.isIPv6Address(interface) else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((interface, port))
+        sock.setblocking(False)
+        # The reactor's port works on a duplicate of the descriptor: this one is closed below.
+        return reactor.adoptDatagramPort(sock.fileno(), family, protocol)  # type: ignore[no-any-return]
+    except OSError as e:
+        raise CannotListenError(interface, port, e) from None
+    finally:
+        sock.close()
