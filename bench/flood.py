@@ -5,36 +5,27 @@ The flood is tests/flooder.py: CONNECTIONS connections, each writing pipelined a
 as the tracker reads them and throwing the replies away. A probe is a newcomer: a new
 connection, one announce with Connection: close, timed from connect() to the last byte of the
 reply. PROBES probes, 0.1 s apart, are timed on the idle tracker and then under the flood, in
-the same run, after a warm-up flood; the line printed per interpreter gives the median, the 99th
-percentile and the slowest of each, and the ratio of the flood's median to the idle one.
-
-Usage: python3 bench/flood.py [--interpreters python3-venv,pypy3-venv] [--connections 300]
-       [--probes 100]
+the same run, after a warm-up flood: the median, the 99th percentile and the slowest of each,
+the flood's median over the idle one, and about how many announces a second the flood got
+answered.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import benchlib as bl
+import report
 
-TRACKER_CORE = 0
-LOAD_CORE = 1
 FLOODER = bl.REPO_DIR / "tests" / "flooder.py"
-INTERPRETER_ALIASES = {
-    "python3-venv": str(bl.REPO_DIR / ".venv" / "bin" / "python"),
-    "pypy3-venv": str(bl.REPO_DIR / ".venv-pypy" / "bin" / "python"),
-}
-#: As bench/run.py runs PyPy: a larger nursery suits a server allocating per request.
-PYPY_NURSERY = "64M"
 #: A probe not answered by then counts as this long.
 PROBE_TIMEOUT = 10.0
 PROBE_GAP = 0.1
@@ -109,12 +100,12 @@ def summary(waits: list[float]) -> dict[str, float]:
     return {"median": statistics.median(ordered), "p99": p99, "max": ordered[-1]}
 
 
-def run_one(name: str, interpreter: str, workdir: Path, connections: int, count: int) -> str:
+def run_one(interpreter: str, workdir: Path, connections: int, count: int) -> list[Any]:
+    """A row of figures: idle and flooded median, p99 and max in ms, their ratio, the flood's
+    answered announces a second."""
     port = bl.free_port()
-    cmd = bl.ours_command(interpreter, port, workdir / f"flood-{port}.sqlite3", [])
-    if "pypy" in interpreter:
-        cmd = ["env", f"PYPY_GC_NURSERY={PYPY_NURSERY}", *cmd]
-    tracker = bl.start_process(cmd, workdir / "tracker.log", TRACKER_CORE, bl.REPO_DIR)
+    cmd = bl.with_nursery(bl.ours_command(interpreter, port, workdir / f"{port}.sqlite3", []))
+    tracker = bl.start_process(cmd, workdir / "tracker.log", bl.TRACKER_CORE, bl.REPO_DIR)
     try:
         bl.wait_for_port(port, tracker)
         # The flood's own code runs on the interpreter that runs this script.
@@ -132,38 +123,61 @@ def run_one(name: str, interpreter: str, workdir: Path, connections: int, count:
     finally:
         bl.stop_process(tracker)
     rate = figures.get("replies", 0) / max(figures.get("milliseconds", 0), 1) * 1000
-    return (
-        f"{name}: newcomer idle median {idle['median'] * 1000:.1f} ms, p99 {idle['p99'] * 1000:.1f}"
-        f" ms; under {connections} flooding connections median"
-        f" {flooded['median'] * 1000:.1f} ms, p99 {flooded['p99'] * 1000:.1f} ms, max"
-        f" {flooded['max'] * 1000:.1f} ms ({flooded['median'] / idle['median']:.1f}x idle);"
-        f" flood answered about {rate:.0f} announces/s,"
-        f" {figures.get('closed', 0)} flooding connections closed"
-    )
+    return [
+        *(idle[k] * 1000 for k in ("median", "p99", "max")),
+        *(flooded[k] * 1000 for k in ("median", "p99", "max")),
+        flooded["median"] / idle["median"],
+        rate,
+        figures.get("closed", 0),
+    ]
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--interpreters", default="python3-venv,pypy3-venv")
-    parser.add_argument("--connections", type=int, default=300)
-    parser.add_argument("--probes", type=int, default=100)
-    args = parser.parse_args(argv)
-    if (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {LOAD_CORE})
+HEAD = [
+    "interpreter", "idle median, ms", "idle p99", "idle max", "flooded median, ms",
+    "flooded p99", "flooded max", "flooded / idle (median)", "flood answered, /s",
+    "flooders closed",
+]  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--interpreters", default="python3,pypy3-venv")
+    parser.add_argument("--connections", type=int, default=300, help="flooding connections")
+    bl.option(parser, "--probes", 100, 10, "newcomers timed, idle and under the flood")
+
+
+def run(args: argparse.Namespace) -> int:
+    bl.pin_self()
+    rows = []
     status = 0
     with tempfile.TemporaryDirectory(prefix="trackerflood-") as tmp:
-        for name in args.interpreters.split(","):
-            interpreter = INTERPRETER_ALIASES.get(name, name)
+        for name in (i for i in args.interpreters.split(",") if i):
+            interpreter = bl.interpreter_path(name)
             reason = bl.interpreter_ready(interpreter)
             if reason is not None:
-                print(f"{name}: skipped, tracker not importable: {reason}", flush=True)
+                print(f"skipping {name}: {reason}", flush=True)
                 status = 1
                 continue
-            print(run_one(name, interpreter, Path(tmp), args.connections, args.probes), flush=True)
+            row = [name, *run_one(interpreter, Path(tmp), args.connections, args.probes)]
+            print(
+                f"{name}: newcomer idle median {row[1]:.1f} ms, p99 {row[2]:.1f} ms; among"
+                f" {args.connections} flooding connections median {row[4]:.1f} ms, p99"
+                f" {row[5]:.1f} ms, max {row[6]:.1f} ms ({row[7]:.0f}x idle); the flood"
+                f" answered at about {row[8]:.0f} announces/s, {row[9]} flooders closed",
+                flush=True,
+            )
+            rows.append(row)
+    report.record(
+        args, "http", "flood", "A newcomer among flooding connections",
+        [report.table(HEAD, rows)],
+        {"connections": args.connections, "probes": args.probes, "rows": rows},
+        [f"{args.connections} connections pipelining announces as fast as the tracker reads"
+         f" them; {args.probes} newcomers timed on the idle tracker, then under the flood, in"
+         f" the same run. A newcomer not answered within {PROBE_TIMEOUT:.0f} s counts as"
+         f" {PROBE_TIMEOUT:.0f} s."],
+        per_interpreter=False,
+    )  # fmt: skip
     return status
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit("run it as: python3 bench/run.py flood")

@@ -21,7 +21,7 @@ import benchlib as bl
 RESULTS_DIR = bl.BENCH_DIR / "results"
 TITLES = {"http": "HTTP", "udp": "UDP"}
 #: Sections in this order, each kind by its first word, then alphabetically.
-ORDER = ("live", "inprocess", "ab", "access", "memory", "census", "restart")
+ORDER = ("live", "inprocess", "ab", "access", "memory", "census", "restart", "flood")
 
 Results = dict[str, Any]
 

@@ -20,6 +20,7 @@ import ab  # noqa: E402
 import access  # noqa: E402
 import census  # noqa: E402
 import faults  # noqa: E402
+import flood  # noqa: E402
 import http_live  # noqa: E402
 import inprocess  # noqa: E402
 import memory  # noqa: E402
@@ -34,6 +35,7 @@ COMMANDS = {
     "memory": (memory, "the index's bytes per peer; private mode's own"),
     "restart": (restart, "time to the first answer after a restart on a big file"),
     "faults": (faults, "kill -9 under load, stalled connections, bad input (faults.py)"),
+    "flood": (flood, "a newcomer's wait among 300 connections pipelining announces"),
     "census": (census, "the walks over every swarm behind /stats, /metrics, the full scrape"),
     "access": (access, "what access lists and private mode cost an announce"),
 }
