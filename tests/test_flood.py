@@ -93,11 +93,11 @@ class TurnTests(SynchronousTestCase):
     def replies(self) -> int:
         return self.transport.value().count(b"HTTP/1.1 200 ")
 
+    def request(self, n: int) -> bytes:
+        return b"GET " + announce_target(n, 6000 + n) + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+
     def pipelined(self, count: int) -> bytes:
-        return b"".join(
-            b"GET " + announce_target(n, 6000 + n) + b" HTTP/1.1\r\nHost: t\r\n\r\n"
-            for n in range(count)
-        )
+        return b"".join(self.request(n) for n in range(count))
 
     def test_pipelined_requests_answered_a_few_per_turn(self) -> None:
         """Of ten requests arriving in one read, REQUESTS_PER_TURN (2) are answered at once;
@@ -118,7 +118,7 @@ class TurnTests(SynchronousTestCase):
         """Requests that arrive one read at a time, as clients that wait for each answer send
         them, are each answered at once and the connection is never paused."""
         for n in range(10):
-            self.channel.dataReceived(self.pipelined(n + 1)[-len(self.pipelined(1)) :])
+            self.channel.dataReceived(self.request(n))
             self.assertEqual(self.replies(), n + 1)
         self.assertEqual(self.transport.producerState, "producing")
         # Only the idle timeout is pending: no turn was asked for.
@@ -128,9 +128,10 @@ class TurnTests(SynchronousTestCase):
         """When the transport says its buffer is full (it calls pauseProducing), the request
         being answered is finished and nothing more is read or parsed until the transport has
         sent it all (resumeProducing)."""
-        self.channel.dataReceived(self.pipelined(2)[: len(self.pipelined(1)) - 1])
+        first = self.request(0)
+        self.channel.dataReceived(first[:-1])
         self.channel.pauseProducing()  # as the transport does from write() once over its buffer
-        self.channel.dataReceived(self.pipelined(2)[len(self.pipelined(1)) - 1 :])
+        self.channel.dataReceived(first[-1:] + self.request(1))
         self.assertEqual(self.replies(), 1)
         self.assertEqual(self.transport.producerState, "paused")
         self.turn()
