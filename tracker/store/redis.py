@@ -1,0 +1,349 @@
+"""
+Swarms in Redis or a Redis Cluster, shared by every tracker node given the same one.
+
+Each swarm is a few keys under the hash tag of its info hash in hex, C{{hex}}, so that a
+cluster shards by torrent and every script touches one slot: a hash of its peers' states, a
+sorted set of its leechers and one of its seeders scored by when each peer was last seen, and
+its completion count (see C{announce.lua} for the layout). An announce is one script call
+(C{announce.lua}) that records the peer, drops a few of the swarm's silent peers, counts the
+swarm and chooses the peers to give, in O(log N + numwant): the same rules as the index in
+memory (L{tracker.core.swarms}). A swarm's keys expire by themselves a peer timeout after its
+last announce, so nothing has to walk every swarm to forget the dead ones.
+
+Announces and scrapes made in one turn of the reactor go to Redis together, one pipeline per
+primary (L{tracker.store.redis_client}). Once a minute one node (whichever takes the lease
+first) sweeps every swarm a slice at a time (C{SCAN}, then C{sweep.lua} per swarm): it drops
+the silent peers that announces left behind and counts the swarms, and leaves the totals in
+Redis for every node's statistics.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import random
+import time
+from binascii import hexlify
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tracker.core.addresses import pack_peer
+from tracker.core.announce import PAUSED, STOPPED, AnnounceRequest
+from tracker.core.errors import KeyMismatch
+from tracker.core.interfaces import (
+    NO_COUNTS,
+    AnnounceResult,
+    IPeerStore,
+    ISharedStore,
+    StoreUnavailable,
+    SwarmCounts,
+    SwarmTotals,
+)
+from tracker.store.redis_client import Command, RedisConnection, Script
+
+log = Logger()
+
+
+def _script(name: str) -> Script:
+    return Script(resources.files("tracker.store").joinpath(name).read_bytes())
+
+
+ANNOUNCE = _script("announce.lua")
+SWEEP = _script("sweep.lua")
+SCRIPTS = (ANNOUNCE, SWEEP)
+
+#: The flags of announce.lua.
+_SEEDER, _COMPLETES, _STOPPED, _LEECHERS_ONLY, _OWN_FAMILY = 1, 2, 4, 8, 16
+#: Silent peers an announce drops from each of its swarm's sets, at most: enough to keep up
+#: with a swarm's departures, few enough that an announce's cost stays bounded.
+PRUNE = 4
+#: Keys the sweep asks for per SCAN, and silent peers it drops per set and call.
+SWEEP_SLICE = 100
+SWEEP_MOST = 1000
+#: Seconds the sweep rests between slices, so that Redis serves announces meanwhile.
+SWEEP_REST = 0.001
+#: The last sweep's totals, and the lease of the node sweeping.
+CENSUS_KEY = b"tracker:census"
+LEASE_KEY = b"tracker:sweep"
+#: Seconds the totals are kept: a tracker whose nodes all stopped shows none after this.
+CENSUS_KEPT = 3600
+#: Torrents listed as the largest.
+TOP = 20
+_MAX_SEED = 2147483646
+
+
+def swarm_keys(info_hash: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """The keys of a swarm: its peers' states, leechers, seeders and completions."""
+    tag = b"{" + hexlify(info_hash) + b"}"
+    return tag + b":p", tag + b":l", tag + b":s", tag + b":d"
+
+
+@implementer(IPeerStore, ISharedStore)
+class RedisPeerStore:
+    """
+    Swarms kept in the Redis (or Redis Cluster) at C{url}, or on C{connection} if given (then
+    it must have been made with L{SCRIPTS}). Peers silent for C{peer_timeout} seconds are
+    forgotten. C{sweep_every}: the seconds between two sweeps by any node (0: every call of
+    L{expire} sweeps, as a single node's tests want).
+    """
+
+    def __init__(
+        self,
+        url: str = "",
+        reactor: Any = None,
+        peer_timeout: int = 2700,
+        sweep_every: float = 60,
+        rng: random.Random | None = None,
+        connection: RedisConnection | None = None,
+    ) -> None:
+        if connection is None:
+            connection = RedisConnection(url, reactor, SCRIPTS)
+        self.connection = connection
+        self.roundtrips = connection.roundtrips
+        self._peer_timeout = peer_timeout
+        self._ttl = (peer_timeout + 1) * 1000
+        self._sweep_every = sweep_every
+        self._random = (rng or random.Random()).random
+        self._node = hexlify(os.urandom(8))
+
+    def start(self) -> Deferred[None]:
+        return self.connection.start()
+
+    def stop(self) -> Deferred[None]:
+        return self.connection.stop()
+
+    # Announces and scrapes.
+
+    def announce(self, request: AnnounceRequest, now: int) -> Deferred[AnnounceResult]:
+        keys = swarm_keys(request.info_hash)
+        flags = 0
+        if request.left == 0:
+            flags = _SEEDER | _LEECHERS_ONLY
+            if request.completes:
+                flags |= _COMPLETES
+        event = request.event
+        if event == STOPPED:
+            flags |= _STOPPED
+        elif event == PAUSED:
+            flags |= _LEECHERS_ONLY
+        if request.own_family:
+            flags |= _OWN_FAMILY
+        args = (
+            "EVALSHA", ANNOUNCE.sha, 4, *keys, request.peer_id,
+            pack_peer(request.ip, request.port), now, now - self._peer_timeout, flags,
+            request.key, request.numwant, self._ttl, int(self._random() * _MAX_SEED) + 1, PRUNE,
+        )  # fmt: skip
+        decode = _decode_compact if request.compact else _decode_with_ids
+        return self.connection.run((Command(keys[0], args),), decode)
+
+    def scrape(self, info_hashes: Sequence[bytes]) -> Deferred[dict[bytes, SwarmCounts]]:
+        # One job per primary, so each gets one pipeline whatever the number of hashes.
+        by_node: dict[str | None, list[bytes]] = {}
+        for info_hash in dict.fromkeys(info_hashes):
+            node = self.connection.node_of(swarm_keys(info_hash)[0])
+            by_node.setdefault(node, []).append(info_hash)
+        if not by_node:
+            return succeed({})
+        jobs = []
+        for hashes in by_node.values():
+            commands = []
+            for info_hash in hashes:
+                peers, leechers, seeders, completions = swarm_keys(info_hash)
+                commands += [
+                    Command(peers, ("ZCARD", seeders)),
+                    Command(peers, ("ZCARD", leechers)),
+                    Command(peers, ("GET", completions)),
+                ]
+            jobs.append(self.connection.run(commands, _counts_decoder(hashes)))
+        if len(jobs) == 1:
+            return jobs[0]
+        return DeferredList(jobs, consumeErrors=True).addCallback(_merge_counts)
+
+    # The sweep.
+
+    def expire(self, cutoff: int) -> Deferred[int]:
+        """
+        Sweep every swarm: drop the peers last seen before C{cutoff} and count the swarms. Only
+        one node sweeps per C{sweep_every} seconds: the one whose call takes the lease; the
+        others' calls fire with 0 at once.
+        """
+        if not self._sweep_every:
+            return self.connection.call(self._thd_sweep, cutoff)
+        lease = int(max(self._sweep_every - 1, 1) * 1000)
+        taken = self.connection.run(
+            (Command(LEASE_KEY, ("SET", LEASE_KEY, self._node, "NX", "PX", lease)),),
+            _first,
+        )
+
+        def sweep_if_ours(reply: Any) -> Deferred[int] | int:
+            if reply is None:
+                return 0
+            return self.connection.call(self._thd_sweep, cutoff)
+
+        return taken.addCallback(sweep_if_ours)
+
+    def _thd_sweep(self, cutoff: int) -> int:
+        began = time.process_time()
+        connection = self.connection
+        removed = torrents = seeders = leechers = downloaded = 0
+        largest: list[tuple[int, bytes, int, int, int]] = []
+        for node in connection.thd_primaries():
+            cursor = b"0"
+            while True:
+                scan = ("SCAN", cursor, "MATCH", "{*}:[pd]", "COUNT", SWEEP_SLICE)
+                cursor, found = _raise(connection.thd_execute(node, [Command(None, scan)])[0])
+                calls = [_sweep_command(key, cutoff) for key in found if len(key) == 44]
+                while calls:
+                    replies = connection.thd_execute(node, calls)
+                    again = []
+                    for call, reply in zip(calls, replies):
+                        counted = _raise(reply)
+                        if not counted:
+                            continue
+                        dropped, complete, incomplete, done = counted
+                        removed += dropped
+                        if dropped >= SWEEP_MOST:
+                            # More to drop: counted when the last of them are.
+                            again.append(call)
+                            continue
+                        if not (complete or incomplete or done):
+                            continue  # the sweep dropped its last peers: gone
+                        torrents += 1
+                        seeders += complete
+                        leechers += incomplete
+                        downloaded += done
+                        peers = complete + incomplete
+                        if peers:
+                            entry = (peers, call.args[3][1:41], complete, incomplete, done)
+                            if len(largest) < TOP:
+                                heapq.heappush(largest, entry)
+                            elif peers > largest[0][0]:
+                                heapq.heapreplace(largest, entry)
+                    calls = again
+                if cursor in (b"0", 0):
+                    break
+                time.sleep(SWEEP_REST)
+        ranked = sorted(largest, key=lambda entry: (-entry[0], entry[1]))
+        census = {
+            "torrents": torrents,
+            "seeders": seeders,
+            "leechers": leechers,
+            "downloaded": downloaded,
+            "top": [[h.decode("ascii"), s, le, d] for _, h, s, le, d in ranked],
+            "counted_at": time.time(),
+            "work_seconds": time.process_time() - began,
+        }
+        publish = ("SET", CENSUS_KEY, json.dumps(census), "EX", CENSUS_KEPT)
+        node = connection.thd_node_for(CENSUS_KEY)
+        _raise(connection.thd_execute(node, [Command(CENSUS_KEY, publish)])[0])
+        return removed
+
+    def swarm_totals(self) -> Deferred[SwarmTotals | None]:
+        return self.connection.run((Command(CENSUS_KEY, ("GET", CENSUS_KEY)),), _decode_census)
+
+
+def _sweep_command(key: bytes, cutoff: int) -> Command:
+    """The sweep of the swarm whose key C{key} the SCAN found ({hex}:p or {hex}:d)."""
+    tag = key[:42]
+    peers = tag + b":p"
+    mode = b"d" if key.endswith(b":d") else b""
+    args = ("EVALSHA", SWEEP.sha, 4, peers, tag + b":l", tag + b":s", tag + b":d", cutoff,
+            SWEEP_MOST, mode)  # fmt: skip
+    return Command(peers, args)
+
+
+def _raise(reply: Any) -> Any:
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+def _first(replies: list[Any]) -> Any:
+    return _raise(replies[0])
+
+
+def _answer(replies: list[Any]) -> list[Any]:
+    reply = replies[0]
+    if isinstance(reply, Exception):
+        raise StoreUnavailable(f"Redis refused the announce: {reply}")
+    if reply[0] == -1:
+        raise KeyMismatch()
+    return reply  # type: ignore[no-any-return]
+
+
+def _decode_compact(replies: list[Any]) -> AnnounceResult:
+    reply = _answer(replies)
+    counts = SwarmCounts(reply[0], reply[1], reply[2])
+    if len(reply) == 3:
+        return AnnounceResult(counts)
+    peers4 = []
+    peers6 = []
+    for member in reply[3:]:
+        if len(member) == 26:
+            peers4.append(member[:6])
+        else:
+            peers6.append(member[:18])
+    return AnnounceResult(counts, b"".join(peers4), b"".join(peers6))
+
+
+def _decode_with_ids(replies: list[Any]) -> AnnounceResult:
+    reply = _answer(replies)
+    counts = SwarmCounts(reply[0], reply[1], reply[2])
+    v4 = [member for member in reply[3:] if len(member) == 26]
+    v6 = [member for member in reply[3:] if len(member) != 26]
+    return AnnounceResult(
+        counts,
+        b"".join(member[:6] for member in v4),
+        b"".join(member[:18] for member in v6),
+        [member[-20:] for member in v4 + v6],
+    )
+
+
+def _counts_decoder(hashes: list[bytes]) -> Any:
+    def decode(replies: list[Any]) -> dict[bytes, SwarmCounts]:
+        counts = {}
+        for at, info_hash in enumerate(hashes):
+            complete, incomplete, done = replies[3 * at : 3 * at + 3]
+            for reply in (complete, incomplete, done):
+                if isinstance(reply, Exception):
+                    raise StoreUnavailable(f"Redis refused the scrape: {reply}")
+            counts[info_hash] = (
+                SwarmCounts(complete, incomplete, int(done or 0))
+                if complete or incomplete or done
+                else NO_COUNTS
+            )
+        return counts
+
+    return decode
+
+
+def _merge_counts(results: list[tuple[bool, Any]]) -> dict[bytes, SwarmCounts] | Failure:
+    merged: dict[bytes, SwarmCounts] = {}
+    for ok, value in results:
+        if not ok:
+            return value  # type: ignore[no-any-return]
+        merged.update(value)
+    return merged
+
+
+def _decode_census(replies: list[Any]) -> SwarmTotals | None:
+    reply = _raise(replies[0])
+    if reply is None:
+        return None
+    census = json.loads(reply)
+    return SwarmTotals(
+        census["torrents"],
+        census["seeders"],
+        census["leechers"],
+        census["downloaded"],
+        tuple((bytes.fromhex(h), s, le, d) for h, s, le, d in census["top"]),
+        census["counted_at"],
+        census["work_seconds"],
+    )
