@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from tests.redis_servers import shared_cluster, shared_server
-from tests.store_contract import StoreContract
+from tests.helpers import info_hash
+from tests.redis_servers import RedisServer, shared_cluster, shared_server
+from tests.store_contract import StoreContract, announce
+from tracker.core.announce import COMPLETED
+from tracker.core.interfaces import StoreUnavailable, SwarmCounts
 
 
 class RedisStoreTests(StoreContract, TestCase):
@@ -33,3 +39,156 @@ class RedisClusterStoreTests(StoreContract, TestCase):
         from tracker.store.redis import RedisPeerStore
 
         return RedisPeerStore(self.url, reactor, sweep_every=0)
+
+
+def _store(url: str, **kwargs: Any) -> Any:
+    from tracker.store.redis import RedisPeerStore
+
+    kwargs.setdefault("sweep_every", 0)
+    return RedisPeerStore(url, reactor, **kwargs)
+
+
+class RedisOnlyTests(TestCase):
+    """What the Redis store promises beyond the contract, on a single Redis."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.server = shared_server()
+
+    @inlineCallbacks
+    def started(self, url: str | None = None, **kwargs: Any) -> Any:
+        store = _store(url or self.server.url, **kwargs)
+        yield store.start()
+        self.addCleanup(store.stop)
+        return store
+
+    @inlineCallbacks
+    def test_swarm_keys_share_a_tag_and_expire_by_themselves(self) -> Any:
+        """A swarm's keys all carry its info hash in hex as their hash tag; its peers' keys
+        expire a peer timeout after the last announce, its completion count never."""
+        store = yield self.started(peer_timeout=600)
+        yield store.announce(announce(1, left=0, event=COMPLETED), 1000)
+        yield store.announce(announce(2), 1000)
+        tag = "{" + info_hash(1).hex() + "}"
+        self.assertEqual(
+            sorted(self.server.cli("KEYS", "*").split()),
+            [tag + ":d", tag + ":l", tag + ":p", tag + ":s"],
+        )
+        for suffix in (":p", ":l", ":s"):
+            ttl = int(self.server.cli("PTTL", tag + suffix))
+            self.assertTrue(590_000 < ttl <= 601_000, (suffix, ttl))
+        self.assertEqual(self.server.cli("PTTL", tag + ":d").strip(), "-1")
+
+    @inlineCallbacks
+    def test_announces_drop_silent_peers_without_a_sweep(self) -> Any:
+        """Announces into a swarm drop a few of its silent peers each, so a live swarm sheds
+        its dead peers even if no sweep ever runs."""
+        store = yield self.started(peer_timeout=100)
+        for n in range(1, 21):
+            yield store.announce(announce(n), 1000)
+        counts = []
+        for _ in range(6):
+            result = yield store.announce(announce(99), 1200)
+            counts.append(result.counts.incomplete)
+        self.assertEqual(counts[-1], 1)
+        self.assertTrue(all(a >= b for a, b in zip(counts, counts[1:])), counts)
+        self.assertGreater(counts[0], 1)
+
+    @inlineCallbacks
+    def test_scripts_loaded_again_after_a_flush(self) -> Any:
+        """A Redis that lost its scripts (restarted, failed over, SCRIPT FLUSH) gets them
+        again, and the announce that found them missing is answered."""
+        store = yield self.started()
+        yield store.announce(announce(1), 1000)
+        self.server.cli("SCRIPT", "FLUSH")
+        result = yield store.announce(announce(2), 1000)
+        self.assertEqual(result.counts, SwarmCounts(0, 2, 0))
+
+    @inlineCallbacks
+    def test_one_reactor_turn_one_round_trip(self) -> Any:
+        """Announces and scrapes made in one turn of the reactor go to Redis in one pipeline."""
+        store = yield self.started()
+        before = store.roundtrips.latency.count
+        answers = [store.announce(announce(n, torrent=n % 7), 1000) for n in range(1, 101)]
+        answers.append(store.scrape([info_hash(t) for t in range(7)]))
+        results = yield gatherResults(answers)
+        self.assertEqual(store.roundtrips.latency.count - before, 1)
+        self.assertEqual(sum(c.incomplete for c in results[-1].values()), 100)
+
+    @inlineCallbacks
+    def test_unreachable_redis_fails_fast_and_recovers(self) -> Any:
+        """With Redis gone, an announce fails with StoreUnavailable within 3 seconds, and
+        once Redis is back the store answers again by itself."""
+        own = RedisServer().start()
+        self.addCleanup(own.destroy)
+        store = yield self.started(own.url)
+        yield store.announce(announce(1), 1000)
+        own.stop()
+        for _ in range(3):
+            began = time.monotonic()
+            with self.assertRaises(StoreUnavailable):
+                yield store.announce(announce(2), 1000)
+            self.assertLess(time.monotonic() - began, 3)
+        own.start()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                result = yield store.announce(announce(2), 1000)
+                break
+            except StoreUnavailable:
+                self.assertLess(time.monotonic(), deadline)
+                yield deferLater(reactor, 0.2, lambda: None)
+        # Redis restarted without persistence: the swarm starts again.
+        self.assertEqual(result.counts, SwarmCounts(0, 1, 0))
+
+    @inlineCallbacks
+    def test_one_node_sweeps_per_period_and_all_read_its_totals(self) -> Any:
+        """Of two nodes whose expiry runs in the same period, one sweeps; both then report
+        the totals it counted."""
+        first = yield self.started(sweep_every=60)
+        second = yield self.started(sweep_every=60)
+        yield first.announce(announce(1, left=0, event=COMPLETED), 1000)
+        yield first.announce(announce(2, torrent=2), 1000)
+        yield second.announce(announce(3, torrent=2), 500)
+        none = yield second.swarm_totals()
+        self.assertIsNone(none)
+        removed = yield gatherResults([first.expire(900), second.expire(900)])
+        self.assertEqual(sorted(removed), [0, 1])
+        for store in (first, second):
+            totals = yield store.swarm_totals()
+            self.assertEqual(
+                totals[:5],
+                (2, 1, 1, 1, ((info_hash(1), 1, 0, 1), (info_hash(2), 0, 1, 0))),
+            )
+
+
+class RedisClusterOnlyTests(TestCase):
+    """What the Redis store promises on a cluster."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.cluster = shared_cluster()
+
+    @inlineCallbacks
+    def test_scrape_spanning_slots(self) -> Any:
+        """A scrape of torrents held by every primary is answered whole, with one pipeline
+        per primary."""
+        store = _store(self.cluster.url)
+        yield store.start()
+        self.addCleanup(store.stop)
+        torrents = range(1, 41)
+        yield gatherResults(
+            [store.announce(announce(t, torrent=t, left=t % 2), 1000) for t in torrents]
+        )
+        from tracker.store.redis import swarm_keys
+
+        nodes = {store.connection.node_of(swarm_keys(info_hash(t))[0]) for t in torrents}
+        self.assertEqual(len(nodes), 3)
+        before = store.roundtrips.latency.count
+        counts = yield store.scrape([info_hash(t) for t in torrents])
+        self.assertEqual(store.roundtrips.latency.count - before, 3)
+        self.assertEqual(counts, {info_hash(t): SwarmCounts(1 - t % 2, t % 2, 0) for t in torrents})
+        totals = yield store.expire(0).addCallback(lambda _: store.swarm_totals())
+        self.assertEqual(totals[:4], (40, 20, 20, 0))
