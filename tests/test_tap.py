@@ -62,6 +62,7 @@ EVERY_OPTION = [
     "--private",
     "--admin-listen",
     "--admin-token-file",
+    "--redis",
 ]
 
 

@@ -108,7 +108,21 @@ class Options(usage.Options):
         ],
     ]
     optParameters = [
-        ["database", "d", DEFAULT_DATABASE, "SQLite database file (created if missing)."],
+        [
+            "database",
+            "d",
+            DEFAULT_DATABASE,
+            "SQLite database file (created if missing). With --redis it is not used: nothing"
+            " is read from it or written to it.",
+        ],
+        [
+            "redis",
+            None,
+            None,
+            "Keep the swarms in the Redis or Redis Cluster at this URL, shared by every tracker"
+            " given the same: redis://HOST:PORT/DB, redis://:PASSWORD@HOST:PORT/DB, rediss://"
+            " (TLS) or unix:///path/redis.sock; a cluster is found from any one node's URL.",
+        ],
         ["interval", None, _DEFAULTS.interval, "Seconds clients wait between announces."],
         [
             "min-interval",
@@ -215,9 +229,12 @@ class Options(usage.Options):
         if self["admin-token"] is not None:
             self["admin-listen"] = self["admin-listen"] or DEFAULT_ADMIN_LISTEN
             check_listen(self["admin-listen"], reactor, "--admin-listen")
-        problem = check_usable(self["database"])
-        if problem is not None:
-            raise usage.UsageError(f"cannot use the database {self['database']!r}: {problem}")
+        if self["redis"] is not None:
+            self["redis-description"] = _check_redis(self)
+        else:
+            problem = check_usable(self["database"])
+            if problem is not None:
+                raise usage.UsageError(f"cannot use the database {self['database']!r}: {problem}")
         try:
             self["config"] = self.config()
         except ValueError as e:
@@ -238,6 +255,43 @@ class Options(usage.Options):
             stats=not self["no-stats"],
             full_scrape=bool(self["full-scrape"]),
         )
+
+
+#: What is not served from Redis yet, and the option that asks for it.
+_NOT_ON_REDIS = (
+    ("private", "--private"),
+    ("whitelist", "--whitelist"),
+    ("blacklist", "--blacklist"),
+    ("full-scrape", "--full-scrape"),
+)
+
+
+def _check_redis(options: Options) -> str:
+    """
+    Reach the Redis named by --redis now, so that a wrong URL, an unreachable server or a
+    wrong password ends the start in one line before anything listens; what it is, to be said
+    when serving.
+    """
+    for name, option in _NOT_ON_REDIS:
+        if options[name]:
+            raise usage.UsageError(f"{option} is not served from Redis yet: drop it or --redis")
+    url = options["redis"]
+    try:
+        from tracker.store import redis_client
+    except ImportError:
+        raise usage.UsageError("--redis needs redis-py: pip install 'tracker[redis]'") from None
+    try:
+        redis_client.check_url(url)
+    except ValueError as e:
+        raise usage.UsageError(f"--redis {redis_client.redacted(url)}: {e}") from None
+    try:
+        client = redis_client.thd_client(url)
+    except redis_client.RedisStartError as e:
+        raise usage.UsageError(str(e)) from None
+    try:
+        return redis_client.describe(client)
+    finally:
+        client.close()
 
 
 def _access_list(whitelist: str | None, blacklist: str | None) -> AccessListFile | None:
@@ -288,18 +342,25 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
 
         reactor = default_reactor
     config: TrackerConfig = options["config"]
-    store = SQLitePeerStore(options["database"], reactor)
-    access_store = SQLiteAccessStore(store)
+    store: IPeerStore
+    access_store = None
+    if options.get("redis"):
+        store = _redis_store(options["redis"], config, reactor)
+    else:
+        store = SQLitePeerStore(options["database"], reactor)
+        access_store = SQLiteAccessStore(store)
     # Announces and scrapes go through the access list only when there is one: without, they
     # cost nothing more.
     served: IPeerStore = store
     access_list = None
     listed: AccessListFile | None = options.get("access-list")
     if listed is not None:
+        assert access_store is not None
         access_list = AccessList(*listed, store=access_store, reactor=reactor)
         served = AccessControlledStore(store, access_list)
     passkeys = None
     if options.get("private"):
+        assert access_store is not None
         passkeys = Passkeys(access_store, reactor)
     root = MultiService()
     # Made first for its figures, which HTTP and UDP count into; parented last (see below).
@@ -331,26 +392,44 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
             root
         )
     tracker.setServiceParent(root)
-    if access_list is not None or passkeys is not None:
+    if access_store is not None and (access_list is not None or passkeys is not None):
         # After the tracker service: its reads queue behind the store's opening, and its last
         # write goes before the store closes.
         AccessService(access_store, access_list, passkeys, reactor).setServiceParent(root)
+    storage = (
+        options.get("redis-description") or options["redis"]
+        if options.get("redis")
+        else f"database {os.path.abspath(options['database'])}"
+    )
     tracker.started.addCallbacks(
         _say_started,
         _stop_on_failure,
-        callbackArgs=(options["database"],),
+        callbackArgs=(storage,),
         errbackArgs=(reactor,),
     )
     return root
 
 
-def _say_started(_: None, database: str) -> None:
+def _redis_store(url: str, config: TrackerConfig, reactor: Any) -> IPeerStore:
+    from tracker.store.redis import SCRIPTS, RedisPeerStore
+    from tracker.store.redis_client import RedisConnection
+
+    connection = RedisConnection(url, reactor, SCRIPTS)
+    return RedisPeerStore(
+        reactor=reactor,
+        peer_timeout=config.peer_timeout,
+        sweep_every=config.expire_every,
+        connection=connection,
+    )
+
+
+def _say_started(_: None, storage: str) -> None:
     log.info(
-        "tracker {version} on {interpreter} {python}: database {database} open, serving",
+        "tracker {version} on {interpreter} {python}: {storage} open, serving",
         version=_version(),
         interpreter=platform.python_implementation(),
         python=platform.python_version(),
-        database=os.path.abspath(database),
+        storage=storage,
     )
 
 
@@ -362,5 +441,5 @@ def _version() -> str:
 
 
 def _stop_on_failure(failure: Any, reactor: Any) -> None:
-    log.failure("the tracker database could not be opened; stopping", failure)
+    log.failure("the tracker's storage could not be opened; stopping", failure)
     reactor.stop()

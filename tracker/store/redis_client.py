@@ -158,6 +158,19 @@ def thd_client(url: str, timeout: float = TIMEOUT) -> Any:
         raise RedisStartError(f"cannot use Redis at {shown}: {reason}") from None
 
 
+def describe(client: Any) -> str:
+    """What C{client} is connected to, for the log: the URL, and whether it is a cluster."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        primaries = len(client.get_primaries())
+        node = client.get_default_node()
+        return f"Redis Cluster of {primaries} primaries at {node.name}"
+    kwargs = pool.connection_kwargs
+    if "path" in kwargs:
+        return f"Redis at unix://{kwargs['path']} database {kwargs.get('db', 0)}"
+    return f"Redis at {kwargs.get('host')}:{kwargs.get('port')} database {kwargs.get('db', 0)}"
+
+
 class RedisConnection:
     """
     Blocking redis-py clients of one Redis or Redis Cluster, driven from the reactor. C{scripts}
