@@ -24,7 +24,13 @@ from twisted.internet.task import SchedulerStopped
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tracker.core.interfaces import IIndexedStore, IPeerStore, ISharedStore, SwarmTotals
+from tracker.core.interfaces import (
+    IIndexedStore,
+    IPeerStore,
+    ISharedStore,
+    StoreUnavailable,
+    SwarmTotals,
+)
 from tracker.core.meters import CommitMeter, Refusals, RequestMeter, RoundTripMeter
 from tracker.core.slices import cooperator, fire_all
 from tracker.ops.census import EMPTY, Census, Torrent, walk
@@ -203,8 +209,8 @@ class TrackerStats:
         return self.census
 
     def _count_failed(self, failure: Failure) -> None:
-        if failure.check(SchedulerStopped):
-            return  # the daemon is stopping
+        if failure.check(SchedulerStopped, StoreUnavailable):
+            return  # the daemon is stopping, or the store has logged its outage
         log.failure("could not count the swarms; will try again", failure)
 
     def stop(self) -> None:
