@@ -198,6 +198,26 @@ class TwoNodesTests(NodesTestCase):
         again = first.announce(1)
         self.assertEqual(ports(again[b"peers"]), {10002})
 
+    def test_udp_connection_id_from_one_node_works_at_the_other(self) -> None:
+        """A client that connected to one node announces to the other with that connection
+        ID (clients go round the nodes by DNS) and is answered, not told to connect again."""
+        first, second = self.nodes(self.redis.url, 2)
+        to_first, to_second = first.udp(), second.udp()
+        self.addCleanup(to_first.close)
+        self.addCleanup(to_second.close)
+        # The nodes fetch the shared secrets once Redis is open: within a second or so.
+        deadline = time.monotonic() + 10
+        while True:
+            reply = to_second.exchange(announce_packet(to_first.connect(), 1))
+            if reply[:4] == b"\x00\x00\x00\x01":
+                break
+            self.assertLess(time.monotonic(), deadline, error_message(reply))
+            time.sleep(0.2)
+        _, leechers, _, _ = parse_announce_reply(reply)
+        self.assertEqual(leechers, 1)
+        reply = to_first.exchange(announce_packet(to_second.connect(), 1))
+        self.assertEqual(parse_announce_reply(reply)[1], 1)
+
     def test_completion_counted_once_across_nodes(self) -> None:
         """A peer that reports its completion to one node and again to the other is counted
         once, and both nodes scrape the same count."""

@@ -40,7 +40,7 @@ from tracker.ops.passkeys import Passkeys
 from tracker.store.access import BLACKLIST, WHITELIST, SQLiteAccessStore
 from tracker.store.schema import check_usable
 from tracker.store.sqlite import SQLitePeerStore
-from tracker.udp.connection_ids import ConnectionIds
+from tracker.udp.connection_ids import WINDOW, ConnectionIds
 from tracker.udp.private import PrivateUDPTracker
 from tracker.udp.protocol import UDPTracker
 
@@ -377,6 +377,8 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     for endpoint in options["listen"]:
         ListeningService(endpoint, site, reactor).setServiceParent(root)
     connection_ids = ConnectionIds(reactor)
+    if options.get("redis"):
+        connection_ids = _shared_connection_ids(store, reactor, root)
     for description in options["listen-udp"]:
         if passkeys is not None:
             udp: UDPTracker = PrivateUDPTracker(
@@ -421,6 +423,15 @@ def _redis_store(url: str, config: TrackerConfig, reactor: Any) -> IPeerStore:
         sweep_every=config.expire_every,
         connection=connection,
     )
+
+
+def _shared_connection_ids(store: Any, reactor: Any, root: MultiService) -> ConnectionIds:
+    """Connection IDs under secrets shared through Redis: an ID from one node is good at all."""
+    from tracker.store.redis_secrets import RedisSecrets
+
+    secrets = RedisSecrets(store.connection, reactor, WINDOW)
+    secrets.setServiceParent(root)
+    return ConnectionIds(reactor, shared=secrets)
 
 
 def _say_started(_: None, storage: str) -> None:

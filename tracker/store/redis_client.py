@@ -222,6 +222,11 @@ class RedisConnection:
     def cluster(self) -> bool:
         return self._slots is not None
 
+    @property
+    def ready(self) -> bool:
+        """Whether commands can be sent: started, and not stopping."""
+        return self._client is not None and not self._stopping
+
     # Life.
 
     def start(self) -> Deferred[None]:
