@@ -5,6 +5,7 @@ their swarms through one Redis or one Redis Cluster that the tests start themsel
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -240,6 +241,36 @@ class TwoNodesTests(NodesTestCase):
         self.assertEqual(ports(body[b"peers"]), {10001, 10002, 10003, 10004, 10005})
         self.assertEqual((body[b"complete"], body[b"incomplete"]), (2, 4))
         self.assertEqual(second.scrape(1)[b"files"][info_hash(1)][b"downloaded"], 2)
+
+
+class SharedStatsTests(NodesTestCase):
+    def test_stats_count_every_node_swarms(self) -> None:
+        """Each node's /stats.json shows the swarms of every node, as one node's sweep counted
+        them, and its /metrics the round trips to Redis."""
+        redis = shared_server()
+        first, second = self.nodes(redis.url, 2, "--expire-every", "1")
+        first.announce(1, 1, left=0, event="completed")
+        second.announce(2, 1)
+        second.announce(3, 2)
+        expected = {"torrents": 2, "peers": 3, "seeders": 1, "leechers": 2, "downloaded": 1}
+        deadline = time.monotonic() + 30
+        for node in (first, second):
+            while True:
+                with urllib.request.urlopen(f"http://{HOST}:{node.port}/stats.json") as reply:
+                    stats = json.loads(reply.read())
+                if {name: stats[name] for name in expected} == expected:
+                    break
+                self.assertLess(time.monotonic(), deadline, stats)
+                time.sleep(0.5)
+            self.assertEqual(
+                stats["top_torrents"][0],
+                {"info_hash": info_hash(1).hex(), "peers": 2, "seeders": 1, "leechers": 1,
+                 "downloaded": 1},
+            )  # fmt: skip
+            with urllib.request.urlopen(f"http://{HOST}:{node.port}/metrics") as reply:
+                metrics = reply.read().decode()
+            self.assertIn("tracker_redis_roundtrip_seconds_count", metrics)
+            self.assertIn("tracker_redis_errors_total 0.0", metrics)
 
 
 class RedisOutageTests(NodesTestCase):
