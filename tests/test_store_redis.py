@@ -66,7 +66,8 @@ class RedisOnlyTests(TestCase):
     @inlineCallbacks
     def test_swarm_keys_share_a_tag_and_expire_by_themselves(self) -> Any:
         """A swarm's keys all carry its info hash in hex as their hash tag; its peers' keys
-        expire a peer timeout after the last announce, its completion count never."""
+        expire a peer timeout after the last announce (plus up to 5 minutes, as their expiry
+        is pushed back once in 5 minutes), its completion count never."""
         store = yield self.started(peer_timeout=600)
         yield store.announce(announce(1, left=0, event=COMPLETED), 1000)
         yield store.announce(announce(2), 1000)
@@ -77,7 +78,7 @@ class RedisOnlyTests(TestCase):
         )
         for suffix in (":p", ":l", ":s"):
             ttl = int(self.server.cli("PTTL", tag + suffix))
-            self.assertTrue(590_000 < ttl <= 601_000, (suffix, ttl))
+            self.assertTrue(590_000 < ttl <= 901_000, (suffix, ttl))
         self.assertEqual(self.server.cli("PTTL", tag + ":d").strip(), "-1")
 
     @inlineCallbacks

@@ -4,20 +4,26 @@
 -- IPv4 and IPv6 apart, a completion counted once per peer.
 --
 -- KEYS[1]  {hex}:p  hash: peer id -> its state: a flags byte (PEER_*), its key (4 bytes,
---                   big-endian, 0 for none), then its compact address (6 or 18 bytes)
+--                   big-endian, 0 for none), then its compact address (6 or 18 bytes); and
+--                   two fields of the swarm's own, one byte long so that no peer id is one:
+--                   "e", the period (now // PERIOD) in which the keys' expiry was last pushed
+--                   back, and "d", a copy of the completions
 -- KEYS[2]  {hex}:l  sorted set of leechers, KEYS[3] {hex}:s of seeders: member = compact
 --                   address then peer id; score = last seen + 1, negated for IPv6, so that
 --                   IPv6 peers rank first and the silent peers of both families are one range
 --                   of scores, -(cutoff + 1) to cutoff + 1, exclusive
 -- KEYS[4]  {hex}:d  completions, which outlive the peers: no expiry
--- The three first expire together PEXPIRE milliseconds after the last announce that recorded
--- a peer: a swarm nobody announces to disappears by itself.
+-- The three first expire together, PEXPIRE milliseconds (plus up to one PERIOD) after the last
+-- announce that recorded a peer: a swarm nobody announces to disappears by itself. Their
+-- expiry is pushed back once per PERIOD, not at every announce, and when a set is created.
 --
 -- ARGV: peer id, address, now, cutoff, flags (below), key, numwant, PEXPIRE, random seed
 -- (1 to 2^31 - 2: scripts are given their randomness), silent peers dropped at most per set.
 --
 -- Reply: {-1} if the key check refuses the announce; otherwise {complete, incomplete,
--- downloaded, chosen peer...}, each chosen peer as its member (address then peer id).
+-- downloaded, IPv4 peers, IPv6 peers}: the chosen peers' members (address then peer id), of
+-- each family joined into one string, which costs Redis and the node far less than a string
+-- a peer.
 
 local peers, leechers, seeders, completions = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, address = ARGV[1], ARGV[2]
@@ -26,7 +32,7 @@ local bound = tonumber(ARGV[4]) + 1
 local flags = tonumber(ARGV[5])
 local key = tonumber(ARGV[6])
 local numwant = tonumber(ARGV[7])
-local ttl = ARGV[8]
+local ttl = tonumber(ARGV[8])
 local seed = tonumber(ARGV[9])
 local prune = tonumber(ARGV[10])
 
@@ -35,9 +41,15 @@ local SEEDER, COMPLETES, STOPPED, LEECHERS_ONLY, OWN_FAMILY = 1, 2, 4, 8, 16
 -- A stored peer's flags.
 local PEER_SEEDER, PEER_COMPLETED = 1, 2
 
+-- Seconds between two pushes of the keys' expiry.
+local PERIOD = 300
+
 local band = bit.band
 local call = redis.call
 local v6 = #address == 18
+local period = math.floor(now / PERIOD)
+-- Pushed once a period: the keys outlive the period's last announce by ttl at least.
+local pushed_ttl = ttl + PERIOD * 1000
 
 -- Park and Miller's generator: exact in Lua's doubles (the product stays below 2^46).
 local function random()
@@ -46,6 +58,9 @@ local function random()
 end
 
 local function drop_silent(set)
+  if prune == 0 then
+    return
+  end
   local silent = call('ZRANGEBYSCORE', set, '(' .. -bound, '(' .. bound, 'LIMIT', 0, prune)
   if #silent > 0 then
     call('ZREM', set, unpack(silent))
@@ -140,19 +155,23 @@ end
 local function answer(own_set, own, wanted, downloaded)
   local complete = call('ZCARD', seeders)
   local incomplete = call('ZCARD', leechers)
-  if downloaded == nil then
+  if not downloaded then
     downloaded = tonumber(call('GET', completions)) or 0
   end
-  local reply = {complete, incomplete, downloaded}
-  if wanted > 0 then
-    sample(reply, own_set, own, wanted, complete, incomplete)
+  if wanted == 0 then
+    return {complete, incomplete, downloaded}
   end
-  return reply
-end
-
-if prune > 0 then
-  drop_silent(leechers)
-  drop_silent(seeders)
+  local chosen = {}
+  sample(chosen, own_set, own, wanted, complete, incomplete)
+  local v4, v6s = {}, {}
+  for _, member in ipairs(chosen) do
+    if #member == 26 then
+      v4[#v4 + 1] = member
+    else
+      v6s[#v6s + 1] = member
+    end
+  end
+  return {complete, incomplete, downloaded, table.concat(v4), table.concat(v6s)}
 end
 
 local seeder = band(flags, SEEDER) ~= 0
@@ -160,8 +179,10 @@ local set = leechers
 if seeder then
   set = seeders
 end
+drop_silent(set)
 local member = address .. id
-local state = call('HGET', peers, id)
+local fields = call('HMGET', peers, id, 'e', 'd')
+local state, pushed, cached = fields[1], tonumber(fields[2]), tonumber(fields[3])
 local completed = false
 if state then
   local old_flags = string.byte(state, 1)
@@ -188,9 +209,9 @@ if state then
     elseif other_family then
       -- libtorrent keys its IPv4 and IPv6 sockets apart: answered, but nothing changes.
       if band(flags, STOPPED) ~= 0 then
-        return answer(nil, nil, 0, nil)
+        return answer(nil, nil, 0, cached)
       end
-      return answer(old_set, old_member, numwant, nil)
+      return answer(old_set, old_member, numwant, cached)
     else
       return {-1}
     end
@@ -199,18 +220,21 @@ if state then
   if band(flags, STOPPED) ~= 0 then
     call('ZREM', old_set, old_member)
     call('HDEL', peers, id)
-    return answer(nil, nil, 0, nil)
+    return answer(nil, nil, 0, cached)
   end
   if not in_place or old_set ~= set then
     call('ZREM', old_set, old_member)
   end
 elseif band(flags, STOPPED) ~= 0 then
-  return answer(nil, nil, 0, nil)
+  return answer(nil, nil, 0, cached)
 end
-local downloaded = nil
+local downloaded = cached
 if seeder and not completed and band(flags, COMPLETES) ~= 0 then
   completed = true
   downloaded = call('INCR', completions)
+end
+if not downloaded then
+  downloaded = tonumber(call('GET', completions)) or 0
 end
 local peer_flags = 0
 if seeder then
@@ -220,15 +244,29 @@ if completed then
   peer_flags = peer_flags + PEER_COMPLETED
 end
 local new_state = struct.pack('>BI4', peer_flags, key) .. address
+local pushing = pushed ~= period
 if new_state ~= state then
-  call('HSET', peers, id, new_state)
+  if pushing then
+    call('HSET', peers, id, new_state, 'e', period, 'd', downloaded)
+  elseif downloaded ~= cached then
+    call('HSET', peers, id, new_state, 'd', downloaded)
+  else
+    call('HSET', peers, id, new_state)
+  end
+elseif pushing then
+  call('HSET', peers, 'e', period, 'd', downloaded)
 end
 local score = now + 1
 if v6 then
   score = -score
 end
-call('ZADD', set, score, member)
-call('PEXPIRE', peers, ttl)
-call('PEXPIRE', leechers, ttl)
-call('PEXPIRE', seeders, ttl)
+if call('ZADD', set, score, member) == 1 and not pushing and call('ZCARD', set) == 1 then
+  -- A set made by this announce, within a period whose push is done.
+  call('PEXPIRE', set, pushed_ttl)
+end
+if pushing then
+  call('PEXPIRE', peers, pushed_ttl)
+  call('PEXPIRE', leechers, pushed_ttl)
+  call('PEXPIRE', seeders, pushed_ttl)
+end
 return answer(set, member, numwant, downloaded)

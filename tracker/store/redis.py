@@ -278,31 +278,37 @@ def _answer(replies: list[Any]) -> list[Any]:
     return reply  # type: ignore[no-any-return]
 
 
+#: A chosen peer in the script's reply: its compact address, then its peer id.
+_V4_MEMBER = 26
+_V6_MEMBER = 38
+
+
 def _decode_compact(replies: list[Any]) -> AnnounceResult:
     reply = _answer(replies)
     counts = SwarmCounts(reply[0], reply[1], reply[2])
     if len(reply) == 3:
         return AnnounceResult(counts)
-    peers4 = []
-    peers6 = []
-    for member in reply[3:]:
-        if len(member) == 26:
-            peers4.append(member[:6])
-        else:
-            peers6.append(member[:18])
-    return AnnounceResult(counts, b"".join(peers4), b"".join(peers6))
+    v4, v6 = reply[3], reply[4]
+    return AnnounceResult(
+        counts,
+        b"".join([v4[k : k + 6] for k in range(0, len(v4), _V4_MEMBER)]),
+        b"".join([v6[k : k + 18] for k in range(0, len(v6), _V6_MEMBER)]),
+    )
 
 
 def _decode_with_ids(replies: list[Any]) -> AnnounceResult:
     reply = _answer(replies)
     counts = SwarmCounts(reply[0], reply[1], reply[2])
-    v4 = [member for member in reply[3:] if len(member) == 26]
-    v6 = [member for member in reply[3:] if len(member) != 26]
+    if len(reply) == 3:
+        return AnnounceResult(counts)
+    v4, v6 = reply[3], reply[4]
+    ids = [v4[k + 6 : k + _V4_MEMBER] for k in range(0, len(v4), _V4_MEMBER)]
+    ids += [v6[k + 18 : k + _V6_MEMBER] for k in range(0, len(v6), _V6_MEMBER)]
     return AnnounceResult(
         counts,
-        b"".join(member[:6] for member in v4),
-        b"".join(member[:18] for member in v6),
-        [member[-20:] for member in v4 + v6],
+        b"".join([v4[k : k + 6] for k in range(0, len(v4), _V4_MEMBER)]),
+        b"".join([v6[k : k + 18] for k in range(0, len(v6), _V6_MEMBER)]),
+        ids,
     )
 
 
