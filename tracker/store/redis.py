@@ -2,17 +2,18 @@
 Swarms in Redis or a Redis Cluster, shared by every tracker node given the same one.
 
 Each swarm is a few keys under the hash tag of its info hash in hex, C{{hex}}, so that a
-cluster shards by torrent and every script touches one slot: a hash of its peers' states, a
-sorted set of its leechers and one of its seeders scored by when each peer was last seen, and
-its completion count (see C{announce.lua} for the layout). An announce is one script call
-(C{announce.lua}) that records the peer, drops a few of the swarm's silent peers, counts the
-swarm and chooses the peers to give, in O(log N + numwant): the same rules as the index in
-memory (L{tracker.core.swarms}). A swarm's keys expire by themselves a peer timeout after its
-last announce, so nothing has to walk every swarm to forget the dead ones.
+cluster shards by torrent and every script touches one slot, laid out as the swarm index in
+memory lays out a swarm (L{tracker.core.swarms}): a hash from peer id to the peer's place, and
+per group (leechers and seeders, IPv4 and IPv6) a string of fixed-size records, one per peer;
+and its completion count (see C{swarm.lua}). An announce is one script call that records the
+peer, counts the swarm, chooses the peers to give in one or two ranges of a group's string
+and drops a silent peer it came across: a few commands whatever the size of the swarm, with
+the same rules as the index in memory. A swarm's keys expire by themselves a peer timeout
+after its last announce, so nothing has to walk every swarm to forget the dead ones.
 
 Announces and scrapes made in one turn of the reactor go to Redis together, one pipeline per
 primary (L{tracker.store.redis_client}). Once a minute one node (whichever takes the lease
-first) sweeps every swarm a slice at a time (C{SCAN}, then C{sweep.lua} per swarm): it drops
+first) sweeps every swarm a slice at a time (C{SCAN}, then C{swarm.lua} per swarm): it drops
 the silent peers that announces left behind and counts the swarms, and leaves the totals in
 Redis for every node's statistics.
 """
@@ -55,18 +56,14 @@ def _script(name: str) -> Script:
     return Script(resources.files("tracker.store").joinpath(name).read_bytes())
 
 
-ANNOUNCE = _script("announce.lua")
-SWEEP = _script("sweep.lua")
-SCRIPTS = (ANNOUNCE, SWEEP)
+SWARM = _script("swarm.lua")
+SCRIPTS = (SWARM,)
 
-#: The flags of announce.lua.
+#: The flags of swarm.lua's announce.
 _SEEDER, _COMPLETES, _STOPPED, _LEECHERS_ONLY, _OWN_FAMILY = 1, 2, 4, 8, 16
-#: Silent peers an announce drops from each of its swarm's sets, at most: enough to keep up
-#: with a swarm's departures, few enough that an announce's cost stays bounded.
-PRUNE = 4
-#: Keys the sweep asks for per SCAN, and silent peers it drops per set and call.
+#: Keys the sweep asks for per SCAN, and peers it looks at per script call.
 SWEEP_SLICE = 100
-SWEEP_MOST = 1000
+SWEEP_MOST = 2000
 #: Seconds the sweep rests between slices, so that Redis serves announces meanwhile.
 SWEEP_REST = 0.001
 #: The last sweep's totals, and the lease of the node sweeping.
@@ -79,10 +76,13 @@ TOP = 20
 _MAX_SEED = 2147483646
 
 
-def swarm_keys(info_hash: bytes) -> tuple[bytes, bytes, bytes, bytes]:
-    """The keys of a swarm: its peers' states, leechers, seeders and completions."""
-    tag = b"{" + hexlify(info_hash) + b"}"
-    return tag + b":p", tag + b":l", tag + b":s", tag + b":d"
+_SUFFIXES = (b"}:p", b"}:0", b"}:1", b"}:2", b"}:3", b"}:d")
+
+
+def swarm_keys(info_hash: bytes) -> list[bytes]:
+    """The keys of a swarm: its peers' places, its four groups and its completions."""
+    tag = b"{" + hexlify(info_hash)
+    return [tag + suffix for suffix in _SUFFIXES]
 
 
 @implementer(IPeerStore, ISharedStore)
@@ -136,9 +136,9 @@ class RedisPeerStore:
         if request.own_family:
             flags |= _OWN_FAMILY
         args = (
-            "EVALSHA", ANNOUNCE.sha, 4, *keys, request.peer_id,
+            "EVALSHA", SWARM.sha, 6, *keys, b"a", request.peer_id,
             pack_peer(request.ip, request.port), now, now - self._peer_timeout, flags,
-            request.key, request.numwant, self._ttl, int(self._random() * _MAX_SEED) + 1, PRUNE,
+            request.key, request.numwant, self._ttl, int(self._random() * _MAX_SEED) + 1,
         )  # fmt: skip
         decode = _decode_compact if request.compact else _decode_with_ids
         return self.connection.run((Command(keys[0], args),), decode)
@@ -155,11 +155,10 @@ class RedisPeerStore:
         for hashes in by_node.values():
             commands = []
             for info_hash in hashes:
-                peers, leechers, seeders, completions = swarm_keys(info_hash)
+                keys = swarm_keys(info_hash)
                 commands += [
-                    Command(peers, ("ZCARD", seeders)),
-                    Command(peers, ("ZCARD", leechers)),
-                    Command(peers, ("GET", completions)),
+                    Command(keys[0], ("HMGET", keys[0], b"n0", b"n1", b"n2", b"n3")),
+                    Command(keys[0], ("GET", keys[5])),
                 ]
             jobs.append(self.connection.run(commands, _counts_decoder(hashes)))
         if len(jobs) == 1:
@@ -207,11 +206,12 @@ class RedisPeerStore:
                         counted = _raise(reply)
                         if not counted:
                             continue
-                        dropped, complete, incomplete, done = counted
+                        dropped, complete, incomplete, done = counted[:4]
                         removed += dropped
-                        if dropped >= SWEEP_MOST:
-                            # More to drop: counted when the last of them are.
-                            again.append(call)
+                        walks = counted[4:]
+                        if any(walks):
+                            # A large swarm: looked at a slice at a time, counted at the end.
+                            again.append(_sweep_command(call.args[3], cutoff, walks))
                             continue
                         if not (complete or incomplete or done):
                             continue  # the sweep dropped its last peers: gone
@@ -249,14 +249,16 @@ class RedisPeerStore:
         return self.connection.run((Command(CENSUS_KEY, ("GET", CENSUS_KEY)),), _decode_census)
 
 
-def _sweep_command(key: bytes, cutoff: int) -> Command:
-    """The sweep of the swarm whose key C{key} the SCAN found ({hex}:p or {hex}:d)."""
-    tag = key[:42]
-    peers = tag + b":p"
+def _sweep_command(key: bytes, cutoff: int, walks: Sequence[int] = (-1, -1, -1, -1)) -> Command:
+    """
+    The sweep of the swarm whose key C{key} the SCAN found ({hex}:p or {hex}:d), going on
+    with each group's walk where C{walks} says (-1: from its end).
+    """
+    tag = key[:41]
+    keys = [tag + suffix for suffix in _SUFFIXES]
     mode = b"d" if key.endswith(b":d") else b""
-    args = ("EVALSHA", SWEEP.sha, 4, peers, tag + b":l", tag + b":s", tag + b":d", cutoff,
-            SWEEP_MOST, mode)  # fmt: skip
-    return Command(peers, args)
+    args = ("EVALSHA", SWARM.sha, 6, *keys, b"s", cutoff, SWEEP_MOST, mode, *walks)
+    return Command(keys[0], args)
 
 
 def _raise(reply: Any) -> Any:
@@ -278,9 +280,10 @@ def _answer(replies: list[Any]) -> list[Any]:
     return reply  # type: ignore[no-any-return]
 
 
-#: A chosen peer in the script's reply: its compact address, then its peer id.
-_V4_MEMBER = 26
-_V6_MEMBER = 38
+#: A chosen peer's record in the script's reply: its compact address, its peer id, when it
+#: was last seen.
+_V4_MEMBER = 30
+_V6_MEMBER = 42
 
 
 def _decode_compact(replies: list[Any]) -> AnnounceResult:
@@ -302,8 +305,8 @@ def _decode_with_ids(replies: list[Any]) -> AnnounceResult:
     if len(reply) == 3:
         return AnnounceResult(counts)
     v4, v6 = reply[3], reply[4]
-    ids = [v4[k + 6 : k + _V4_MEMBER] for k in range(0, len(v4), _V4_MEMBER)]
-    ids += [v6[k + 18 : k + _V6_MEMBER] for k in range(0, len(v6), _V6_MEMBER)]
+    ids = [v4[k + 6 : k + 26] for k in range(0, len(v4), _V4_MEMBER)]
+    ids += [v6[k + 18 : k + 38] for k in range(0, len(v6), _V6_MEMBER)]
     return AnnounceResult(
         counts,
         b"".join([v4[k : k + 6] for k in range(0, len(v4), _V4_MEMBER)]),
@@ -316,10 +319,13 @@ def _counts_decoder(hashes: list[bytes]) -> Any:
     def decode(replies: list[Any]) -> dict[bytes, SwarmCounts]:
         counts = {}
         for at, info_hash in enumerate(hashes):
-            complete, incomplete, done = replies[3 * at : 3 * at + 3]
-            for reply in (complete, incomplete, done):
+            sizes, done = replies[2 * at : 2 * at + 2]
+            for reply in (sizes, done):
                 if isinstance(reply, Exception):
                     raise StoreUnavailable(f"Redis refused the scrape: {reply}")
+            leechers4, leechers6, seeders4, seeders6 = (int(size or 0) for size in sizes)
+            complete = seeders4 + seeders6
+            incomplete = leechers4 + leechers6
             counts[info_hash] = (
                 SwarmCounts(complete, incomplete, int(done or 0))
                 if complete or incomplete or done
