@@ -24,6 +24,7 @@ import heapq
 import json
 import os
 import random
+import struct
 import time
 from binascii import hexlify
 from collections.abc import Sequence
@@ -77,6 +78,15 @@ _MAX_SEED = 2147483646
 
 
 _SUFFIXES = (b"}:p", b"}:0", b"}:1", b"}:2", b"}:3", b"}:d")
+#: An announce's numbers, as swarm.lua unpacks them.
+_NUMBERS = struct.Struct(">qqIIIII")
+#: An announce's EVALSHA, written out in Redis's protocol: this is the command almost every
+#: request sends, and redis-py would build it an argument at a time. The swarm's hash tag,
+#: then the peer id and address, then the numbers.
+_ANNOUNCE = (
+    b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n" + SWARM.sha.encode("ascii") + b"\r\n$1\r\n1\r\n"
+    b"$44\r\n{%s}:p\r\n$1\r\na\r\n$%d\r\n%s%s\r\n$36\r\n%s\r\n"
+)
 
 
 def swarm_keys(info_hash: bytes) -> list[bytes]:
@@ -122,7 +132,7 @@ class RedisPeerStore:
     # Announces and scrapes.
 
     def announce(self, request: AnnounceRequest, now: int) -> Deferred[AnnounceResult]:
-        keys = swarm_keys(request.info_hash)
+        tag = hexlify(request.info_hash)
         flags = 0
         if request.left == 0:
             flags = _SEEDER | _LEECHERS_ONLY
@@ -135,13 +145,14 @@ class RedisPeerStore:
             flags |= _LEECHERS_ONLY
         if request.own_family:
             flags |= _OWN_FAMILY
-        args = (
-            "EVALSHA", SWARM.sha, 6, *keys, b"a", request.peer_id,
-            pack_peer(request.ip, request.port), now, now - self._peer_timeout, flags,
-            request.key, request.numwant, self._ttl, int(self._random() * _MAX_SEED) + 1,
+        address = pack_peer(request.ip, request.port)
+        numbers = _NUMBERS.pack(
+            now, now - self._peer_timeout, flags, request.key, request.numwant, self._ttl,
+            int(self._random() * _MAX_SEED) + 1,
         )  # fmt: skip
+        packed = _ANNOUNCE % (tag, 20 + len(address), request.peer_id, address, numbers)
         decode = _decode_compact if request.compact else _decode_with_ids
-        return self.connection.run((Command(keys[0], args),), decode)
+        return self.connection.run((Command(b"{" + tag + b"}:p", packed),), decode)
 
     def scrape(self, info_hashes: Sequence[bytes]) -> Deferred[dict[bytes, SwarmCounts]]:
         # One job per primary, so each gets one pipeline whatever the number of hashes.
@@ -211,7 +222,7 @@ class RedisPeerStore:
                         walks = counted[4:]
                         if any(walks):
                             # A large swarm: looked at a slice at a time, counted at the end.
-                            again.append(_sweep_command(call.args[3], cutoff, walks))
+                            again.append(_sweep_command(_swarm_key(call), cutoff, walks))
                             continue
                         if not (complete or incomplete or done):
                             continue  # the sweep dropped its last peers: gone
@@ -221,7 +232,8 @@ class RedisPeerStore:
                         downloaded += done
                         peers = complete + incomplete
                         if peers:
-                            entry = (peers, call.args[3][1:41], complete, incomplete, done)
+                            tag = _swarm_key(call)[1:41]
+                            entry = (peers, tag, complete, incomplete, done)
                             if len(largest) < TOP:
                                 heapq.heappush(largest, entry)
                             elif peers > largest[0][0]:
@@ -254,11 +266,16 @@ def _sweep_command(key: bytes, cutoff: int, walks: Sequence[int] = (-1, -1, -1, 
     The sweep of the swarm whose key C{key} the SCAN found ({hex}:p or {hex}:d), going on
     with each group's walk where C{walks} says (-1: from its end).
     """
-    tag = key[:41]
-    keys = [tag + suffix for suffix in _SUFFIXES]
+    peers = key[:41] + b"}:p"
     mode = b"d" if key.endswith(b":d") else b""
-    args = ("EVALSHA", SWARM.sha, 6, *keys, b"s", cutoff, SWEEP_MOST, mode, *walks)
-    return Command(keys[0], args)
+    args = ("EVALSHA", SWARM.sha, 1, peers, b"s", cutoff, SWEEP_MOST, mode, *walks)
+    return Command(peers, args)
+
+
+def _swarm_key(call: Command) -> bytes:
+    """The swarm's hash key, which a sweep's command is routed by."""
+    assert call.key is not None
+    return call.key
 
 
 def _raise(reply: Any) -> Any:

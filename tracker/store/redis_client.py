@@ -116,7 +116,8 @@ class Command(NamedTuple):
     """One command and the key that says which node it goes to (None: any, on one Redis)."""
 
     key: bytes | None
-    args: tuple[Any, ...]
+    #: Its arguments; or the command already written out in Redis's protocol (RESP).
+    args: tuple[Any, ...] | bytes
 
 
 class _Job(NamedTuple):
@@ -429,11 +430,19 @@ class RedisConnection:
                 self.roundtrips.errors += 1
         return replies
 
-    def _thd_pipeline(self, node: str | None, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def _thd_pipeline(
+        self, node: str | None, commands: Sequence[tuple[Any, ...] | bytes]
+    ) -> list[Any]:
         pool = self._thd_redis(node).connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            packed: list[bytes | memoryview] = []
+            for command in commands:
+                if isinstance(command, bytes):
+                    packed.append(command)
+                else:
+                    packed += connection.pack_command(*command)
+            connection.send_packed_command(packed, check_health=False)
             replies: list[Any] = []
             for _ in commands:
                 try:

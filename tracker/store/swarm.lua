@@ -2,19 +2,20 @@
 -- its two operations: an announce, and its share of the periodic sweep. One script call each,
 -- on the primary that holds the swarm (tracker/store/redis.py).
 --
--- Keys, all under the swarm's hash tag {hex}:
+-- Keys, all under the swarm's hash tag {hex}, so in one slot; the script is given the first
+-- and names the others after it:
 -- KEYS[1]     {hex}:p  hash: peer id -> its place: slot (1 byte), position in its group
 --                      (4 bytes), key (4 bytes, 0: none), flags (1 byte: PEER_COMPLETED), then
 --                      its compact address (6 or 18 bytes); and fields of the swarm's own, a
 --                      byte or two long so that no peer id is one: "n0" to "n3", the size of
 --                      each group; "e", the period (now // PERIOD) in which the keys' expiry
 --                      was last pushed back; "d", a copy of the completions.
--- KEYS[2..5]  {hex}:0 to {hex}:3  the groups, as swarms.py's slots: leechers IPv4, IPv6,
+-- {hex}:0 to {hex}:3  the groups, as swarms.py's slots: leechers IPv4, IPv6,
 --                      seeders IPv4, IPv6. A string of fixed-size records, one per peer, at its
 --                      position: compact address, peer id, last seen (4 bytes): 30 bytes for
 --                      IPv4, 42 for IPv6. A removed peer's place is filled by the group's last;
 --                      the string is not shortened (Redis has no way to) but deleted once empty.
--- KEYS[6]     {hex}:d  completions, which outlive the peers: no expiry.
+-- {hex}:d  completions, which outlive the peers: no expiry.
 -- The hash and the groups expire together, a peer timeout (ARGV ttl) plus up to one PERIOD
 -- after the last announce: a swarm nobody announces to disappears by itself.
 --
@@ -23,9 +24,9 @@
 -- same in a swarm of ten or of a million, and no peer is handed from Redis to the script one
 -- by one.
 --
--- ARGV[1] "a": an announce. ARGV: "a", peer id, address, now, cutoff, flags (below), key,
---   numwant, ttl (milliseconds), random seed (1 to 2^31 - 2: scripts are given their
---   randomness). Reply: {-1} if the key check refuses it; otherwise {complete, incomplete,
+-- ARGV[1] "a": an announce. ARGV: "a", the peer id then its address, and the numbers packed
+--   big-endian (>i8i8I4I4I4I4I4): now, cutoff, flags (below), key, numwant, ttl
+--   (milliseconds), random seed (1 to 2^31 - 2: scripts are given their randomness). Reply: {-1} if the key check refuses it; otherwise {complete, incomplete,
 --   downloaded, IPv4 records, IPv6 records}, the chosen peers' records of each family joined.
 -- ARGV[1] "s": a sweep. ARGV: "s", cutoff, most records looked at, "d" or "", then where each
 --   group's walk goes on (-1: from its end). With "d" (the sweep found the swarm by its
@@ -33,7 +34,10 @@
 --   not counted; otherwise {dropped, complete, incomplete, downloaded, where each walk goes
 --   on (0: done)}.
 
-local peers, completions = KEYS[1], KEYS[6]
+local peers = KEYS[1]
+local tag = string.sub(peers, 1, -3)
+local completions = tag .. ':d'
+local groups = {[0] = tag .. ':0', tag .. ':1', tag .. ':2', tag .. ':3'}
 local call = redis.call
 local band = bit.band
 
@@ -49,7 +53,7 @@ local SEEN = 4
 -- The swarm's own fields, and for an announce the peer's place: one command.
 local fields
 if ARGV[1] == 'a' then
-  fields = call('HMGET', peers, 'n0', 'n1', 'n2', 'n3', 'e', 'd', ARGV[2])
+  fields = call('HMGET', peers, 'n0', 'n1', 'n2', 'n3', 'e', 'd', string.sub(ARGV[2], 1, 20))
 else
   fields = call('HMGET', peers, 'n0', 'n1', 'n2', 'n3', 'e', 'd')
 end
@@ -70,7 +74,7 @@ local function width(slot)
 end
 
 local function group(slot)
-  return KEYS[slot + 2]
+  return groups[slot]
 end
 
 local function place(slot, position, key, flags, address)
@@ -144,14 +148,9 @@ if ARGV[1] == 's' then
 end
 
 -- An announce.
-local id, address = ARGV[2], ARGV[3]
-local now = tonumber(ARGV[4])
-local cutoff = tonumber(ARGV[5])
-local flags = tonumber(ARGV[6])
-local key = tonumber(ARGV[7])
-local numwant = tonumber(ARGV[8])
-local ttl = tonumber(ARGV[9]) + PERIOD * 1000
-local seed = tonumber(ARGV[10])
+local id, address = string.sub(ARGV[2], 1, 20), string.sub(ARGV[2], 21)
+local now, cutoff, flags, key, numwant, ttl, seed = struct.unpack('>i8i8I4I4I4I4I4', ARGV[3])
+ttl = ttl + PERIOD * 1000
 local family = 0
 if #address == 18 then
   family = 1
