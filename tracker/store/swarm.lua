@@ -5,8 +5,8 @@
 -- Keys, all under the swarm's hash tag {hex}, so in one slot; the script is given the first
 -- and names the others after it:
 -- KEYS[1]     {hex}:p  hash: peer id -> its place: slot (1 byte), position in its group
---                      (4 bytes), key (4 bytes, 0: none), flags (1 byte: PEER_COMPLETED), then
---                      its compact address (6 or 18 bytes); and fields of the swarm's own, a
+--                      (4 bytes), key (4 bytes, 0: none), flags (1 byte: PEER_COMPLETED); and
+--                      fields of the swarm's own, a
 --                      byte or two long so that no peer id is one: "n0" to "n3", the size of
 --                      each group; "e", the period (now // PERIOD) in which the keys' expiry
 --                      was last pushed back; "d", a copy of the completions.
@@ -77,8 +77,8 @@ local function group(slot)
   return groups[slot]
 end
 
-local function place(slot, position, key, flags, address)
-  return struct.pack('>BI4I4B', slot, position, key, flags) .. address
+local function place(slot, position, key, flags)
+  return struct.pack('>BI4I4B', slot, position, key, flags)
 end
 
 -- Take the peer at `position` out of its group: the group's last peer moves into its place.
@@ -307,10 +307,16 @@ local completed = false
 local position = -1
 if state then
   local old_slot, old_position, registered, peer_flags = struct.unpack('>BI4I4B', state)
-  local old_address = string.sub(state, 11)
   local other_family = old_slot % 2 ~= family
-  local in_place = not other_family and old_address == address
   if registered ~= key then
+    -- Whether the announce comes from the address the peer is listed at, IP and port: read
+    -- from its record only here, since an announce with the peer's own key needs not know.
+    local in_place = false
+    if registered ~= 0 and not other_family then
+      local at = old_position * width(old_slot)
+      local listed = call('GETRANGE', group(old_slot), at, at + #address - 1)
+      in_place = listed == address
+    end
     if registered == 0 then
       -- A peer that registered without a key keeps none: taking the first key sent for it
       -- would let whoever sent it first lock the peer out of its own entry.
@@ -337,10 +343,12 @@ if state then
     remove(old_slot, old_position)
     return answer(-1, -1, 0, cached)
   end
-  if in_place and old_slot == slot then
+  if old_slot == slot then
+    -- Stays in its group, at its place: its record written again, with its address as the
+    -- announce gives it and the time.
     position = old_position
-    local w = width(slot)
-    call('SETRANGE', group(slot), position * w + w - SEEN, struct.pack('>I4', now))
+    local record = address .. id .. struct.pack('>I4', now)
+    call('SETRANGE', group(slot), position * width(slot), record)
   else
     remove(old_slot, old_position)
   end
@@ -370,7 +378,7 @@ if position < 0 then
     call('PEXPIRE', group(slot), ttl)
   end
 end
-local new_state = place(slot, position, key, peer_flags, address)
+local new_state = place(slot, position, key, peer_flags)
 if new_state ~= state then
   call('HSET', peers, id, new_state)
 end
