@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash
 from tests.redis_servers import RedisServer, shared_cluster, shared_server
 from tests.store_contract import StoreContract, announce
+from tests.test_swarms import random_announce
 from tracker.core.announce import COMPLETED
+from tracker.core.errors import KeyMismatch
 from tracker.core.interfaces import StoreUnavailable, SwarmCounts
 
 
@@ -194,3 +197,68 @@ class RedisClusterOnlyTests(TestCase):
         self.assertEqual(counts, {info_hash(t): SwarmCounts(1 - t % 2, t % 2, 0) for t in torrents})
         totals = yield store.expire(0).addCallback(lambda _: store.swarm_totals())
         self.assertEqual(totals[:4], (40, 20, 20, 0))
+
+
+class SameRulesTests(TestCase):
+    """The Redis store and the index in memory, given the same announces, agree."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def check_same_rules(self, url: str) -> Any:
+        from tracker.ops.passkeys import Passkeys
+        from tracker.store.access import MemoryAccessStore
+        from tracker.store.memory import MemoryPeerStore
+
+        redis_store = _store(url)
+        yield redis_store.start()
+        self.addCleanup(redis_store.stop)
+        memory = MemoryPeerStore()
+        sides = []
+        for _ in range(2):
+            # A clock never advanced: the totals are never written, only credited.
+            passkeys = Passkeys(MemoryAccessStore(), Clock())
+            passkeys.load_stored({})
+            for passkey in (b"a" * 32, b"b" * 32, b"c" * 32):
+                passkeys._put_in_force(passkey, 0, 0)
+            sides.append(passkeys)
+        rng = random.Random(3)
+        for step in range(1500):
+            now = 1000 + step
+            request = random_announce(rng)._replace(
+                uploaded=rng.randrange(10_000), downloaded=rng.randrange(10_000)
+            )
+            private = rng.random() < 0.7
+            passkey = rng.choice((b"a" * 32, b"b" * 32, b"c" * 32))
+            outcomes = []
+            for store, passkeys in ((memory, sides[0]), (redis_store, sides[1])):
+                account = passkeys.ledgers[passkey] if private else None
+                try:
+                    result = yield store.announce(request._replace(account=account), now)
+                except KeyMismatch:
+                    outcomes.append("refused")
+                else:
+                    chosen = len(result.peers4) // 6 + len(result.peers6) // 18
+                    outcomes.append((result.counts, chosen))
+            self.assertEqual(outcomes[0], outcomes[1], (step, request))
+            if step % 500 == 499:
+                removed = yield gatherResults(
+                    [memory.expire(now - 300), redis_store.expire(now - 300)]
+                )
+                self.assertEqual(removed[0], removed[1])
+        self.assertEqual(
+            [(p.uploaded, p.downloaded) for p in sides[0].ledgers.values()],
+            [(p.uploaded, p.downloaded) for p in sides[1].ledgers.values()],
+        )
+        self.assertGreater(sum(p.uploaded for p in sides[1].ledgers.values()), 0)
+
+    def test_same_answers_refusals_and_credits(self) -> Any:
+        """Announces of every kind (other families, wrong keys, moves, stops, completions),
+        most of them in private mode under three passkeys, with sweeps between: the same
+        counts, the same number of peers chosen, the same refusals and the same credits to
+        each passkey, on one Redis."""
+        return self.check_same_rules(shared_server().url)
+
+    def test_same_on_a_cluster(self) -> Any:
+        """The same on a 3-primary cluster."""
+        return self.check_same_rules(shared_cluster().url)

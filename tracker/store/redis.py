@@ -20,6 +20,7 @@ Redis for every node's statistics.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import os
@@ -37,7 +38,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tracker.core.addresses import pack_peer
-from tracker.core.announce import PAUSED, STOPPED, AnnounceRequest
+from tracker.core.announce import PAUSED, STARTED, STOPPED, AnnounceRequest
 from tracker.core.errors import KeyMismatch
 from tracker.core.interfaces import (
     NO_COUNTS,
@@ -62,6 +63,7 @@ SCRIPTS = (SWARM,)
 
 #: The flags of swarm.lua's announce.
 _SEEDER, _COMPLETES, _STOPPED, _LEECHERS_ONLY, _OWN_FAMILY = 1, 2, 4, 8, 16
+_STARTED, _ACCOUNT = 32, 64
 #: Keys the sweep asks for per SCAN, and peers it looks at per script call.
 SWEEP_SLICE = 100
 SWEEP_MOST = 2000
@@ -79,13 +81,13 @@ _MAX_SEED = 2147483646
 
 _SUFFIXES = (b"}:p", b"}:0", b"}:1", b"}:2", b"}:3", b"}:d")
 #: An announce's numbers, as swarm.lua unpacks them.
-_NUMBERS = struct.Struct(">qqIIIII")
+_NUMBERS = struct.Struct(">qqIIIIIIdd")
 #: An announce's EVALSHA, written out in Redis's protocol: this is the command almost every
 #: request sends, and redis-py would build it an argument at a time. The swarm's hash tag,
 #: then the peer id and address, then the numbers.
 _ANNOUNCE = (
     b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n" + SWARM.sha.encode("ascii") + b"\r\n$1\r\n1\r\n"
-    b"$44\r\n{%s}:p\r\n$1\r\na\r\n$%d\r\n%s%s\r\n$36\r\n%s\r\n"
+    b"$44\r\n{%s}:p\r\n$1\r\na\r\n$%d\r\n%s%s\r\n$56\r\n%s\r\n"
 )
 
 
@@ -122,6 +124,7 @@ class RedisPeerStore:
         self._sweep_every = sweep_every
         self._random = (rng or random.Random()).random
         self._node = hexlify(os.urandom(8))
+        self._accounts: dict[bytes, int] = {}
 
     def start(self) -> Deferred[None]:
         return self.connection.start()
@@ -145,14 +148,44 @@ class RedisPeerStore:
             flags |= _LEECHERS_ONLY
         if request.own_family:
             flags |= _OWN_FAMILY
+        ledger = request.account
+        account = 0
+        if ledger is not None:
+            flags |= _ACCOUNT
+            if event == STARTED:
+                flags |= _STARTED
+            account = self._account(ledger.passkey)
         address = pack_peer(request.ip, request.port)
         numbers = _NUMBERS.pack(
             now, now - self._peer_timeout, flags, request.key, request.numwant, self._ttl,
-            int(self._random() * _MAX_SEED) + 1,
+            int(self._random() * _MAX_SEED) + 1, account, request.uploaded, request.downloaded,
         )  # fmt: skip
         packed = _ANNOUNCE % (tag, 20 + len(address), request.peer_id, address, numbers)
         decode = _decode_compact if request.compact else _decode_with_ids
-        return self.connection.run((Command(b"{" + tag + b"}:p", packed),), decode)
+        command = (Command(b"{" + tag + b"}:p", packed),)
+        if ledger is None:
+            return self.connection.run(command, decode)
+
+        def with_credit(replies: list[Any]) -> tuple[AnnounceResult, int, int]:
+            reply = _answer(replies)
+            return decode(replies), reply[5], reply[6]
+
+        def credit(answered: tuple[AnnounceResult, int, int]) -> AnnounceResult:
+            # Here, on the reactor's thread, where the ledgers live.
+            result, up, down = answered
+            if up or down:
+                ledger.credit(up, down)
+            return result
+
+        return self.connection.run(command, with_credit).addCallback(credit)
+
+    def _account(self, passkey: bytes) -> int:
+        """The number a passkey's peers' reports carry, the same on every node."""
+        account = self._accounts.get(passkey)
+        if account is None:
+            digest = hashlib.sha1(passkey).digest()
+            account = self._accounts[passkey] = int.from_bytes(digest[:4], "big") or 1
+        return account
 
     def scrape(self, info_hashes: Sequence[bytes]) -> Deferred[dict[bytes, SwarmCounts]]:
         # One job per primary, so each gets one pipeline whatever the number of hashes.
@@ -306,7 +339,7 @@ _V6_MEMBER = 42
 def _decode_compact(replies: list[Any]) -> AnnounceResult:
     reply = _answer(replies)
     counts = SwarmCounts(reply[0], reply[1], reply[2])
-    if len(reply) == 3:
+    if not reply[3:5] or not (reply[3] or reply[4]):
         return AnnounceResult(counts)
     v4, v6 = reply[3], reply[4]
     return AnnounceResult(
@@ -319,7 +352,7 @@ def _decode_compact(replies: list[Any]) -> AnnounceResult:
 def _decode_with_ids(replies: list[Any]) -> AnnounceResult:
     reply = _answer(replies)
     counts = SwarmCounts(reply[0], reply[1], reply[2])
-    if len(reply) == 3:
+    if not reply[3:5] or not (reply[3] or reply[4]):
         return AnnounceResult(counts)
     v4, v6 = reply[3], reply[4]
     ids = [v4[k + 6 : k + 26] for k in range(0, len(v4), _V4_MEMBER)]

@@ -5,7 +5,9 @@
 -- Keys, all under the swarm's hash tag {hex}, so in one slot; the script is given the first
 -- and names the others after it:
 -- KEYS[1]     {hex}:p  hash: peer id -> its place: slot (1 byte), position in its group
---                      (4 bytes), key (4 bytes, 0: none), flags (1 byte: PEER_COMPLETED); and
+--                      (4 bytes), key (4 bytes, 0: none), flags (1 byte: PEER_COMPLETED), and
+--                      in private mode its last report: its passkey's account (4 bytes) and
+--                      the uploaded and downloaded totals it reported (8-byte doubles); and
 --                      fields of the swarm's own, a
 --                      byte or two long so that no peer id is one: "n0" to "n3", the size of
 --                      each group; "e", the period (now // PERIOD) in which the keys' expiry
@@ -43,6 +45,7 @@ local band = bit.band
 
 -- The announce's flags.
 local SEEDER, COMPLETES, STOPPED, LEECHERS_ONLY, OWN_FAMILY = 1, 2, 4, 8, 16
+local STARTED, ACCOUNT = 32, 64
 -- A stored peer's flags.
 local PEER_COMPLETED = 1
 -- Seconds between two pushes of the keys' expiry.
@@ -149,7 +152,14 @@ end
 
 -- An announce.
 local id, address = string.sub(ARGV[2], 1, 20), string.sub(ARGV[2], 21)
-local now, cutoff, flags, key, numwant, ttl, seed = struct.unpack('>i8i8I4I4I4I4I4', ARGV[3])
+local now, cutoff, flags, key, numwant, ttl, seed, account, uploaded, downloaded_total =
+  struct.unpack('>i8i8I4I4I4I4I4I4dd', ARGV[3])
+-- Private mode's credit to the passkey, and the report kept beside the peer for the next.
+local credit_up, credit_down = 0, 0
+local report = ''
+if band(flags, ACCOUNT) ~= 0 then
+  report = struct.pack('>I4dd', account, uploaded, downloaded_total)
+end
 ttl = ttl + PERIOD * 1000
 local family = 0
 if #address == 18 then
@@ -234,6 +244,9 @@ local function answer(own_slot, own_position, wanted, downloaded)
     downloaded = tonumber(call('GET', completions)) or 0
   end
   if wanted == 0 then
+    if band(flags, ACCOUNT) ~= 0 then
+      return {complete, incomplete, downloaded, '', '', credit_up, credit_down}
+    end
     return {complete, incomplete, downloaded}
   end
   local slots
@@ -280,7 +293,10 @@ local function answer(own_slot, own_position, wanted, downloaded)
       end
     end
   end
-  local reply = {complete, incomplete, downloaded, table.concat(out[0]), table.concat(out[1])}
+  local reply = {
+    complete, incomplete, downloaded, table.concat(out[0]), table.concat(out[1]),
+    credit_up, credit_down,
+  }
   if silent ~= nil then
     -- Dropped now that the answer is made (which positions it read no longer matters).
     local slot, record = silent[1], silent[2]
@@ -338,10 +354,33 @@ if state then
     end
   end
   completed = band(peer_flags, PEER_COMPLETED) ~= 0
+  if band(flags, ACCOUNT) ~= 0 and #state >= 30 then
+    -- What the peer moved since its last report, if that was under the same passkey and this
+    -- is not a new start; smaller totals (a client restarted) count from zero again.
+    local before, up_before, down_before = struct.unpack('>I4dd', state, 11)
+    if before == account and band(flags, STARTED) == 0 then
+      credit_up = uploaded - up_before
+      credit_down = downloaded_total - down_before
+      if credit_up < 0 then
+        credit_up = uploaded
+      end
+      if credit_down < 0 then
+        credit_down = downloaded_total
+      end
+    end
+  end
   if band(flags, STOPPED) ~= 0 then
     call('HDEL', peers, id)
     remove(old_slot, old_position)
     return answer(-1, -1, 0, cached)
+  end
+  if band(flags, ACCOUNT) == 0 and #state > 10 and old_slot == slot then
+    -- A public announce for a peer with a report (from a private one): the report stays
+    -- only if the peer does not move, as the index in memory keeps it.
+    local at = old_position * width(old_slot)
+    if call('GETRANGE', group(old_slot), at, at + #address - 1) == address then
+      report = string.sub(state, 11)
+    end
   end
   if old_slot == slot then
     -- Stays in its group, at its place: its record written again, with its address as the
@@ -378,7 +417,7 @@ if position < 0 then
     call('PEXPIRE', group(slot), ttl)
   end
 end
-local new_state = place(slot, position, key, peer_flags)
+local new_state = place(slot, position, key, peer_flags) .. report
 if new_state ~= state then
   call('HSET', peers, id, new_state)
 end
