@@ -273,6 +273,100 @@ class SharedStatsTests(NodesTestCase):
             self.assertIn("tracker_redis_errors_total 0.0", metrics)
 
 
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+
+
+class SharedAccessTests(NodesTestCase):
+    """Access lists and passkeys in Redis: the admin API of one node changes them for all."""
+
+    def admin_nodes(self, *extra: str) -> list[tuple[Node, int]]:
+        redis = shared_server()
+        directory = tempfile.mkdtemp(prefix="tracker-admin-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        token = os.path.join(directory, "token")
+        with open(token, "w") as f:
+            f.write(ADMIN_TOKEN)
+        nodes = []
+        for _ in range(2):
+            admin = _free_port()
+            argv = [
+                *extra,
+                "--admin-token-file",
+                token,
+                "--admin-listen",
+                f"tcp:{admin}:interface={HOST}",
+            ]
+            nodes.append(argv)
+        started = [(Node(redis.url, *argv), int(argv[-1].split(":")[1])) for argv in nodes]
+        for node, _ in started:
+            self.addCleanup(node.stop)
+        for node, _ in started:
+            node.wait_until_serving()
+        return started
+
+    def admin(self, port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        from tests.test_admin import call
+
+        deadline = time.monotonic() + 30
+        while True:
+            status, reply = call(port, method, path, body, ADMIN_TOKEN.encode())
+            # 503 while the stored lists and passkeys are still being read, as documented.
+            if status != 503 or time.monotonic() > deadline:
+                return status, reply
+            time.sleep(0.1)
+
+    def until(self, check: Any, seconds: float = 15) -> Any:
+        deadline = time.monotonic() + seconds
+        while True:
+            value = check()
+            if value:
+                return value
+            self.assertLess(time.monotonic(), deadline, "not within the time allowed")
+            time.sleep(0.2)
+
+    def test_whitelist_changed_through_one_node_serves_at_the_other(self) -> None:
+        """A torrent added to the whitelist through one node's admin API is served by the
+        other node within seconds; removed, it is refused by both again."""
+        directory = tempfile.mkdtemp(prefix="tracker-list-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        listing = os.path.join(directory, "whitelist.txt")
+        with open(listing, "w") as f:
+            f.write("")
+        (first, first_admin), (second, _) = self.admin_nodes("--whitelist", listing)
+        self.assertIn(b"unregistered torrent", second.announce(1)[b"failure reason"])
+        status, _ = self.admin(first_admin, "POST", "/torrents", {"info_hash": info_hash(1).hex()})
+        self.assertEqual(status, 201)
+        self.until(lambda: b"failure reason" not in second.announce(1))
+        status, _ = self.admin(first_admin, "DELETE", f"/torrents/{info_hash(1).hex()}")
+        self.assertEqual(status, 200)
+        self.until(lambda: b"failure reason" in second.announce(1))
+        self.assertIn(b"failure reason", first.announce(1))
+
+    def test_passkey_added_at_one_node_credited_across_both(self) -> None:
+        """A passkey added through one node's admin API announces at the other; a peer whose
+        announces go to either node is credited with what it moved between them, once, and
+        both nodes' admin APIs come to show the same totals."""
+        (first, first_admin), (second, second_admin) = self.admin_nodes("--private")
+        status, added = self.admin(first_admin, "POST", "/passkeys", {"label": "alice"})
+        self.assertEqual(status, 201)
+        prefix = "/" + added["passkey"]
+        # The peer's first announce, at 0 bytes, is its baseline.
+        self.until(lambda: b"failure reason" not in second.get(prefix + announce_target(1))[1])
+        for node, uploaded in ((first, 100), (second, 600), (first, 1600), (second, 1700)):
+            status, body = node.get(prefix + announce_target(1, uploaded=uploaded))
+            self.assertNotIn(b"failure reason", body)
+
+        def totals() -> Any:
+            shown = [
+                self.admin(port, "GET", "/passkeys")[1]["passkeys"]
+                for port in (first_admin, second_admin)
+            ]
+            uploaded = [[p["uploaded"] for p in listing] for listing in shown]
+            return uploaded == [[1700], [1700]]
+
+        self.until(totals, seconds=30)
+
+
 class RedisOutageTests(NodesTestCase):
     def test_redis_stopped_and_started(self) -> None:
         """While Redis is down every announce and scrape is answered within 3 seconds: over

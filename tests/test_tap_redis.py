@@ -39,7 +39,7 @@ class RedisOptionTests(TestCase):
         """Options whose state is not kept in Redis yet are refused with --redis, in a line
         naming them, rather than kept apart on each node."""
         url = shared_server().url
-        for option in ("--private", "--full-scrape"):
+        for option in ("--full-scrape",):
             with self.assertRaises(usage.UsageError) as caught:
                 parse("--redis", url, option)
             self.assertIn(f"{option} is not served from Redis yet", str(caught.exception))

@@ -37,7 +37,7 @@ from tracker.ops.admin import (
 )
 from tracker.ops.control import AccessService
 from tracker.ops.passkeys import Passkeys
-from tracker.store.access import BLACKLIST, WHITELIST, SQLiteAccessStore
+from tracker.store.access import BLACKLIST, WHITELIST, IAccessStore, SQLiteAccessStore
 from tracker.store.schema import check_usable
 from tracker.store.sqlite import SQLitePeerStore
 from tracker.udp.connection_ids import WINDOW, ConnectionIds
@@ -258,12 +258,7 @@ class Options(usage.Options):
 
 
 #: What is not served from Redis yet, and the option that asks for it.
-_NOT_ON_REDIS = (
-    ("private", "--private"),
-    ("whitelist", "--whitelist"),
-    ("blacklist", "--blacklist"),
-    ("full-scrape", "--full-scrape"),
-)
+_NOT_ON_REDIS = (("full-scrape", "--full-scrape"),)
 
 
 def _check_redis(options: Options) -> str:
@@ -343,9 +338,9 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
         reactor = default_reactor
     config: TrackerConfig = options["config"]
     store: IPeerStore
-    access_store = None
+    access_store: IAccessStore
     if options.get("redis"):
-        store = _redis_store(options["redis"], config, reactor)
+        store, access_store = _redis_stores(options["redis"], config, reactor)
     else:
         store = SQLitePeerStore(options["database"], reactor)
         access_store = SQLiteAccessStore(store)
@@ -355,12 +350,10 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     access_list = None
     listed: AccessListFile | None = options.get("access-list")
     if listed is not None:
-        assert access_store is not None
         access_list = AccessList(*listed, store=access_store, reactor=reactor)
         served = AccessControlledStore(store, access_list)
     passkeys = None
     if options.get("private"):
-        assert access_store is not None
         passkeys = Passkeys(access_store, reactor)
     root = MultiService()
     # Made first for its figures, which HTTP and UDP count into; parented last (see below).
@@ -394,10 +387,15 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
             root
         )
     tracker.setServiceParent(root)
-    if access_store is not None and (access_list is not None or passkeys is not None):
+    if access_list is not None or passkeys is not None:
         # After the tracker service: its reads queue behind the store's opening, and its last
         # write goes before the store closes.
         AccessService(access_store, access_list, passkeys, reactor).setServiceParent(root)
+        if options.get("redis"):
+            # Other nodes change the lists and passkeys too: follow them.
+            from tracker.ops.shared import SharedAccess
+
+            SharedAccess(access_store, access_list, passkeys, reactor).setServiceParent(root)
     storage = (
         options.get("redis-description") or options["redis"]
         if options.get("redis")
@@ -412,17 +410,20 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     return root
 
 
-def _redis_store(url: str, config: TrackerConfig, reactor: Any) -> IPeerStore:
+def _redis_stores(url: str, config: TrackerConfig, reactor: Any) -> tuple[Any, IAccessStore]:
+    """The swarms, and the access lists and passkeys, in the Redis at C{url}."""
     from tracker.store.redis import SCRIPTS, RedisPeerStore
+    from tracker.store.redis_access import TRANSFERS, RedisAccessStore
     from tracker.store.redis_client import RedisConnection
 
-    connection = RedisConnection(url, reactor, SCRIPTS)
-    return RedisPeerStore(
+    connection = RedisConnection(url, reactor, (*SCRIPTS, TRANSFERS))
+    store = RedisPeerStore(
         reactor=reactor,
         peer_timeout=config.peer_timeout,
         sweep_every=config.expire_every,
         connection=connection,
     )
+    return store, RedisAccessStore(connection)
 
 
 def _shared_connection_ids(store: Any, reactor: Any, root: MultiService) -> ConnectionIds:

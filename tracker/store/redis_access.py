@@ -69,6 +69,13 @@ class RedisAccessStore:
 
     def __init__(self, connection: RedisConnection) -> None:
         self._connection = connection
+        #: The highest version this node has seen, from its own changes or a load: a load
+        #: older than that would undo a change this node has just made.
+        self.latest = 0
+
+    def _saw(self, version: int) -> int:
+        self.latest = max(self.latest, version)
+        return version
 
     def _run(
         self, commands: list[tuple[Any, ...]], decode: Callable[[list[Any]], T]
@@ -82,9 +89,22 @@ class RedisAccessStore:
         return self._run([("GET", VERSION)], lambda replies: int(replies[0] or 0))
 
     def load(self) -> Deferred[StoredAccess]:
+        return self.load_versioned().addCallback(lambda loaded: loaded[0])
+
+    def load_versioned(self) -> Deferred[tuple[StoredAccess, int]]:
+        """Everything stored, and the version it is."""
         commands = [("SMEMBERS", LISTS[WHITELIST]), ("SMEMBERS", LISTS[BLACKLIST])]
         commands += [("HGETALL", PASSKEYS), ("HGETALL", UPLOADED), ("HGETALL", DOWNLOADED)]
-        return self._run(commands, _stored)
+        commands.append(("GET", VERSION))
+
+        def decode(replies: list[Any]) -> tuple[StoredAccess, int]:
+            return _stored(replies[:5]), int(replies[5] or 0)
+
+        def seen(loaded: tuple[StoredAccess, int]) -> tuple[StoredAccess, int]:
+            self._saw(loaded[1])
+            return loaded
+
+        return self._run(commands, decode).addCallback(seen)
 
     def totals(self) -> Deferred[dict[bytes, tuple[int, int]]]:
         """Every passkey's totals as stored, all nodes' transfers added."""
@@ -96,34 +116,36 @@ class RedisAccessStore:
 
         return self._run(commands, decode)
 
+    def _change(self, commands: list[tuple[Any, ...]]) -> Deferred[bool]:
+        """Run C{commands}, then increment the version; fires with whether the first changed
+        anything."""
+
+        def decode(replies: list[Any]) -> tuple[bool, int]:
+            return replies[0] == 1, int(replies[-1])
+
+        def seen(changed: tuple[bool, int]) -> bool:
+            self._saw(changed[1])
+            return changed[0]
+
+        return self._run([*commands, ("INCR", VERSION)], decode).addCallback(seen)
+
     def list_torrent(self, list_name: str, info_hash: bytes) -> Deferred[bool]:
-        return self._run(
-            [("SADD", LISTS[list_name], info_hash), ("INCR", VERSION)],
-            lambda replies: replies[0] == 1,
-        )
+        return self._change([("SADD", LISTS[list_name], info_hash)])
 
     def unlist_torrent(self, list_name: str, info_hash: bytes) -> Deferred[bool]:
-        return self._run(
-            [("SREM", LISTS[list_name], info_hash), ("INCR", VERSION)],
-            lambda replies: replies[0] == 1,
-        )
+        return self._change([("SREM", LISTS[list_name], info_hash)])
 
     def add_passkey(self, passkey: bytes, label: str, created: int) -> Deferred[bool]:
         about = b"%d:" % created + label.encode("utf-8")
-        return self._run(
-            [("HSETNX", PASSKEYS, passkey, about), ("INCR", VERSION)],
-            lambda replies: replies[0] == 1,
-        )
+        return self._change([("HSETNX", PASSKEYS, passkey, about)])
 
     def remove_passkey(self, passkey: bytes) -> Deferred[bool]:
-        return self._run(
+        return self._change(
             [
                 ("HDEL", PASSKEYS, passkey),
                 ("HDEL", UPLOADED, passkey),
                 ("HDEL", DOWNLOADED, passkey),
-                ("INCR", VERSION),
-            ],
-            lambda replies: replies[0] == 1,
+            ]
         )
 
     def add_transfers(self, transfers: Transfers) -> Deferred[None]:

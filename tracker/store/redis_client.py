@@ -217,6 +217,8 @@ class RedisConnection:
         self._down_reason: str | None = None
         self._stopping = False
         self._idle: list[Deferred[None]] = []
+        #: Commands asked for before the connection was open, which wait for it.
+        self._before_open: list[Deferred[None]] = []
         self.roundtrips = RoundTripMeter()
 
     @property
@@ -235,12 +237,20 @@ class RedisConnection:
         self._pool.start()
         opened = deferToThreadPool(self._reactor, self._pool, self._thd_open)
 
+        def done(_: None) -> None:
+            waiting, self._before_open = self._before_open, []
+            for d in waiting:
+                d.callback(None)
+
         def failed(failure: Failure) -> Failure:
             self._stopping = True
             self._pool.stop()
+            waiting, self._before_open = self._before_open, []
+            for d in waiting:
+                d.errback(Failure(StoreUnavailable(f"Redis at {self.shown} could not be opened")))
             return failure
 
-        return opened.addErrback(failed)
+        return opened.addCallbacks(done, failed)
 
     def _thd_open(self) -> None:
         self._client = thd_client(self.url, self._timeout)
@@ -294,6 +304,11 @@ class RedisConnection:
         """
         if self._stopping:
             return fail(StoreStopped("the tracker store is stopping"))
+        if self._client is None:
+            # Not open yet: sent once it is (as the SQLite store's work waits for its file).
+            opened: Deferred[None] = Deferred()
+            self._before_open.append(opened)
+            return opened.addCallback(lambda _: self.run(commands, decode))
         if self._down_until and self._reactor.seconds() < self._down_until:
             return fail(StoreUnavailable(self._down_reason or "Redis unreachable"))
         if self._queued >= QUEUED:
