@@ -427,3 +427,17 @@ class ClusterNodeTests(NodesTestCase):
             {info_hash(t): (1 - t % 2, t % 2) for t in torrents},
         )
         self.assertIn("Redis Cluster of 3 primaries", node.log())
+
+    def test_full_scrape_on_a_cluster(self) -> None:
+        """With --full-scrape, /scrape without info_hash answers every torrent of every
+        primary."""
+        cluster = shared_cluster()
+        (node,) = self.nodes(cluster.url, 1, "--full-scrape")
+        for torrent in range(1, 21):
+            node.announce(torrent, torrent, left=torrent % 2)
+        status, body = node.get("/scrape")
+        self.assertEqual(status, 200)
+        self.assertEqual(
+            {h: (e[b"complete"], e[b"incomplete"]) for h, e in body[b"files"].items()},
+            {info_hash(t): (1 - t % 2, t % 2) for t in range(1, 21)},
+        )

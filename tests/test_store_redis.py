@@ -15,7 +15,7 @@ from tests.helpers import info_hash
 from tests.redis_servers import RedisServer, shared_cluster, shared_server
 from tests.store_contract import StoreContract, announce
 from tests.test_swarms import random_announce
-from tracker.core.announce import COMPLETED
+from tracker.core.announce import COMPLETED, STOPPED
 from tracker.core.errors import KeyMismatch
 from tracker.core.interfaces import StoreUnavailable, SwarmCounts
 
@@ -197,6 +197,22 @@ class RedisClusterOnlyTests(TestCase):
         self.assertEqual(counts, {info_hash(t): SwarmCounts(1 - t % 2, t % 2, 0) for t in torrents})
         totals = yield store.expire(0).addCallback(lambda _: store.swarm_totals())
         self.assertEqual(totals[:4], (40, 20, 20, 0))
+
+    @inlineCallbacks
+    def test_every_count_across_primaries(self) -> Any:
+        """A full scrape's read finds every torrent on every primary, one whose peers have
+        all left but which has completions among them, and no torrent twice."""
+        store = _store(self.cluster.url)
+        yield store.start()
+        self.addCleanup(store.stop)
+        for t in range(1, 31):
+            yield store.announce(announce(t, torrent=t, left=t % 2), 1000)
+        yield store.announce(announce(99, torrent=40, left=0, event=COMPLETED), 1000)
+        yield store.announce(announce(99, torrent=40, left=0, event=STOPPED), 1000)
+        counts = yield store.every_count()
+        expected = {info_hash(t): SwarmCounts(1 - t % 2, t % 2, 0) for t in range(1, 31)}
+        expected[info_hash(40)] = SwarmCounts(0, 0, 1)
+        self.assertEqual(counts, expected)
 
 
 class SameRulesTests(TestCase):

@@ -35,15 +35,6 @@ class RedisOptionTests(TestCase):
         self.assertIs(tracker.stats.roundtrips, tracker.store.roundtrips)  # type: ignore[attr-defined]
         self.assertEqual(os.listdir(directory), [])
 
-    def test_what_redis_does_not_serve_yet_is_refused(self) -> None:
-        """Options whose state is not kept in Redis yet are refused with --redis, in a line
-        naming them, rather than kept apart on each node."""
-        url = shared_server().url
-        for option in ("--full-scrape",):
-            with self.assertRaises(usage.UsageError) as caught:
-                parse("--redis", url, option)
-            self.assertIn(f"{option} is not served from Redis yet", str(caught.exception))
-
     def test_bad_urls_refused(self) -> None:
         """A URL that is not Redis's is refused before anything is contacted."""
         for url, expected in [

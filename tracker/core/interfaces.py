@@ -164,3 +164,6 @@ class ISharedStore(Interface):
 
     def swarm_totals() -> Deferred[SwarmTotals | None]:
         """The last totals counted by any node sharing the store; None before the first."""
+
+    def every_count() -> Deferred[dict[bytes, SwarmCounts]]:
+        """Every torrent's counts (for a full scrape), read a slice at a time."""

@@ -257,19 +257,12 @@ class Options(usage.Options):
         )
 
 
-#: What is not served from Redis yet, and the option that asks for it.
-_NOT_ON_REDIS = (("full-scrape", "--full-scrape"),)
-
-
 def _check_redis(options: Options) -> str:
     """
     Reach the Redis named by --redis now, so that a wrong URL, an unreachable server or a
     wrong password ends the start in one line before anything listens; what it is, to be said
     when serving.
     """
-    for name, option in _NOT_ON_REDIS:
-        if options[name]:
-            raise usage.UsageError(f"{option} is not served from Redis yet: drop it or --redis")
     url = options["redis"]
     try:
         from tracker.store import redis_client

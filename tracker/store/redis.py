@@ -290,6 +290,37 @@ class RedisPeerStore:
         _raise(connection.thd_execute(node, [Command(CENSUS_KEY, publish)])[0])
         return removed
 
+    def every_count(self) -> Deferred[dict[bytes, SwarmCounts]]:
+        return self.connection.call(self._thd_every_count)
+
+    def _thd_every_count(self) -> dict[bytes, SwarmCounts]:
+        """Every torrent's counts, a slice of keys at a time, resting between slices."""
+        connection = self.connection
+        counts: dict[bytes, SwarmCounts] = {}
+        for node in connection.thd_primaries():
+            cursor = b"0"
+            while True:
+                scan = ("SCAN", cursor, "MATCH", "{*}:[pd]", "COUNT", SWEEP_SLICE)
+                cursor, found = _raise(connection.thd_execute(node, [Command(None, scan)])[0])
+                tags = list(dict.fromkeys(key[:41] for key in found if len(key) == 44))
+                commands = []
+                for tag in tags:
+                    peers = tag + b"}:p"
+                    commands += [
+                        Command(peers, ("HMGET", peers, b"n0", b"n1", b"n2", b"n3")),
+                        Command(peers, ("GET", tag + b"}:d")),
+                    ]
+                if commands:
+                    replies = connection.thd_execute(node, commands)
+                    decoded = _counts_decoder([bytes.fromhex(t[1:].decode()) for t in tags])
+                    for info_hash, torrent in decoded(replies).items():
+                        if torrent is not NO_COUNTS:
+                            counts[info_hash] = torrent
+                if cursor in (b"0", 0):
+                    break
+                time.sleep(SWEEP_REST)
+        return counts
+
     def swarm_totals(self) -> Deferred[SwarmTotals | None]:
         return self.connection.run((Command(CENSUS_KEY, ("GET", CENSUS_KEY)),), _decode_census)
 
