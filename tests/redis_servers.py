@@ -93,6 +93,8 @@ class RedisServer:
         if self.cluster:
             command += [
                 "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+                # Replicas in sync at once, not after Redis's default 5 seconds' wait.
+                "--repl-diskless-sync-delay", "0",
                 "--cluster-config-file", os.path.join(self.directory, "nodes.conf"),
             ]  # fmt: skip
         self.process = subprocess.Popen(
@@ -152,10 +154,12 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three redis-server primaries joined by C{redis-cli --cluster create}, no replicas."""
+    """Three redis-server primaries joined by C{redis-cli --cluster create}, and as many
+    replicas per primary as asked (none by default)."""
 
-    def __init__(self, primaries: int = 3) -> None:
-        self.nodes = [RedisServer(cluster=True) for _ in range(primaries)]
+    def __init__(self, primaries: int = 3, replicas: int = 0) -> None:
+        self.replicas = replicas
+        self.nodes = [RedisServer(cluster=True) for _ in range(primaries * (1 + replicas))]
 
     @property
     def url(self) -> str:
@@ -166,20 +170,44 @@ class RedisCluster:
             node.start()
         addresses = [f"{HOST}:{node.port}" for node in self.nodes]
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0",
-             "--cluster-yes"],
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas",
+             str(self.replicas), "--cluster-yes"],
             capture_output=True, timeout=60, check=True,
         )  # fmt: skip
         deadline = time.monotonic() + 30
-        while not all("cluster_state:ok" in node.cli("CLUSTER", "INFO") for node in self.nodes):
+        while not all(self._ready(node) for node in self.nodes):
             if time.monotonic() > deadline:
                 raise RuntimeError("the Redis cluster did not come up")
             time.sleep(0.1)
         return self
 
+    @staticmethod
+    def _ready(node: RedisServer) -> bool:
+        """In a cluster that is ok, and, if a replica, in sync with its primary (a replica
+        that never was cannot take over)."""
+        if "cluster_state:ok" not in node.cli("CLUSTER", "INFO"):
+            return False
+        replication = node.cli("INFO", "replication")
+        return "role:slave" not in replication or "master_link_status:up" in replication
+
     def flush(self) -> None:
         for node in self.nodes:
-            node.flush()
+            if "role:master" in node.cli("INFO", "replication"):
+                node.flush()
+
+    def primary_of(self, key: bytes) -> RedisServer:
+        """The node that serves C{key}'s slot now."""
+        slot = int(self.nodes[0].cli("CLUSTER", "KEYSLOT", key.decode()).strip())
+        for line in self.nodes[0].cli("CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for part in fields[8:]:
+                first, _, last = part.partition("-")
+                if int(first) <= slot <= int(last or first):
+                    port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                    return next(node for node in self.nodes if node.port == port)
+        raise RuntimeError(f"no primary serves slot {slot}")
 
     def destroy(self) -> None:
         for node in self.nodes:

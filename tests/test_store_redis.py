@@ -9,6 +9,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash
@@ -213,6 +214,41 @@ class RedisClusterOnlyTests(TestCase):
         expected = {info_hash(t): SwarmCounts(1 - t % 2, t % 2, 0) for t in range(1, 31)}
         expected[info_hash(40)] = SwarmCounts(0, 0, 1)
         self.assertEqual(counts, expected)
+
+
+class FailoverTests(TestCase):
+    timeout = 120
+
+    @inlineCallbacks
+    def test_store_follows_a_failover(self) -> Any:
+        """When a cluster primary stops and its replica takes over, the store follows the new
+        topology by itself: its announces fail for a few seconds at most, then are answered
+        again, with the swarm the replica kept."""
+        from tests.redis_servers import RedisCluster, require_redis
+        from tracker.store.redis import swarm_keys
+
+        require_redis()
+        cluster = RedisCluster(replicas=1)
+        self.addCleanup(cluster.destroy)
+        yield deferToThread(cluster.start)
+        store = _store(cluster.url)
+        yield store.start()
+        self.addCleanup(store.stop)
+        yield store.announce(announce(1), 1000)
+        # Replicated long since; then the swarm's primary dies.
+        yield deferLater(reactor, 1, lambda: None)
+        primary = cluster.primary_of(swarm_keys(info_hash(1))[0])
+        primary.kill()
+        began = time.monotonic()
+        while True:
+            try:
+                result = yield store.announce(announce(2), 1000)
+                break
+            except StoreUnavailable:
+                self.assertLess(time.monotonic() - began, 60, "the store never followed")
+                yield deferLater(reactor, 0.5, lambda: None)
+        self.assertEqual(result.counts, SwarmCounts(0, 2, 0))
+        self.assertNotEqual(cluster.primary_of(swarm_keys(info_hash(1))[0]), primary)
 
 
 class SameRulesTests(TestCase):
