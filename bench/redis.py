@@ -279,7 +279,7 @@ def report(results: dict[str, dict[str, float]]) -> None:
     print(f"  one node core: {node_rate:,.0f} announces/s; one Redis core: {redis_rate:,.0f}")
     print(
         f"  {TARGET_RATE:,} announces/s: {math.ceil(TARGET_RATE / node_rate)} node processes"
-        f" (--reuse-port, one per core) on {math.ceil(TARGET_RATE / redis_rate)} Redis Cluster"
+        f" (one per core) on {math.ceil(TARGET_RATE / redis_rate)} Redis Cluster"
         " primaries, before headroom"
     )
 
