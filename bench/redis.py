@@ -92,12 +92,12 @@ class Redis:
         raise RuntimeError("no used_memory in INFO memory")
 
     def peers(self) -> int:
-        """Peers held in every swarm (the sizes of its groups, in its hash: see swarm.lua)."""
+        """Peers held in every swarm (its groups' sizes, in its own field: see swarm.lua)."""
         script = (
             "local n, cursor = 0, '0' repeat local r = redis.call('SCAN', cursor, 'MATCH',"
-            " '{*}:p', 'COUNT', 1000) cursor = r[1] for _, k in ipairs(r[2]) do for _, v in"
-            " ipairs(redis.call('HMGET', k, 'n0', 'n1', 'n2', 'n3')) do n = n + (tonumber(v)"
-            " or 0) end end until cursor == '0' return n"
+            " '{*}:p', 'COUNT', 1000) cursor = r[1] for _, k in ipairs(r[2]) do local s ="
+            " redis.call('HGET', k, 's') if s then local a, b, c, d = struct.unpack('>I4I4I4I4',"
+            " s) n = n + a + b + c + d end end until cursor == '0' return n"
         )
         return int(self.cli("EVAL", script, "0").strip())
 

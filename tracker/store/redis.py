@@ -80,6 +80,9 @@ _MAX_SEED = 2147483646
 
 
 _SUFFIXES = (b"}:p", b"}:0", b"}:1", b"}:2", b"}:3", b"}:d")
+#: The sizes of a swarm's groups, at the start of its own field (swarm.lua's SWARM_FIELDS).
+_SIZES = struct.Struct(">IIII")
+_NONE = (0, 0, 0, 0)
 #: An announce's numbers, as swarm.lua unpacks them.
 _NUMBERS = struct.Struct(">qqIIIIIIdd")
 #: An announce's EVALSHA, written out in Redis's protocol: this is the command almost every
@@ -201,7 +204,7 @@ class RedisPeerStore:
             for info_hash in hashes:
                 keys = swarm_keys(info_hash)
                 commands += [
-                    Command(keys[0], ("HMGET", keys[0], b"n0", b"n1", b"n2", b"n3")),
+                    Command(keys[0], ("HGET", keys[0], b"s")),
                     Command(keys[0], ("GET", keys[5])),
                 ]
             jobs.append(self.connection.run(commands, _counts_decoder(hashes)))
@@ -307,7 +310,7 @@ class RedisPeerStore:
                 for tag in tags:
                     peers = tag + b"}:p"
                     commands += [
-                        Command(peers, ("HMGET", peers, b"n0", b"n1", b"n2", b"n3")),
+                        Command(peers, ("HGET", peers, b"s")),
                         Command(peers, ("GET", tag + b"}:d")),
                     ]
                 if commands:
@@ -400,11 +403,11 @@ def _counts_decoder(hashes: list[bytes]) -> Any:
     def decode(replies: list[Any]) -> dict[bytes, SwarmCounts]:
         counts = {}
         for at, info_hash in enumerate(hashes):
-            sizes, done = replies[2 * at : 2 * at + 2]
-            for reply in (sizes, done):
+            own, done = replies[2 * at : 2 * at + 2]
+            for reply in (own, done):
                 if isinstance(reply, Exception):
                     raise StoreUnavailable(f"Redis refused the scrape: {reply}")
-            leechers4, leechers6, seeders4, seeders6 = (int(size or 0) for size in sizes)
+            leechers4, leechers6, seeders4, seeders6 = _SIZES.unpack_from(own) if own else _NONE
             complete = seeders4 + seeders6
             incomplete = leechers4 + leechers6
             counts[info_hash] = (

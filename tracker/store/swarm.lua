@@ -8,10 +8,10 @@
 --                      (4 bytes), key (4 bytes, 0: none), flags (1 byte: PEER_COMPLETED), and
 --                      in private mode its last report: its passkey's account (4 bytes) and
 --                      the uploaded and downloaded totals it reported (8-byte doubles); and
---                      fields of the swarm's own, a
---                      byte or two long so that no peer id is one: "n0" to "n3", the size of
---                      each group; "e", the period (now // PERIOD) in which the keys' expiry
---                      was last pushed back; "d", a copy of the completions.
+--                      the swarm's own field "s" (one byte long, so that no peer id is it):
+--                      the size of each group, the period (now // PERIOD) in which the keys'
+--                      expiry was last pushed back, and a copy of the completions (-1: none
+--                      yet), packed as SWARM_FIELDS.
 -- {hex}:0 to {hex}:3  the groups, as swarms.py's slots: leechers IPv4, IPv6,
 --                      seeders IPv4, IPv6. A string of fixed-size records, one per peer, at its
 --                      position: compact address, peer id, last seen (4 bytes): 30 bytes for
@@ -53,16 +53,35 @@ local PERIOD = 300
 local ID = 20
 local SEEN = 4
 
--- The swarm's own fields, and for an announce the peer's place: one command.
+-- The swarm's own field, and for an announce the peer's place: one command, which in a
+-- small swarm's packed hash looks for two fields, not seven.
+local SWARM_FIELDS = '>I4I4I4I4i4d'
 local fields
 if ARGV[1] == 'a' then
-  fields = call('HMGET', peers, 'n0', 'n1', 'n2', 'n3', 'e', 'd', string.sub(ARGV[2], 1, 20))
+  fields = call('HMGET', peers, 's', string.sub(ARGV[2], 1, 20))
 else
-  fields = call('HMGET', peers, 'n0', 'n1', 'n2', 'n3', 'e', 'd')
+  fields = call('HMGET', peers, 's')
 end
-local sizes = {}
-for slot = 0, 3 do
-  sizes[slot] = tonumber(fields[slot + 1]) or 0
+local saved = fields[1]
+local sizes = {[0] = 0, 0, 0, 0}
+local pushed_period, downloaded_copy = -1, -1
+if saved then
+  local n0, n1, n2, n3
+  n0, n1, n2, n3, pushed_period, downloaded_copy = struct.unpack(SWARM_FIELDS, saved)
+  sizes = {[0] = n0, n1, n2, n3}
+end
+
+-- Write the swarm's own field if the script changed it (never for a swarm it did not make).
+local function save()
+  if not saved and sizes[0] + sizes[1] + sizes[2] + sizes[3] == 0 then
+    return
+  end
+  local packed = struct.pack(
+    SWARM_FIELDS, sizes[0], sizes[1], sizes[2], sizes[3], pushed_period, downloaded_copy)
+  if packed ~= saved then
+    call('HSET', peers, 's', packed)
+    saved = packed
+  end
 end
 
 local function address_length(slot)
@@ -102,7 +121,6 @@ local function remove(slot, position)
   if last == 0 then
     call('DEL', group(slot))
   end
-  call('HSET', peers, 'n' .. slot, last)
 end
 
 local function seen_at(records, index, slot)
@@ -144,6 +162,7 @@ if ARGV[1] == 's' then
     walks[slot + 1] = walk
   end
   local downloaded = tonumber(call('GET', completions)) or 0
+  save()
   return {
     dropped, sizes[2] + sizes[3], sizes[0] + sizes[1], downloaded,
     walks[1], walks[2], walks[3], walks[4],
@@ -166,8 +185,11 @@ if #address == 18 then
   family = 1
 end
 local period = math.floor(now / PERIOD)
-local pushing = tonumber(fields[5]) ~= period
-local cached = tonumber(fields[6])
+local pushing = pushed_period ~= period
+local cached = nil
+if downloaded_copy >= 0 then
+  cached = downloaded_copy
+end
 
 -- Park and Miller's generator: exact in Lua's doubles (the product stays below 2^46).
 local function random()
@@ -244,6 +266,7 @@ local function answer(own_slot, own_position, wanted, downloaded)
     downloaded = tonumber(call('GET', completions)) or 0
   end
   if wanted == 0 then
+    save()
     if band(flags, ACCOUNT) ~= 0 then
       return {complete, incomplete, downloaded, '', '', credit_up, credit_down}
     end
@@ -311,6 +334,7 @@ local function answer(own_slot, own_position, wanted, downloaded)
       reply[2] = sizes[0] + sizes[1]
     end
   end
+  save()
   return reply
 end
 
@@ -318,7 +342,7 @@ local slot = family
 if band(flags, SEEDER) ~= 0 then
   slot = slot + 2
 end
-local state = fields[7]
+local state = fields[2]
 local completed = false
 local position = -1
 if state then
@@ -411,7 +435,6 @@ if position < 0 then
   sizes[slot] = position + 1
   call('SETRANGE', group(slot), position * width(slot),
     address .. id .. struct.pack('>I4', now))
-  call('HSET', peers, 'n' .. slot, position + 1)
   if position == 0 and not pushing then
     -- A group made by this announce, within a period whose push is done.
     call('PEXPIRE', group(slot), ttl)
@@ -421,10 +444,9 @@ local new_state = place(slot, position, key, peer_flags) .. report
 if new_state ~= state then
   call('HSET', peers, id, new_state)
 end
-if pushing or downloaded ~= cached then
-  call('HSET', peers, 'e', period, 'd', downloaded)
-end
+downloaded_copy = downloaded
 if pushing then
+  pushed_period = period
   call('PEXPIRE', peers, ttl)
   for s = 0, 3 do
     if sizes[s] > 0 then
