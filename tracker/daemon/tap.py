@@ -85,7 +85,7 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "A BitTorrent tracker over HTTP (BEP 3, 7, 23, 24, 48) and UDP (BEP 15, 41) "
-        "on an embedded SQLite database."
+        "on an embedded SQLite database, or on Redis shared by many trackers (--redis)."
     )
 
     optFlags = [
