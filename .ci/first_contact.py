@@ -39,6 +39,7 @@ TOKEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_hex(32))' > adm
 PRIVATE = ".venv/bin/twistd --pidfile= -n tracker --private --admin-token-file admin.token"
 ADD_PASSKEY = """curl -H "Authorization: Bearer $(cat admin.token)" -d '{"label": "alice"}' http://127.0.0.1:6970/passkeys"""  # noqa: E501
 BACKUP = 'sqlite3 tracker.sqlite3 ".backup tracker-backup.sqlite3"'
+REDIS = ".venv/bin/pip install '.[redis]' && .venv/bin/twistd --pidfile= -n tracker --redis redis://127.0.0.1:6379/0"  # noqa: E501
 PYPY = "pypy3 -m venv .venv-pypy && .venv-pypy/bin/pip install . && PYPY_GC_NURSERY=64M .venv-pypy/bin/twistd --pidfile= -ny tracker.tac"  # noqa: E501
 SKIP = {".git", ".venv", ".venv-pypy", "build", "__pycache__", "tracker.egg-info"}
 #: What a mistake on the command line itself ends with, and no other refusal.
@@ -357,6 +358,25 @@ def walk(copy: str) -> None:
     output = daemon.stop()
     if "tracker listening on http://127.0.0.1:8080/tracker/announce" not in output:
         fail(f"the example did not say where it listens:\n{output}")
+
+    step("many nodes: the Redis the README names, a server of this walk's own on its port")
+    if listening(6379):
+        fail("port 6379 is already in use on this machine; the Many nodes step needs it")
+    redis = subprocess.Popen(
+        ["redis-server", "--port", "6379", "--bind", "127.0.0.1", "--save", "", "--dir", copy],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        daemon = Daemon(REDIS, copy)
+        body = daemon.wait_for("http://127.0.0.1:6969" + ANNOUNCE, seconds=300)
+        if b"interval" not in body:
+            fail(f"the tracker on Redis did not answer an announce: {body!r}")
+        output = daemon.stop()
+        if "Redis at 127.0.0.1:6379 database 0 open, serving" not in output:
+            fail(f"the tracker on Redis did not say where its swarms are:\n{output}")
+    finally:
+        redis.terminate()
+        redis.wait(timeout=30)
 
     step("PyPy, as docs/performance.md runs it")
     if shutil.which("pypy3") is None:

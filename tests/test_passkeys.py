@@ -42,14 +42,16 @@ class _CountingStore(MemoryAccessStore):
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[dict[bytes, tuple[int, int]]] = []
+        self.credited: list[dict[bytes, tuple[int, int]]] = []
         self.failing = False
         self.error: Exception = OSError("disk full")
 
-    def write_totals(self, totals: Totals) -> Deferred[None]:
+    def write_totals(self, totals: Totals, credited: Totals) -> Deferred[None]:
         self.writes.append(dict(totals))
+        self.credited.append(dict(credited))
         if self.failing:
             return fail(self.error)
-        return super().write_totals(totals)
+        return super().write_totals(totals, credited)
 
 
 class PasskeyTestCase(SynchronousTestCase):

@@ -67,6 +67,7 @@ EVERY_OPTION = [
     "--admin-listen",
     "--admin-token-file",
     "--reuse-port",
+    "--redis",
 ]
 
 

@@ -15,6 +15,14 @@ class StoreStopped(Exception):
     """Work asked of a store that is stopping, as the tracker shuts down."""
 
 
+class StoreUnavailable(Exception):
+    """
+    A store kept elsewhere (Redis) that cannot be reached, or not soon enough. The request is
+    answered with a failure reason telling the client to come back later, and the tracker goes
+    on serving: the store logs the outage once, not every request it fails.
+    """
+
+
 class SwarmCounts(NamedTuple):
     """Scrape figures for one torrent (BEP 48)."""
 
@@ -149,3 +157,33 @@ class IConnectionSecrets(Interface):
         the windows before C{window - 1}; fires with C{window}'s secret as kept. Of trackers
         sharing a store, the first to keep one for a window sets it for all.
         """
+
+
+class SwarmTotals(NamedTuple):
+    """Totals over every swarm of a store shared by many tracker nodes, as it last counted them."""
+
+    torrents: int
+    seeders: int
+    leechers: int
+    downloaded: int
+    #: The torrents with the most peers, most first: (info hash, seeders, leechers, downloaded).
+    top: tuple[tuple[bytes, int, int, int], ...]
+    #: When the count finished, in Unix time, and the processor time it took.
+    counted_at: float
+    work_seconds: float
+
+
+class ISharedStore(Interface):
+    """
+    A store that several tracker nodes share (Redis). No node holds the swarms, so none can
+    walk them between two announces: the store counts them itself, slowly, and reports the
+    cost of reaching it.
+    """
+
+    roundtrips = Attribute("A tracker.core.meters.RoundTripMeter of the store's round trips.")
+
+    def swarm_totals() -> Deferred[SwarmTotals | None]:
+        """The last totals counted by any node sharing the store; None before the first."""
+
+    def every_count() -> Deferred[dict[bytes, SwarmCounts]]:
+        """Every torrent's counts (for a full scrape), read a slice at a time."""

@@ -182,3 +182,19 @@ class CommitMeter:
     @property
     def healthy(self) -> bool:
         return self.failing_since is None
+
+
+#: Round trips to a store kept elsewhere (Redis), seconds: a pipeline on loopback takes a
+#: tenth of a millisecond; one to a node that has gone, up to the client's timeout.
+ROUNDTRIP_SECONDS_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
+
+
+class RoundTripMeter:
+    """Round trips to a store kept elsewhere: how long each took, and how many failed."""
+
+    __slots__ = ("latency", "errors")
+
+    def __init__(self) -> None:
+        self.latency = Histogram(ROUNDTRIP_SECONDS_BOUNDS)
+        #: Round trips that failed (the store unreachable or too slow), and error replies.
+        self.errors = 0

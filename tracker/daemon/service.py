@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tracker.core.config import TrackerConfig
-from tracker.core.interfaces import IPeerStore
+from tracker.core.interfaces import IPeerStore, StoreUnavailable
 from tracker.ops.stats import SAMPLE_EVERY, TrackerStats
 
 log = Logger()
@@ -82,4 +82,6 @@ class TrackerService(MultiService):
             log.info("expired {count} silent peers", count=removed)
 
     def _expiry_failed(self, failure: Failure) -> None:
+        if failure.check(StoreUnavailable):
+            return  # the store has logged its outage, once
         log.failure("peer expiry failed; it will run again", failure)

@@ -40,7 +40,7 @@ from tracker.ops.admin import (
 )
 from tracker.ops.control import AccessService, HangupService, exit_zero_on_sigterm
 from tracker.ops.passkeys import Passkeys
-from tracker.store.access import BLACKLIST, WHITELIST, SQLiteAccessStore
+from tracker.store.access import BLACKLIST, WHITELIST, IAccessStore, SQLiteAccessStore
 from tracker.store.schema import check_usable
 from tracker.store.secrets import SQLiteConnectionSecrets
 from tracker.store.sqlite import UNWRITTEN_LIMIT, SQLitePeerStore
@@ -91,7 +91,7 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "A BitTorrent tracker over HTTP (BEP 3, 7, 23, 24, 48) and UDP (BEP 15, 41) "
-        "on an embedded SQLite database."
+        "on an embedded SQLite database, or on Redis shared by many trackers (--redis)."
     )
 
     optFlags = [
@@ -121,7 +121,21 @@ class Options(usage.Options):
         ],
     ]
     optParameters = [
-        ["database", "d", DEFAULT_DATABASE, "SQLite database file (created if missing)."],
+        [
+            "database",
+            "d",
+            DEFAULT_DATABASE,
+            "SQLite database file (created if missing). With --redis it is not used: nothing"
+            " is read from it or written to it.",
+        ],
+        [
+            "redis",
+            None,
+            None,
+            "Keep the swarms in the Redis or Redis Cluster at this URL, shared by every tracker"
+            " given the same: redis://HOST:PORT/DB, redis://:PASSWORD@HOST:PORT/DB, rediss://"
+            " (TLS) or unix:///path/redis.sock; a cluster is found from any one node's URL.",
+        ],
         ["interval", None, _DEFAULTS.interval, "Seconds clients wait between announces."],
         [
             "min-interval",
@@ -245,9 +259,12 @@ class Options(usage.Options):
         if self["admin-token"] is not None:
             self["admin-listen"] = self["admin-listen"] or DEFAULT_ADMIN_LISTEN
             check_listen(self["admin-listen"], reactor, "--admin-listen")
-        problem = check_usable(self["database"])
-        if problem is not None:
-            raise StartError(f"cannot use the database {self['database']!r}: {problem}")
+        if self["redis"] is not None:
+            self["redis-description"] = _check_redis(self)
+        else:
+            problem = check_usable(self["database"])
+            if problem is not None:
+                raise StartError(f"cannot use the database {self['database']!r}: {problem}")
         try:
             self["config"] = self.config()
         except ValueError as e:
@@ -268,6 +285,31 @@ class Options(usage.Options):
             stats=not self["no-stats"],
             full_scrape=bool(self["full-scrape"]),
         )
+
+
+def _check_redis(options: Options) -> str:
+    """
+    Reach the Redis named by --redis now, so that a wrong URL, an unreachable server or a
+    wrong password ends the start in one line before anything listens; what it is, to be said
+    when serving.
+    """
+    url = options["redis"]
+    try:
+        from tracker.store import redis_client
+    except ImportError:
+        raise StartError("--redis needs redis-py: pip install 'tracker[redis]'") from None
+    try:
+        redis_client.check_url(url)
+    except ValueError as e:
+        raise usage.UsageError(f"--redis {redis_client.redacted(url)}: {e}") from None
+    try:
+        client = redis_client.thd_client(url)
+    except redis_client.RedisStartError as e:
+        raise StartError(str(e)) from None
+    try:
+        return redis_client.describe(client)
+    finally:
+        client.close()
 
 
 def _access_list(whitelist: str | None, blacklist: str | None) -> AccessListFile | None:
@@ -316,13 +358,18 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
 
         reactor = default_reactor
     config: TrackerConfig = options["config"]
-    store = SQLitePeerStore(
-        options["database"],
-        reactor,
-        private=bool(options.get("private")),
-        unwritten_limit=options["unwritten-limit"] * MIB,
-    )
-    access_store = SQLiteAccessStore(store)
+    store: IPeerStore
+    access_store: IAccessStore
+    if options.get("redis"):
+        store, access_store = _redis_stores(options["redis"], config, reactor)
+    else:
+        store = SQLitePeerStore(
+            options["database"],
+            reactor,
+            private=bool(options.get("private")),
+            unwritten_limit=options["unwritten-limit"] * MIB,
+        )
+        access_store = SQLiteAccessStore(store)
     # Announces and scrapes go through the access list only when there is one: without, they
     # cost nothing more.
     served: IPeerStore = store
@@ -345,16 +392,18 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
     else:
         resource = TrackerResource(served, config, reactor, stats=stats)
     site = TrackerSite(resource, timeout=options["idle-timeout"])
-    # The database's lock, then the listeners: a database another tracker is using stops the
-    # daemon before it listens, and a refused port before the store has opened anything.
-    DatabaseLockService(store).setServiceParent(root)
+    if isinstance(store, SQLitePeerStore):
+        # The database's lock, then the listeners: a database another tracker is using stops
+        # the daemon before it listens, and a refused port before the store has opened anything.
+        DatabaseLockService(store).setServiceParent(root)
+        # Kept in the database, so that an ID outlives a restart (BEP 15).
+        connection_ids = ConnectionIds(reactor, secrets=SQLiteConnectionSecrets(store))
+    else:
+        connection_ids = _shared_connection_ids(store, reactor)
     reuse_port = bool(options.get("reuse-port"))
     listeners: list[ListeningService] = [
         ListeningService(endpoint, site, reactor) for endpoint in options["listen"]
     ]
-    # Their secrets are kept in the database, so that an ID outlives a restart (BEP 15); each
-    # UDP port is read once they are loaded.
-    connection_ids = ConnectionIds(reactor, secrets=SQLiteConnectionSecrets(store))
     for description in options["listen-udp"]:
         if passkeys is not None:
             udp: UDPTracker = PrivateUDPTracker(
@@ -386,27 +435,60 @@ def makeService(options: Any, reactor: Any | None = None) -> IService:
         # After the tracker service: its reads queue behind the store's opening, and its last
         # write goes before the store closes.
         AccessService(access_store, access_list, passkeys, reactor).setServiceParent(root)
+        if options.get("redis"):
+            # Other nodes change the lists and passkeys too: follow them.
+            from tracker.ops.shared import SharedAccess
+
+            SharedAccess(access_store, access_list, passkeys, reactor).setServiceParent(root)
     if access_list is None:
         # The access service reloads the list on SIGHUP. Without a list the signal is handled
         # all the same: its default action would end the daemon.
         HangupService(reactor).setServiceParent(root)
     exit_zero_on_sigterm(reactor)
+    storage = (
+        options.get("redis-description") or options["redis"]
+        if options.get("redis")
+        else f"database {os.path.abspath(options['database'])}"
+    )
     tracker.started.addCallbacks(
         _say_started,
         _stop_on_failure,
-        callbackArgs=(options["database"],),
+        callbackArgs=(storage,),
         errbackArgs=(reactor,),
     )
     return root
 
 
-def _say_started(_: None, database: str) -> None:
+def _redis_stores(url: str, config: TrackerConfig, reactor: Any) -> tuple[Any, IAccessStore]:
+    """The swarms, and the access lists and passkeys, in the Redis at C{url}."""
+    from tracker.store.redis import SCRIPTS, RedisPeerStore
+    from tracker.store.redis_access import TRANSFERS, RedisAccessStore
+    from tracker.store.redis_client import RedisConnection
+
+    connection = RedisConnection(url, reactor, (*SCRIPTS, TRANSFERS))
+    store = RedisPeerStore(
+        reactor=reactor,
+        peer_timeout=config.peer_timeout,
+        sweep_every=config.expire_every,
+        connection=connection,
+    )
+    return store, RedisAccessStore(connection)
+
+
+def _shared_connection_ids(store: Any, reactor: Any) -> ConnectionIds:
+    """Connection IDs under secrets kept in Redis: an ID from one node is good at all."""
+    from tracker.store.redis_secrets import RedisConnectionSecrets
+
+    return ConnectionIds(reactor, secrets=RedisConnectionSecrets(store.connection))
+
+
+def _say_started(_: None, storage: str) -> None:
     log.info(
-        "tracker {version} on {interpreter} {python}: database {database} open, serving",
+        "tracker {version} on {interpreter} {python}: {storage} open, serving",
         version=_version(),
         interpreter=platform.python_implementation(),
         python=platform.python_version(),
-        database=os.path.abspath(database),
+        storage=storage,
     )
 
 
@@ -418,5 +500,5 @@ def _version() -> str:
 
 
 def _stop_on_failure(failure: Any, reactor: Any) -> None:
-    log.failure("the tracker database could not be opened; stopping", failure)
+    log.failure("the tracker's storage could not be opened; stopping", failure)
     reactor.stop()

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from tracker.core.errors import TrackerError
-from tracker.core.interfaces import IIndexedStore, IPeerStore
+from tracker.core.interfaces import IIndexedStore, IPeerStore, ISharedStore, SwarmCounts
 from tracker.core.slices import cooperator, fire_all
 from tracker.core.swarms import SwarmIndex
 
@@ -67,12 +67,21 @@ class FullScrape:
         if self._waiting is not None:
             self._waiting.append(waiter)
             return waiter
+        plain: list[bytes] = []
+        gzipped: list[bytes] = []
+        if ISharedStore.providedBy(self._store):
+            # Read from the shared store a slice at a time, then encoded here as an index is.
+            self._waiting = [waiter]
+            read: Deferred[dict[bytes, SwarmCounts]] = self._store.every_count()
+            read.addCallback(
+                lambda counts: self._cooperator.coiterate(build_counts(counts, plain, gzipped))
+            )
+            read.addCallback(lambda _: self._built(plain, gzipped)).addBoth(self._tell)
+            return waiter
         index = self._store.index if IIndexedStore.providedBy(self._store) else None
         if index is None:
             raise TrackerError("the tracker is starting; try the full scrape again shortly")
         self._waiting = [waiter]
-        plain: list[bytes] = []
-        gzipped: list[bytes] = []
         built = self._cooperator.coiterate(build(index, plain, gzipped))
         built.addCallback(lambda _: self._built(plain, gzipped)).addBoth(self._tell)
         return waiter
@@ -106,6 +115,28 @@ def build(index: SwarmIndex, plain: list[bytes], gzipped: list[bytes]) -> Iterat
         run.sort()
         runs.append(run)
         yield None
+    yield from _merge(runs, plain, gzipped)
+
+
+def build_counts(
+    counts: dict[bytes, SwarmCounts], plain: list[bytes], gzipped: list[bytes]
+) -> Iterator[None]:
+    """L{build}, from every torrent's counts as a store shared by many nodes read them."""
+    hashes = list(counts)
+    runs: list[list[bytes]] = []
+    for start in range(0, len(hashes), STEP):
+        run = []
+        for info_hash in hashes[start : start + STEP]:
+            c = counts[info_hash]
+            run.append(_ENTRY % (info_hash, c.complete, c.downloaded, c.incomplete))
+        run.sort()
+        runs.append(run)
+        yield None
+    yield from _merge(runs, plain, gzipped)
+
+
+def _merge(runs: list[list[bytes]], plain: list[bytes], gzipped: list[bytes]) -> Iterator[None]:
+    """The sorted runs merged into one body, plain and gzipped, a step at a time."""
     # gzip's framing (wbits 16 + 15), for Content-Encoding: gzip.
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
     merged = heapq.merge(*runs)

@@ -22,7 +22,7 @@ from tracker.core.addresses import client_ip
 from tracker.core.announce import AnnounceRequest, parse_announce, parse_scrape
 from tracker.core.config import TrackerConfig
 from tracker.core.errors import TrackerError
-from tracker.core.interfaces import IPeerStore, StoreStopped
+from tracker.core.interfaces import IPeerStore, StoreStopped, StoreUnavailable
 from tracker.core.ledger import Ledger
 from tracker.core.meters import TIMED, RequestMeter
 from tracker.core.query import Params, parse_query, split_query
@@ -37,6 +37,9 @@ log = Logger()
 _ALLOWED_METHODS = (b"GET", b"HEAD")
 #: BEP 31: how long a client should wait after the tracker itself failed.
 _RETRY_AFTER_ERROR = 60
+#: BEP 31's minutes to wait when the store cannot be reached (Redis down): soon, since the
+#: tracker recovers by itself once it is back.
+RETRY_UNAVAILABLE = 5
 #: A reply body: one string, or pieces written one after another (a full scrape's).
 Body = Union[bytes, tuple[bytes, ...]]
 
@@ -82,6 +85,9 @@ class _Endpoint(Resource):
         except StoreStopped:
             meter.errors += 1
             return _send(request, _shutting_down())
+        except StoreUnavailable:
+            meter.errors += 1
+            return _send(request, _unavailable())
         except Exception:
             meter.errors += 1
             log.failure("unexpected error handling {uri!r}", uri=self.logged_uri(request))
@@ -286,6 +292,12 @@ def _internal_error() -> bytes:
     return failure_body("internal tracker error; try again later", retry_in=_RETRY_AFTER_ERROR)
 
 
+def _unavailable() -> bytes:
+    return failure_body(
+        "the tracker's storage is unavailable; try again later", retry_in=RETRY_UNAVAILABLE
+    )
+
+
 def _shutting_down() -> bytes:
     # Requests still arriving on open connections while the daemon stops.
     return failure_body("the tracker is restarting; try again shortly", retry_in=_RETRY_AFTER_ERROR)
@@ -324,6 +336,9 @@ def _finish_later(
         meter.errors += 1
         if failure.check(StoreStopped):
             return _shutting_down()
+        if failure.check(StoreUnavailable):
+            # The store logs the outage once; a line per request would flood the log.
+            return _unavailable()
         log.failure("announce or scrape failed in the store", failure)
         return _internal_error()
 

@@ -132,6 +132,12 @@ class AccessList(StoredState):
         self.serves_listed = self.list_name == WHITELIST
         self._now_loaded()
 
+    def replace_stored(self, stored: frozenset[bytes]) -> None:
+        """The stored hashes as they are now, another tracker node sharing the store having
+        changed them."""
+        self._stored = stored
+        self._combine()
+
     # Changes.
 
     def reload(self) -> Deferred[int]:

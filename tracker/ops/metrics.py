@@ -79,6 +79,7 @@ class StatsCollector:
         yield refusals
         yield from self._swarms()
         yield from self._commits()
+        yield from self._roundtrips()
 
     def _swarms(self) -> Iterator[Metric]:
         census = self._stats.census
@@ -98,7 +99,8 @@ class StatsCollector:
         yield downloads
         counted = GaugeMetricFamily(
             "tracker_swarms_counted_timestamp_seconds",
-            "When the swarm figures were counted (they are counted every 10 seconds).",
+            "When the swarm figures were counted (every 10 seconds; on Redis, about once a"
+            " minute by one of the nodes).",
         )
         counted.add_metric((), census.taken_at)
         yield counted
@@ -162,6 +164,23 @@ class StatsCollector:
         )
         rewrite.add_metric((), 1 if commits.rewrite_pending else 0)
         yield rewrite
+
+    def _roundtrips(self) -> Iterator[Metric]:
+        roundtrips = self._stats.roundtrips
+        if roundtrips is None:
+            return
+        latency = HistogramMetricFamily(
+            "tracker_redis_roundtrip_seconds",
+            "Time from sending a pipeline of commands to Redis until every reply was read.",
+        )
+        latency.add_metric((), _buckets(roundtrips.latency), roundtrips.latency.total)
+        yield latency
+        errors = CounterMetricFamily(
+            "tracker_redis_errors",
+            "Round trips to Redis that failed (unreachable, or too slow), and error replies.",
+        )
+        errors.add_metric((), roundtrips.errors)
+        yield errors
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:

@@ -99,6 +99,32 @@ class Passkeys(StoredState):
             self._about[passkey] = (account.label, account.created)
         self._now_loaded()
 
+    def refresh(self, accounts: dict[bytes, Account]) -> None:
+        """
+        The passkeys as stored now, another tracker node sharing the store having changed
+        them: new ones are put in force, removed ones dropped, and each total is the stored
+        one (every node's transfers) plus what this node has credited and not written yet.
+        """
+        for passkey in list(self.ledgers):
+            if passkey not in accounts:
+                self._removed(True, passkey)
+        for passkey, account in accounts.items():
+            ledger = self.ledgers.get(passkey)
+            if ledger is None:
+                self._put_in_force(passkey, account.uploaded, account.downloaded)
+                self._about[passkey] = (account.label, account.created)
+            else:
+                ledger.uploaded = account.uploaded + ledger.unwritten_up
+                ledger.downloaded = account.downloaded + ledger.unwritten_down
+
+    def refresh_totals(self, totals: dict[bytes, tuple[int, int]]) -> None:
+        """Every passkey's stored totals (all nodes' transfers), plus this node's unwritten."""
+        for passkey, (uploaded, downloaded) in totals.items():
+            ledger = self.ledgers.get(passkey)
+            if ledger is not None:
+                ledger.uploaded = uploaded + ledger.unwritten_up
+                ledger.downloaded = downloaded + ledger.unwritten_down
+
     def stop(self) -> Deferred[None]:
         """Write the totals not written yet; nothing is written after this."""
         self._stopped = True
@@ -132,7 +158,7 @@ class Passkeys(StoredState):
                 owed[ledger.passkey] = unwritten
         if not totals:
             return succeed(None)
-        written = self._store.write_totals(totals)
+        written = self._store.write_totals(totals, owed)
         return written.addCallbacks(self._flushed, self._flush_failed, errbackArgs=(owed,))
 
     def _flushed(self, _: None) -> None:

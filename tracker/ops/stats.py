@@ -25,10 +25,16 @@ from twisted.internet.task import SchedulerStopped
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tracker.core.interfaces import IIndexedStore, IPeerStore
-from tracker.core.meters import CommitMeter, Refusals, RequestMeter
+from tracker.core.interfaces import (
+    IIndexedStore,
+    IPeerStore,
+    ISharedStore,
+    StoreUnavailable,
+    SwarmTotals,
+)
+from tracker.core.meters import CommitMeter, Refusals, RequestMeter, RoundTripMeter
 from tracker.core.slices import cooperator, fire_all
-from tracker.ops.census import EMPTY, Census, walk
+from tracker.ops.census import EMPTY, Census, Torrent, walk
 
 log = Logger()
 
@@ -115,6 +121,14 @@ class TrackerStats:
             return commits
         return None
 
+    @property
+    def roundtrips(self) -> RoundTripMeter | None:
+        """The round trips to a store kept elsewhere (Redis), if the store is one."""
+        if ISharedStore.providedBy(self._store):
+            roundtrips: RoundTripMeter = self._store.roundtrips
+            return roundtrips
+        return None
+
     # Periodic work.
 
     def tick(self) -> Deferred[None]:
@@ -147,6 +161,9 @@ class TrackerStats:
             waiter: Deferred[Census] = Deferred()
             self._waiting.append(waiter)
             return waiter
+        if ISharedStore.providedBy(self._store):
+            # Counted by whichever node swept the shared store last: read, not walked.
+            return self._store.swarm_totals().addCallback(self._shared_census)
         index = self._store.index if IIndexedStore.providedBy(self._store) else None
         if index is None:
             return succeed(self.census)
@@ -179,9 +196,22 @@ class TrackerStats:
 
         return self._cooperator.coiterate(timed()).addCallback(done).addBoth(tell)
 
+    def _shared_census(self, totals: SwarmTotals | None) -> Census:
+        if totals is not None:
+            self.census = Census(
+                totals.torrents,
+                totals.seeders,
+                totals.leechers,
+                totals.downloaded,
+                tuple(Torrent(*torrent) for torrent in totals.top[: self._top]),
+                totals.counted_at,
+                totals.work_seconds,
+            )
+        return self.census
+
     def _count_failed(self, failure: Failure) -> None:
-        if failure.check(SchedulerStopped):
-            return  # the daemon is stopping
+        if failure.check(SchedulerStopped, StoreUnavailable):
+            return  # the daemon is stopping, or the store has logged its outage
         log.failure("could not count the swarms; will try again", failure)
 
     def stop(self) -> None:

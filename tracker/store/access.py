@@ -91,11 +91,13 @@ class IAccessStore(Interface):
     def remove_passkey(passkey: bytes) -> Deferred[bool]:
         """Remove a passkey and its totals; fires with whether it was there."""
 
-    def write_totals(totals: Totals) -> Deferred[None]:
+    def write_totals(totals: Totals, credited: Totals) -> Deferred[None]:
         """Set each passkey's totals, all in one transaction; a passkey removed meanwhile is
         skipped. Totals, not increments: writing the same twice does no harm, as it must not
         when a write reported failed may have reached the disk all the same (SQLite after a
-        failed fsync: see L{tracker.store.batching})."""
+        failed fsync: see L{tracker.store.batching}). A store that several trackers share
+        (Redis) adds C{credited} instead, what this tracker credited since its last write:
+        its totals miss what the others credited meanwhile."""
 
 
 def _thd_load(connection: sqlite3.Connection) -> StoredAccess:
@@ -160,7 +162,7 @@ class SQLiteAccessStore:
     def remove_passkey(self, passkey: bytes) -> Deferred[bool]:
         return self._changed("DELETE FROM passkeys WHERE passkey = ?", (passkey.decode("ascii"),))
 
-    def write_totals(self, totals: Totals) -> Deferred[None]:
+    def write_totals(self, totals: Totals, credited: Totals) -> Deferred[None]:
         rows = [(up, down, passkey.decode("ascii")) for passkey, (up, down) in totals.items()]
         return self._peers.run(lambda c: _thd_write_totals(c, rows))
 
@@ -201,7 +203,7 @@ class MemoryAccessStore:
     def remove_passkey(self, passkey: bytes) -> Deferred[bool]:
         return succeed(self.passkeys.pop(passkey, None) is not None)
 
-    def write_totals(self, totals: Totals) -> Deferred[None]:
+    def write_totals(self, totals: Totals, credited: Totals) -> Deferred[None]:
         for passkey, (up, down) in totals.items():
             account = self.passkeys.get(passkey)
             if account is not None:

@@ -41,7 +41,8 @@ class ConnectionIds:
     """
     IDs for one tracker's UDP listeners. With C{secrets}, call L{load} once their store has
     started (L{ConnectionIdsService} does) and answer datagrams only after it has fired
-    (L{when_loaded}): until then an ID issued before a restart would be refused.
+    (L{when_loaded}): until then an ID issued before a restart would be refused. Trackers
+    sharing a store of secrets (Redis) agree on each window's: an ID from one is good at all.
     """
 
     def __init__(
@@ -57,7 +58,7 @@ class ConnectionIds:
         self._window = window
         self._new_secret = secret
         self._current_window = int(clock.seconds()) // window
-        self._window_ends = (self._current_window + 1) * window
+        self._window_ends: float = (self._current_window + 1) * window
         self._current = secret()
         self._previous = secret()
         #: Client address -> its ID in the current window.

@@ -28,7 +28,14 @@ from tracker.core.addresses import pack_ip
 from tracker.core.announce import COMPLETED, NONE, PAUSED, STARTED, STOPPED, AnnounceRequest
 from tracker.core.config import TrackerConfig
 from tracker.core.errors import TrackerError
-from tracker.core.interfaces import NO_COUNTS, AnnounceResult, IPeerStore, StoreStopped, SwarmCounts
+from tracker.core.interfaces import (
+    NO_COUNTS,
+    AnnounceResult,
+    IPeerStore,
+    StoreStopped,
+    StoreUnavailable,
+    SwarmCounts,
+)
 from tracker.core.ledger import Ledger
 from tracker.core.meters import TIMED
 from tracker.ops.stats import TrackerStats
@@ -64,6 +71,9 @@ _MAX_IPV6_PEERS = (1280 - 48 - _ANNOUNCE_REPLY.size) // 18
 #: URL with no path sends none.
 _ANNOUNCE_PATHS = (b"", b"/", b"/announce")
 _new_tuple = tuple.__new__
+#: The error reply while the store cannot be reached (cut, as every error reply is, to the size
+#: of the request: an announce's 98 bytes hold it whole).
+UNAVAILABLE = "the tracker's storage is unavailable; try again later"
 #: Datagrams refused are logged as a summary at most this often.
 REPORT_EVERY = 60
 
@@ -126,6 +136,8 @@ class UDPTracker(DatagramProtocol):
             self._refuse(data, addr, e.reason)
         except StoreStopped:
             self._refuse(data, addr, "the tracker is restarting; try again shortly", True)
+        except StoreUnavailable:
+            self._refuse(data, addr, UNAVAILABLE, True)
         except Exception:
             log.failure("unexpected error handling a UDP datagram from {host}", host=addr[0])
             self._refuse(data, addr, "internal tracker error; try again later", True)
@@ -275,6 +287,10 @@ class UDPTracker(DatagramProtocol):
                 return
             if failure.check(StoreStopped):
                 self._refuse(data, addr, "the tracker is restarting; try again shortly", True)
+                return
+            if failure.check(StoreUnavailable):
+                # The store logs the outage once.
+                self._refuse(data, addr, UNAVAILABLE, True)
                 return
             log.failure("UDP announce or scrape failed in the store", failure)
             self._refuse(data, addr, "internal tracker error; try again later", True)

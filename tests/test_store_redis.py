@@ -1,0 +1,316 @@
+"""The storage contract against Redis and against a Redis Cluster, plus what only they promise."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests.helpers import info_hash
+from tests.redis_servers import RedisServer, shared_cluster, shared_server
+from tests.store_contract import StoreContract, announce
+from tests.test_swarms import random_announce
+from tracker.core.announce import COMPLETED, STOPPED
+from tracker.core.errors import KeyMismatch
+from tracker.core.interfaces import StoreUnavailable, SwarmCounts
+
+
+class RedisStoreTests(StoreContract, TestCase):
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.url = shared_server().url
+
+    def make_store(self) -> Any:
+        from tracker.store.redis import RedisPeerStore
+
+        return RedisPeerStore(self.url, reactor, sweep_every=0)
+
+
+class RedisClusterStoreTests(StoreContract, TestCase):
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.url = shared_cluster().url
+
+    def make_store(self) -> Any:
+        from tracker.store.redis import RedisPeerStore
+
+        return RedisPeerStore(self.url, reactor, sweep_every=0)
+
+
+def _store(url: str, **kwargs: Any) -> Any:
+    from tracker.store.redis import RedisPeerStore
+
+    kwargs.setdefault("sweep_every", 0)
+    return RedisPeerStore(url, reactor, **kwargs)
+
+
+class RedisOnlyTests(TestCase):
+    """What the Redis store promises beyond the contract, on a single Redis."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.server = shared_server()
+
+    @inlineCallbacks
+    def started(self, url: str | None = None, **kwargs: Any) -> Any:
+        store = _store(url or self.server.url, **kwargs)
+        yield store.start()
+        self.addCleanup(store.stop)
+        return store
+
+    @inlineCallbacks
+    def test_swarm_keys_share_a_tag_and_expire_by_themselves(self) -> Any:
+        """A swarm's keys all carry its info hash in hex as their hash tag; its peers' keys
+        expire a peer timeout after the last announce (plus up to 5 minutes, as their expiry
+        is pushed back once in 5 minutes), its completion count never."""
+        store = yield self.started(peer_timeout=600)
+        yield store.announce(announce(1, left=0, event=COMPLETED), 1000)
+        yield store.announce(announce(2), 1000)
+        tag = "{" + info_hash(1).hex() + "}"
+        # The peers' places, IPv4 leechers and seeders, completions.
+        self.assertEqual(
+            sorted(self.server.cli("KEYS", "*").split()),
+            [tag + ":0", tag + ":2", tag + ":d", tag + ":p"],
+        )
+        for suffix in (":p", ":0", ":2"):
+            ttl = int(self.server.cli("PTTL", tag + suffix))
+            self.assertTrue(590_000 < ttl <= 901_000, (suffix, ttl))
+        self.assertEqual(self.server.cli("PTTL", tag + ":d").strip(), "-1")
+
+    @inlineCallbacks
+    def test_announces_drop_silent_peers_without_a_sweep(self) -> Any:
+        """Announces into a swarm drop a silent peer each, so a live swarm sheds its dead peers
+        even if no sweep ever runs."""
+        store = yield self.started(peer_timeout=100)
+        for n in range(1, 21):
+            yield store.announce(announce(n), 1000)
+        counts = []
+        for _ in range(25):
+            result = yield store.announce(announce(99), 1200)
+            counts.append(result.counts.incomplete)
+        self.assertEqual(counts[-1], 1)
+        self.assertTrue(all(a >= b for a, b in zip(counts, counts[1:])), counts)
+        self.assertGreater(counts[0], 1)
+
+    @inlineCallbacks
+    def test_scripts_loaded_again_after_a_flush(self) -> Any:
+        """A Redis that lost its scripts (restarted, failed over, SCRIPT FLUSH) gets them
+        again, and the announce that found them missing is answered."""
+        store = yield self.started()
+        yield store.announce(announce(1), 1000)
+        self.server.cli("SCRIPT", "FLUSH")
+        result = yield store.announce(announce(2), 1000)
+        self.assertEqual(result.counts, SwarmCounts(0, 2, 0))
+
+    @inlineCallbacks
+    def test_one_reactor_turn_one_round_trip(self) -> Any:
+        """Announces and scrapes made in one turn of the reactor go to Redis in one pipeline."""
+        store = yield self.started()
+        before = store.roundtrips.latency.count
+        answers = [store.announce(announce(n, torrent=n % 7), 1000) for n in range(1, 101)]
+        answers.append(store.scrape([info_hash(t) for t in range(7)]))
+        results = yield gatherResults(answers)
+        self.assertEqual(store.roundtrips.latency.count - before, 1)
+        self.assertEqual(sum(c.incomplete for c in results[-1].values()), 100)
+
+    @inlineCallbacks
+    def test_unreachable_redis_fails_fast_and_recovers(self) -> Any:
+        """With Redis gone, an announce fails with StoreUnavailable within 3 seconds, and
+        once Redis is back the store answers again by itself."""
+        own = RedisServer().start()
+        self.addCleanup(own.destroy)
+        store = yield self.started(own.url)
+        yield store.announce(announce(1), 1000)
+        own.stop()
+        for _ in range(3):
+            began = time.monotonic()
+            with self.assertRaises(StoreUnavailable):
+                yield store.announce(announce(2), 1000)
+            self.assertLess(time.monotonic() - began, 3)
+        own.start()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                result = yield store.announce(announce(2), 1000)
+                break
+            except StoreUnavailable:
+                self.assertLess(time.monotonic(), deadline)
+                yield deferLater(reactor, 0.2, lambda: None)
+        # Redis restarted without persistence: the swarm starts again.
+        self.assertEqual(result.counts, SwarmCounts(0, 1, 0))
+
+    @inlineCallbacks
+    def test_one_node_sweeps_per_period_and_all_read_its_totals(self) -> Any:
+        """Of two nodes whose expiry runs in the same period, one sweeps; both then report
+        the totals it counted."""
+        first = yield self.started(sweep_every=60)
+        second = yield self.started(sweep_every=60)
+        yield first.announce(announce(1, left=0, event=COMPLETED), 1000)
+        yield first.announce(announce(2, torrent=2), 1000)
+        yield second.announce(announce(3, torrent=2), 500)
+        none = yield second.swarm_totals()
+        self.assertIsNone(none)
+        removed = yield gatherResults([first.expire(900), second.expire(900)])
+        self.assertEqual(sorted(removed), [0, 1])
+        for store in (first, second):
+            totals = yield store.swarm_totals()
+            self.assertEqual(
+                totals[:5],
+                (2, 1, 1, 1, ((info_hash(1), 1, 0, 1), (info_hash(2), 0, 1, 0))),
+            )
+
+
+class RedisClusterOnlyTests(TestCase):
+    """What the Redis store promises on a cluster."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.cluster = shared_cluster()
+
+    @inlineCallbacks
+    def test_scrape_spanning_slots(self) -> Any:
+        """A scrape of torrents held by every primary is answered whole, with one pipeline
+        per primary."""
+        store = _store(self.cluster.url)
+        yield store.start()
+        self.addCleanup(store.stop)
+        torrents = range(1, 41)
+        yield gatherResults(
+            [store.announce(announce(t, torrent=t, left=t % 2), 1000) for t in torrents]
+        )
+        from tracker.store.redis import swarm_keys
+
+        nodes = {store.connection.node_of(swarm_keys(info_hash(t))[0]) for t in torrents}
+        self.assertEqual(len(nodes), 3)
+        before = store.roundtrips.latency.count
+        counts = yield store.scrape([info_hash(t) for t in torrents])
+        self.assertEqual(store.roundtrips.latency.count - before, 3)
+        self.assertEqual(counts, {info_hash(t): SwarmCounts(1 - t % 2, t % 2, 0) for t in torrents})
+        totals = yield store.expire(0).addCallback(lambda _: store.swarm_totals())
+        self.assertEqual(totals[:4], (40, 20, 20, 0))
+
+    @inlineCallbacks
+    def test_every_count_across_primaries(self) -> Any:
+        """A full scrape's read finds every torrent on every primary, one whose peers have
+        all left but which has completions among them, and no torrent twice."""
+        store = _store(self.cluster.url)
+        yield store.start()
+        self.addCleanup(store.stop)
+        for t in range(1, 31):
+            yield store.announce(announce(t, torrent=t, left=t % 2), 1000)
+        yield store.announce(announce(99, torrent=40, left=0, event=COMPLETED), 1000)
+        yield store.announce(announce(99, torrent=40, left=0, event=STOPPED), 1000)
+        counts = yield store.every_count()
+        expected = {info_hash(t): SwarmCounts(1 - t % 2, t % 2, 0) for t in range(1, 31)}
+        expected[info_hash(40)] = SwarmCounts(0, 0, 1)
+        self.assertEqual(counts, expected)
+
+
+class FailoverTests(TestCase):
+    timeout = 120
+
+    @inlineCallbacks
+    def test_store_follows_a_failover(self) -> Any:
+        """When a cluster primary stops and its replica takes over, the store follows the new
+        topology by itself: its announces fail for a few seconds at most, then are answered
+        again, with the swarm the replica kept."""
+        from tests.redis_servers import RedisCluster, require_redis
+        from tracker.store.redis import swarm_keys
+
+        require_redis()
+        cluster = RedisCluster(replicas=1)
+        self.addCleanup(cluster.destroy)
+        yield deferToThread(cluster.start)
+        store = _store(cluster.url)
+        yield store.start()
+        self.addCleanup(store.stop)
+        yield store.announce(announce(1), 1000)
+        # Replicated long since; then the swarm's primary dies.
+        yield deferLater(reactor, 1, lambda: None)
+        primary = cluster.primary_of(swarm_keys(info_hash(1))[0])
+        primary.kill()
+        began = time.monotonic()
+        while True:
+            try:
+                result = yield store.announce(announce(2), 1000)
+                break
+            except StoreUnavailable:
+                self.assertLess(time.monotonic() - began, 60, "the store never followed")
+                yield deferLater(reactor, 0.5, lambda: None)
+        self.assertEqual(result.counts, SwarmCounts(0, 2, 0))
+        self.assertNotEqual(cluster.primary_of(swarm_keys(info_hash(1))[0]), primary)
+
+
+class SameRulesTests(TestCase):
+    """The Redis store and the index in memory, given the same announces, agree."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def check_same_rules(self, url: str) -> Any:
+        from tracker.ops.passkeys import Passkeys
+        from tracker.store.access import MemoryAccessStore
+        from tracker.store.memory import MemoryPeerStore
+
+        redis_store = _store(url)
+        yield redis_store.start()
+        self.addCleanup(redis_store.stop)
+        memory = MemoryPeerStore()
+        sides = []
+        for _ in range(2):
+            # A clock never advanced: the totals are never written, only credited.
+            passkeys = Passkeys(MemoryAccessStore(), Clock())
+            passkeys.load_stored({})
+            for passkey in (b"a" * 32, b"b" * 32, b"c" * 32):
+                passkeys._put_in_force(passkey, 0, 0)
+            sides.append(passkeys)
+        rng = random.Random(3)
+        for step in range(1500):
+            now = 1000 + step
+            request = random_announce(rng)._replace(
+                uploaded=rng.randrange(10_000), downloaded=rng.randrange(10_000)
+            )
+            private = rng.random() < 0.7
+            passkey = rng.choice((b"a" * 32, b"b" * 32, b"c" * 32))
+            outcomes = []
+            for store, passkeys in ((memory, sides[0]), (redis_store, sides[1])):
+                account = passkeys.ledgers[passkey] if private else None
+                try:
+                    result = yield store.announce(request._replace(account=account), now)
+                except KeyMismatch:
+                    outcomes.append("refused")
+                else:
+                    chosen = len(result.peers4) // 6 + len(result.peers6) // 18
+                    outcomes.append((result.counts, chosen))
+            self.assertEqual(outcomes[0], outcomes[1], (step, request))
+            if step % 500 == 499:
+                removed = yield gatherResults(
+                    [memory.expire(now - 300), redis_store.expire(now - 300)]
+                )
+                self.assertEqual(removed[0], removed[1])
+        self.assertEqual(
+            [(p.uploaded, p.downloaded) for p in sides[0].ledgers.values()],
+            [(p.uploaded, p.downloaded) for p in sides[1].ledgers.values()],
+        )
+        self.assertGreater(sum(p.uploaded for p in sides[1].ledgers.values()), 0)
+
+    def test_same_answers_refusals_and_credits(self) -> Any:
+        """Announces of every kind (other families, wrong keys, moves, stops, completions),
+        most of them in private mode under three passkeys, with sweeps between: the same
+        counts, the same number of peers chosen, the same refusals and the same credits to
+        each passkey, on one Redis."""
+        return self.check_same_rules(shared_server().url)
+
+    def test_same_on_a_cluster(self) -> Any:
+        """The same on a 3-primary cluster."""
+        return self.check_same_rules(shared_cluster().url)
