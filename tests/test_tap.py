@@ -40,6 +40,7 @@ from tracker.http.resource import TrackerResource
 from tracker.http.site import TrackerSite
 from tracker.udp.connection_ids import ConnectionIdsService
 from tracker.udp.protocol import UDPTracker
+from tracker.ws.tracker import WebSocketTracker
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAC = os.path.join(REPOSITORY, "tracker.tac")
@@ -61,6 +62,7 @@ EVERY_OPTION = [
     "--no-udp",
     "--no-stats",
     "--full-scrape",
+    "--no-websocket",
     "--whitelist",
     "--blacklist",
     "--private",
@@ -138,6 +140,7 @@ class OptionsTests(TestCase):
             "--allow-ip-param",
             "--no-stats",
             "--full-scrape",
+            "--no-websocket",
         )
         self.assertEqual(
             options["config"],
@@ -153,6 +156,7 @@ class OptionsTests(TestCase):
                 allow_ip_param=True,
                 stats=False,
                 full_scrape=True,
+                websocket=False,
             ),
         )
         self.assertEqual(options["listen"], ["tcp:7000"])
@@ -327,8 +331,8 @@ class MakeServiceTests(TestCase):
     def test_wiring(self) -> None:
         """makeService builds a tracker service on the database, taken for the daemon alone
         before anything listens, one listener per --listen, each serving the tracker site with
-        the configured idle timeout, and beside each a UDP tracker on the same port and
-        interface."""
+        the configured idle timeout and WebSocket peers on its announce URL, and beside each a
+        UDP tracker on the same port and interface."""
         directory = tempfile.mkdtemp(prefix="tracker-tap-")
         self.addCleanup(shutil.rmtree, directory, True)
         database = os.path.join(directory, "t.sqlite3")
@@ -374,6 +378,7 @@ class MakeServiceTests(TestCase):
             self.assertIsInstance(factory, TrackerSite)
             self.assertEqual(factory.timeOut, 7)
             self.assertIsInstance(factory.resource, TrackerResource)
+            self.assertIsInstance(factory.resource.websocket, WebSocketTracker)
         self.assertIs(reactor.tcpServers[0][1], reactor.tcpServers[1][1])
         self.assertEqual(
             [(port, interface) for port, _, interface, _ in reactor.udpServers],
@@ -404,6 +409,22 @@ class MakeServiceTests(TestCase):
         for listener in listeners:
             listener.stopService()
         self.assertFalse(os.path.exists(database))
+
+    def test_no_websocket(self) -> None:
+        """--no-websocket leaves the announce URL to HTTP alone."""
+        directory = tempfile.mkdtemp(prefix="tracker-tap-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        options = parse(
+            "--listen", "tcp:7000", "--database", os.path.join(directory, "t.sqlite3"),
+            "--no-websocket",
+        )  # fmt: skip
+        reactor = _Reactor()
+        root = makeService(options, reactor)
+        listeners = [c for c in root if not isinstance(c, TrackerService)]  # type: ignore[attr-defined]
+        for listener in listeners:
+            listener.startService()
+            self.addCleanup(listener.stopService)
+        self.assertIsNone(reactor.tcpServers[0][1].resource.websocket)
 
 
 class CommandLineTests(TestCase):

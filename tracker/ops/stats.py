@@ -25,8 +25,9 @@ from twisted.internet.task import SchedulerStopped
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tracker.core.groups import PeerGroups
 from tracker.core.interfaces import IIndexedStore, IPeerStore
-from tracker.core.meters import CommitMeter, Refusals, RequestMeter
+from tracker.core.meters import CommitMeter, Refusals, RequestMeter, WebSocketMeter
 from tracker.core.slices import cooperator, fire_all
 from tracker.ops.census import EMPTY, Census, walk
 
@@ -41,6 +42,7 @@ TOP = 20
 
 HTTP = "http"
 UDP = "udp"
+WEBSOCKET = "websocket"
 ANNOUNCE = "announce"
 SCRAPE = "scrape"
 
@@ -60,8 +62,8 @@ class Sample:
 
 class TrackerStats:
     """
-    The counters every request path shares (HTTP and UDP feed the same ones), and what is
-    derived from them. C{store}'s swarms are counted if it provides L{IIndexedStore}.
+    The counters every request path shares (HTTP, UDP and WebSocket feed the same ones), and
+    what is derived from them. C{store}'s swarms are counted if it provides L{IIndexedStore}.
     """
 
     def __init__(
@@ -79,6 +81,13 @@ class TrackerStats:
         self.http_scrape = RequestMeter()
         self.udp_announce = RequestMeter()
         self.udp_scrape = RequestMeter()
+        self.websocket_announce = RequestMeter()
+        self.websocket_scrape = RequestMeter()
+        #: The WebSocket front end's connections and messages.
+        self.websocket = WebSocketMeter()
+        #: Peers the store does not hold (WebSocket peers), which every front end adds to the
+        #: counts it reports.
+        self.groups = PeerGroups()
         #: Full scrapes answered over HTTP (also counted as scrapes).
         self.full_scrapes = 0
         self.refusals = Refusals()
@@ -99,13 +108,15 @@ class TrackerStats:
             (HTTP, SCRAPE): self.http_scrape,
             (UDP, ANNOUNCE): self.udp_announce,
             (UDP, SCRAPE): self.udp_scrape,
+            (WEBSOCKET, ANNOUNCE): self.websocket_announce,
+            (WEBSOCKET, SCRAPE): self.websocket_scrape,
         }
 
     def announces(self) -> int:
-        return self.http_announce.total + self.udp_announce.total
+        return self.http_announce.total + self.udp_announce.total + self.websocket_announce.total
 
     def scrapes(self) -> int:
-        return self.http_scrape.total + self.udp_scrape.total
+        return self.http_scrape.total + self.udp_scrape.total + self.websocket_scrape.total
 
     @property
     def commits(self) -> CommitMeter | None:
