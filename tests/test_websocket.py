@@ -6,9 +6,15 @@ The WebSocket tracker through real sockets on 127.0.0.1: a small client of our o
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import struct
+import tempfile
 import time
 from typing import Any, Callable
+from urllib.parse import quote_from_bytes
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IDelayedCall
@@ -17,7 +23,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash, peer_id
-from tests.test_network import connect, exchange, read_all
+from tests.test_network import announce_target, connect, exchange, get, read_all
+from tests.test_udp import Client, announce_packet, parse_announce_reply, scrape_packet
 from tests.wsclient import (
     BINARY,
     CLOSE,
@@ -31,9 +38,12 @@ from tests.wsclient import (
 )
 from tracker.core.bencode import bdecode
 from tracker.core.config import TrackerConfig
+from tracker.core.interfaces import SwarmCounts
 from tracker.http.resource import TrackerResource
 from tracker.http.site import TrackerSite
 from tracker.store.memory import MemoryPeerStore
+from tracker.store.sqlite import SQLitePeerStore
+from tracker.udp.protocol import UDPTracker
 from tracker.ws.tracker import WebSocketTracker
 
 HOST = "127.0.0.1"
@@ -87,6 +97,10 @@ def answer(peer: int, to: int, offer: int, torrent: int = 1) -> dict[str, Any]:
         "offer_id": oid(offer),
         "answer": {"type": "answer", "sdp": f"v=0 answer to {offer}"},
     }
+
+
+def scrape_target(torrent: int) -> bytes:
+    return b"/scrape?info_hash=" + quote_from_bytes(info_hash(torrent)).encode()
 
 
 class ShiftedClock:
@@ -862,3 +876,194 @@ class FrameTests(WebSocketTestCase):
         """A close frame with a code that may not be sent is answered with 1002."""
         code, _ = yield self.closed_by(client_frame(CLOSE, (1005).to_bytes(2, "big")))
         self.assertEqual(code, 1002)
+
+
+class SameSwarmTests(WebSocketTestCase):
+    """WebSocket peers are peers of the same torrents as HTTP's and UDP's: every count
+    includes them; only their addresses (they have none) are never handed out."""
+
+    config = TrackerConfig(full_scrape=True)
+
+    @inlineCallbacks
+    def setUp(self) -> Any:  # type: ignore[override]
+        directory = tempfile.mkdtemp(prefix="tracker-ws-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.path = os.path.join(directory, "tracker.sqlite3")
+        self.sqlite = SQLitePeerStore(self.path)
+        yield self.sqlite.start()
+        super().setUp()
+        udp = UDPTracker(self.store, self.config, reactor, stats=self.resource.stats)
+        listening = reactor.listenUDP(0, udp, interface=HOST)  # type: ignore[attr-defined]
+        self.addCleanup(listening.stopListening)
+        self.udp_port = int(listening.getHost().port)
+
+    def make_resource(self) -> TrackerResource:
+        self.store = self.sqlite  # type: ignore[assignment]
+        return TrackerResource(self.store, self.config, self.clock)  # type: ignore[arg-type]
+
+    @inlineCallbacks
+    def tearDown(self) -> Any:  # type: ignore[override]
+        yield self.sqlite.stop()
+
+    @inlineCallbacks
+    def test_counted_over_every_protocol(self) -> Any:
+        """A WebSocket seeder and leecher are counted in HTTP and UDP announce and scrape
+        replies and in the full scrape, never listed as peers; WebSocket replies count the
+        HTTP and UDP peers."""
+
+        def clients() -> dict[str, Any]:
+            seeder, leecher = self.client(), self.client()
+            seeder.send(announce(1, left=0))
+            seeder.receive()
+            leecher.send(announce(2, left=None))
+            leecher.receive()
+            http = get(HOST, self.port, announce_target(3, 6883, left=0))
+            http_scrape = get(
+                HOST, self.port, b"/scrape?info_hash=" + quote_from_bytes(info_hash(1)).encode()
+            )
+            full = get(HOST, self.port, b"/scrape")
+            udp = Client(HOST, self.udp_port)
+            connection = udp.connect()
+            udp_announce = udp.exchange(announce_packet(connection, 4, left=5))
+            udp_scrape = udp.exchange(scrape_packet(connection, info_hash(1)))
+            udp.close()
+            leecher.send(announce(2, left=None, event="update"))
+            ws = leecher.receive()
+            leecher.send({"action": "scrape", "info_hash": [ih(1), ih(2)]})
+            ws_scrape = leecher.receive()
+            return {
+                "http": http.decoded(),
+                "http scrape": http_scrape.decoded(),
+                "full": full.decoded(),
+                "udp": parse_announce_reply(udp_announce),
+                "udp scrape": struct.unpack_from("!iii", udp_scrape, 8),
+                "ws": ws,
+                "ws scrape": ws_scrape,
+            }
+
+        got = yield self.in_thread(clients)
+        http = got["http"]
+        # The HTTP seeder and the two WebSocket peers; none of them listed.
+        self.assertEqual((http[b"complete"], http[b"incomplete"], http[b"peers"]), (2, 1, b""))
+        files = got["http scrape"][b"files"][info_hash(1)]
+        self.assertEqual((files[b"complete"], files[b"incomplete"]), (2, 1))
+        full = got["full"][b"files"][info_hash(1)]
+        self.assertEqual((full[b"complete"], full[b"incomplete"]), (2, 1))
+        interval, leechers, seeders, peers = got["udp"]
+        # The UDP leecher is given the HTTP seeder alone: WebSocket peers have no address.
+        self.assertEqual((seeders, leechers, len(peers)), (2, 2, 1))
+        self.assertEqual(got["udp scrape"], (2, 0, 2))
+        self.assertEqual((got["ws"]["complete"], got["ws"]["incomplete"]), (2, 2))
+        self.assertEqual(
+            got["ws scrape"]["files"],
+            {
+                ih(1): {"complete": 2, "incomplete": 2, "downloaded": 0},
+                ih(2): {"complete": 0, "incomplete": 0, "downloaded": 0},
+            },
+        )
+
+    @inlineCallbacks
+    def test_torrent_of_websocket_peers_only(self) -> Any:
+        """A torrent only WebSocket peers know is in the full scrape and HTTP scrape too."""
+
+        def clients() -> tuple[Any, Any]:
+            client = self.client()
+            client.send(announce(1, torrent=9))
+            client.receive()
+            scrape = get(
+                HOST, self.port, b"/scrape?info_hash=" + quote_from_bytes(info_hash(9)).encode()
+            )
+            full = get(HOST, self.port, b"/scrape")
+            return scrape.decoded(), full.decoded()
+
+        scrape, full = yield self.in_thread(clients)
+        expected = {b"complete": 0, b"incomplete": 1, b"downloaded": 0}
+        self.assertEqual(scrape[b"files"][info_hash(9)], expected)
+        self.assertEqual(full[b"files"][info_hash(9)], expected)
+
+    @inlineCallbacks
+    def test_completion_counted_once_and_kept(self) -> Any:
+        """A WebSocket peer's completion (completed with left 0) is counted once, by the
+        store, and is still there after the peer has gone and the store has been reopened."""
+
+        def clients() -> list[dict[str, Any]]:
+            client = self.client()
+            client.send(announce(1, left=5))
+            client.send(announce(1, left=0, event="completed"))
+            client.send(announce(1, left=0, event="completed"))
+            client.send(announce(2, torrent=2, left=None, event="completed"))
+            replies = client.receive_all(4)
+            client.close()
+            return replies
+
+        replies = yield self.in_thread(clients)
+        self.assertEqual([r["complete"] for r in replies], [0, 1, 1, 0])
+        yield self.until(lambda: not self.websocket.connections)
+        yield self.sqlite.stop()
+        self.sqlite = SQLitePeerStore(self.path)
+        yield self.sqlite.start()
+        counts = self.sqlite.scrape([info_hash(1), info_hash(2)])
+        self.assertEqual(
+            counts, {info_hash(1): SwarmCounts(0, 0, 1), info_hash(2): SwarmCounts(0, 0, 0)}
+        )
+
+    @inlineCallbacks
+    def test_figures(self) -> Any:
+        """/stats.json and /metrics count the WebSocket connections, peers (in the swarm
+        totals too), messages by kind, relayed offers and answers, and WebSocket announces
+        and scrapes beside HTTP's and UDP's."""
+
+        def clients() -> list[WebSocketClient]:
+            a, b = self.client(), self.client()
+            a.send(announce(1, left=0))
+            a.receive()
+            b.send(announce(2, offers=2))
+            b.receive()
+            a.receive()
+            a.send(answer(1, to=2, offer=0))
+            b.receive()
+            b.send({"action": "scrape", "info_hash": ih(1)})
+            b.receive()
+            b.send_text(b"nonsense")
+            b.receive()
+            get(HOST, self.port, announce_target(3, 6883))
+            return [a, b]
+
+        yield self.in_thread(clients)
+        stats = self.resource.stats
+        yield stats.count_swarms()
+        snapshot = json.loads(
+            (yield self.in_thread(lambda: get(HOST, self.port, b"/stats.json"))).body
+        )
+        self.assertEqual(
+            snapshot["websocket"],
+            {
+                "connections": 2,
+                "connections_opened": 2,
+                "peers": 2,
+                "messages": {"announce": 2, "answer": 1, "scrape": 1, "invalid": 1},
+                "relayed": {"offer": 1, "answer": 1},
+                "dropped": 0,
+                "closed": {"idle": 0, "too big": 0, "protocol error": 0, "invalid data": 0},
+            },
+        )
+        self.assertEqual((snapshot["peers"], snapshot["seeders"], snapshot["leechers"]), (3, 1, 2))
+        self.assertEqual(snapshot["requests"]["websocket"]["announce"]["ok"], 2)
+        self.assertEqual(snapshot["requests"]["websocket"]["scrape"]["ok"], 1)
+        self.assertEqual(snapshot["announces"], 3)
+        page = (yield self.in_thread(lambda: get(HOST, self.port, b"/stats"))).body.decode()
+        self.assertIn('id="websocket-connections" data-value="2"', page)
+        text = (yield self.in_thread(lambda: get(HOST, self.port, b"/metrics"))).body.decode()
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        self.assertEqual(samples[("tracker_websocket_connections", ())], 2)
+        self.assertEqual(samples[("tracker_websocket_peers", ())], 2)
+        self.assertEqual(samples[("tracker_websocket_messages_total", (("kind", "answer"),))], 1)
+        self.assertEqual(samples[("tracker_websocket_relayed_total", (("kind", "offer"),))], 1)
+        self.assertEqual(samples[("tracker_websocket_relayed_total", (("kind", "answer"),))], 1)
+        self.assertEqual(samples[("tracker_peers", (("kind", "leecher"),))], 2)
+        key = (("kind", "announce"), ("protocol", "websocket"), ("result", "ok"))
+        self.assertEqual(samples[("tracker_requests_total", key)], 2)

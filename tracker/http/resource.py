@@ -22,6 +22,7 @@ from tracker.core.addresses import client_ip
 from tracker.core.announce import AnnounceRequest, parse_announce, parse_scrape
 from tracker.core.config import TrackerConfig
 from tracker.core.errors import TrackerError
+from tracker.core.groups import GroupCountingStore
 from tracker.core.interfaces import IPeerStore, StoreStopped
 from tracker.core.ledger import Ledger
 from tracker.core.meters import TIMED, RequestMeter
@@ -179,7 +180,7 @@ class ScrapeResource(_Endpoint):
         stats: TrackerStats,
     ) -> None:
         super().__init__(store, config, clock, stats, stats.http_scrape)
-        self._full = FullScrape(store, clock) if config.full_scrape else None
+        self._full = FullScrape(store, clock, stats.groups) if config.full_scrape else None
 
     def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
         if self._full is not None and b"info_hash" not in params:
@@ -253,8 +254,12 @@ class TrackerResource(Resource):
         self.stats = stats or TrackerStats(store, clock)
         #: The WebSocket tracker the announce URL upgrades to, or None.
         self.websocket: WebSocketTracker | None = None
+        #: What the endpoints answer from: C{store}, with the WebSocket peers counted in.
+        self.store = store
         if config.websocket:
             self.websocket = WebSocketTracker(store, config, clock, self.stats, rng)
+            self.store = GroupCountingStore(store, self.stats.groups)
+        store = self.store
         self.putChild(
             b"announce", AnnounceResource(store, config, clock, self.stats, rng, self.websocket)
         )

@@ -63,7 +63,8 @@ class Sample:
 class TrackerStats:
     """
     The counters every request path shares (HTTP, UDP and WebSocket feed the same ones), and
-    what is derived from them. C{store}'s swarms are counted if it provides L{IIndexedStore}.
+    what is derived from them. C{store}'s swarms are counted if it provides L{IIndexedStore},
+    with the peers of L{groups} (WebSocket peers) added in.
     """
 
     def __init__(
@@ -167,7 +168,7 @@ class TrackerStats:
 
         def timed() -> Iterator[None]:
             # Work alone, not the turns of the reactor between slices.
-            steps = walk(index, self._top, into)
+            steps = walk(index, self._top, into, self.groups)
             while True:
                 began = time.perf_counter()
                 try:
@@ -230,6 +231,15 @@ class TrackerStats:
             "seeders": census.seeders,
             "leechers": census.leechers,
             "downloaded": census.downloaded,
+            "websocket": {
+                "connections": self.websocket.connections,
+                "connections_opened": self.websocket.opened,
+                "peers": census.websocket_peers,
+                "messages": dict(self.websocket.messages),
+                "relayed": dict(self.websocket.relayed),
+                "dropped": self.websocket.dropped,
+                "closed": dict(self.websocket.closes),
+            },
             "swarms_counted_at": census.taken_at or None,
             "announces": self.announces(),
             "scrapes": self.scrapes(),

@@ -21,9 +21,10 @@ offer's maker. The rules:
     stops announcing for as long leaves its swarm; a closed connection's peers leave every
     swarm at once.
 
-Torrents are the same as for HTTP and UDP: an access list applies and WebSocket peers are
-counted by torrent (L{tracker.core.groups}). They are never handed to HTTP or UDP clients,
-which could not reach them, and offers go to WebSocket peers only.
+Torrents are the same as for HTTP and UDP: an access list applies, the store counts
+completions and the counts every protocol reports include WebSocket peers
+(L{tracker.core.groups}). They are never handed to HTTP or UDP clients, which could not reach
+them, and offers go to WebSocket peers only.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
-from tracker.core.announce import STOPPED
+from tracker.core.announce import COMPLETED, STOPPED
 from tracker.core.config import TrackerConfig
 from tracker.core.errors import TrackerError
 from tracker.core.interfaces import IPeerStore, StoreStopped, SwarmCounts
@@ -114,7 +115,8 @@ class WebSocketTracker:
     """
     WebSocket connections upgraded from announce requests (L{upgrade}), the torrents' WebSocket
     peers (L{swarms}) and the rules above. C{store} is the one HTTP and UDP announce to (with
-    its access list, if any); C{stats} is where its figures and its peers are counted.
+    its access list, if any, but without L{tracker.core.groups.GroupCountingStore}: the peers
+    it adds are these); C{stats} is where its figures and its peers are counted.
 
     It owns no port and no thread. It schedules its own sweep for idle connections while it
     has connections, and none when it has none.
@@ -430,6 +432,10 @@ class WebSocketTracker:
             self.swarms.leave(peer)
             self._reply(connection, announce, key, counts, meter, started)
             return
+        if event == COMPLETED and seeder and not peer.completed:
+            # Counted once per peer, by the store, which keeps it.
+            peer.completed = True
+            self._count_completion(key, now)
         if announce.offers:
             self._relay_offers(peer, announce, now)
         self._reply(connection, announce, key, counts, meter, started)
@@ -450,6 +456,21 @@ class WebSocketTracker:
         meter.ok += 1
         if not meter.ok & TIMED:
             meter.latency.observe(perf_counter() - started)
+
+    def _count_completion(self, key: bytes, now: int) -> None:
+        try:
+            counted = self._store.count_completion(key, now)
+        except Exception:
+            log.failure("could not count a WebSocket peer's completion")
+            return
+        if isinstance(counted, Deferred):
+            counted.addErrback(
+                lambda f: (
+                    None
+                    if f.check(StoreStopped)
+                    else log.failure("could not count a WebSocket peer's completion", f)
+                )
+            )
 
     def _relay_offers(self, peer: Peer, announce: Announce, now: int) -> None:
         offers = announce.offers
