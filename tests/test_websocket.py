@@ -22,8 +22,9 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import info_hash, peer_id
+from tests.helpers import info_hash, peer_id, totals
 from tests.test_network import announce_target, connect, exchange, get, read_all
+from tests.test_private import KEY, PRIVATE, passkey_table
 from tests.test_udp import Client, announce_packet, parse_announce_reply, scrape_packet
 from tests.wsclient import (
     BINARY,
@@ -39,8 +40,11 @@ from tests.wsclient import (
 from tracker.core.bencode import bdecode
 from tracker.core.config import TrackerConfig
 from tracker.core.interfaces import SwarmCounts
+from tracker.http.private import PrivateTrackerResource
 from tracker.http.resource import TrackerResource
 from tracker.http.site import TrackerSite
+from tracker.ops.access import AccessControlledStore, AccessList
+from tracker.store.access import WHITELIST, Account, MemoryAccessStore
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.sqlite import SQLitePeerStore
 from tracker.udp.protocol import UDPTracker
@@ -395,14 +399,14 @@ class AnnounceTests(WebSocketTestCase):
             first.receive()
             second.send(announce(1, event="stopped"))
             refused = second.receive()
-            first.close()
-            return [refused, second]
+            return [refused, first, second]
 
-        refused, second = yield self.in_thread(clients)
+        refused, first, second = yield self.in_thread(clients)
         self.assertEqual(
             refused["failure reason"], "this peer id is announced on another connection"
         )
         self.assertEqual(self.counts(), (0, 1))
+        first.close()
         yield self.until(lambda: len(self.websocket.connections) == 1)
 
         def again() -> dict[str, Any]:
@@ -1067,3 +1071,145 @@ class SameSwarmTests(WebSocketTestCase):
         self.assertEqual(samples[("tracker_peers", (("kind", "leecher"),))], 2)
         key = (("kind", "announce"), ("protocol", "websocket"), ("result", "ok"))
         self.assertEqual(samples[("tracker_requests_total", key)], 2)
+
+
+class AccessListTests(WebSocketTestCase):
+    """An access list covers WebSocket announces and scrapes as it does HTTP's."""
+
+    def make_resource(self) -> TrackerResource:
+        access = AccessList(WHITELIST, "list", frozenset({info_hash(1)}), MemoryAccessStore(), None)
+        access.load_stored(frozenset())
+        served = AccessControlledStore(self.store, access)
+        return TrackerResource(served, self.config, self.clock)  # type: ignore[arg-type]
+
+    @inlineCallbacks
+    def test_unlisted_torrent_refused(self) -> Any:
+        """A torrent the whitelist does not list is refused, with action and info_hash, and
+        gets no peer; offers are not relayed into it; a listed one is served."""
+        refusal = "unregistered torrent: this tracker serves only the torrents it lists"
+
+        def clients() -> list[dict[str, Any]]:
+            first, second = self.client(), self.client()
+            first.send(announce(1, torrent=2))
+            second.send(announce(2, torrent=2, offers=1))
+            first.send(announce(1, torrent=1, left=0, event="completed"))
+            second.send({"action": "scrape", "info_hash": [ih(1), ih(2)]})
+            replies = first.receive_all(2) + second.receive_all(2)
+            first.expect_silence()
+            return replies
+
+        refused, listed, refused_too, scrape = yield self.in_thread(clients)
+        self.assertEqual((refused["action"], refused["info_hash"]), ("announce", ih(2)))
+        self.assertIn(refusal, refused["failure reason"])
+        self.assertIn(refusal, refused_too["failure reason"])
+        self.assertEqual((listed["complete"], listed["incomplete"]), (1, 0))
+        self.assertEqual((scrape["action"], scrape["info_hash"]), ("scrape", [ih(1), ih(2)]))
+        self.assertIn(refusal, scrape["failure reason"])
+        self.assertNotIn(info_hash(2), self.resource.stats.groups.torrents)
+        self.assertEqual(self.store.scrape([info_hash(1)])[info_hash(1)].downloaded, 1)
+
+
+class PrivateTests(WebSocketTestCase):
+    """Private mode: a WebSocket opened on /<passkey>/announce announces with that passkey,
+    which is credited with what its peers report moving, as over HTTP."""
+
+    def make_resource(self) -> TrackerResource:
+        self.passkeys = passkey_table(self.clock)
+        self.addCleanup(self.passkeys.stop)
+        return PrivateTrackerResource(
+            self.store,
+            self.passkeys,
+            self.config,
+            self.clock,  # type: ignore[arg-type]
+        )
+
+    def private(self, passkey: bytes = KEY) -> WebSocketClient:
+        return self.client(path="/" + passkey.decode() + "/announce")
+
+    @inlineCallbacks
+    def test_passkey_credited_with_deltas(self) -> Any:
+        """The passkey's totals grow by what each peer reports moving since its last report:
+        a first or started report is a baseline, smaller totals (a restarted client) count
+        from zero, a stopped one is credited, another peer is counted apart."""
+
+        def client() -> list[dict[str, Any]]:
+            client = self.private()
+            for message in (
+                announce(1, uploaded=100, downloaded=10),
+                announce(1, uploaded=1000, downloaded=500, event="update"),
+                announce(2, torrent=2, uploaded=70, downloaded=0),
+                announce(1, uploaded=1500, downloaded=500, event="update"),
+                announce(1, uploaded=9999, downloaded=9999, event="started"),
+                announce(1, uploaded=200, downloaded=0, event="update"),
+                announce(2, torrent=2, uploaded=100, downloaded=5, event="update"),
+                announce(1, uploaded=300, downloaded=0, event="stopped"),
+            ):
+                client.send(message)
+            client.send({"action": "scrape", "info_hash": ih(2)})
+            return client.receive_all(9)
+
+        replies = yield self.in_thread(client)
+        self.assertNotIn("failure reason", str(replies))
+        # 900+490, then 500, then 200 (from zero), 30+5, 100.
+        self.assertEqual(totals(self.passkeys, KEY), [900 + 500 + 200 + 30 + 100, 490 + 5])
+        self.assertEqual(replies[-1]["files"][ih(2)]["incomplete"], 1)
+
+    @inlineCallbacks
+    def test_unknown_passkey_and_bare_url_refused(self) -> Any:
+        """On an unknown passkey's URL, and on the bare /announce of a private tracker, every
+        announce and scrape is refused with the reason, carrying action and info_hash; no
+        peer is made."""
+
+        def clients() -> list[dict[str, Any]]:
+            unknown, bare = self.private(b"y" * 32), self.client()
+            replies = []
+            for client in (unknown, bare):
+                client.send(announce(1))
+                client.send({"action": "scrape", "info_hash": ih(1)})
+                replies += client.receive_all(2)
+            return replies
+
+        replies = yield self.in_thread(clients)
+        reasons = ["unknown passkey"] * 2 + [PRIVATE.decode()] * 2
+        for reply, reason, action in zip(replies, reasons, ["announce", "scrape"] * 2):
+            self.assertEqual(
+                reply, {"action": action, "info_hash": ih(1), "failure reason": reason}
+            )
+        self.assertEqual(self.counts(), (0, 0))
+
+    @inlineCallbacks
+    def test_removed_passkey_refused_from_then_on(self) -> Any:
+        """A passkey removed while its WebSocket is open is refused from the next message on."""
+
+        def first() -> WebSocketClient:
+            client = self.private()
+            client.send(announce(1))
+            client.receive()
+            return client
+
+        client = yield self.in_thread(first)
+        yield self.passkeys.remove(KEY)
+
+        def second() -> dict[str, Any]:
+            client.send(announce(1, event="update"))
+            return client.receive()
+
+        refused = yield self.in_thread(second)
+        self.assertEqual(refused["failure reason"], "unknown passkey")
+
+    @inlineCallbacks
+    def test_waits_for_passkeys_to_load(self) -> Any:
+        """A message that arrives while the passkeys are loading waits for them."""
+        table = passkey_table(self.clock, loaded=False)
+        self.websocket._passkeys = table
+
+        def send() -> WebSocketClient:
+            client = self.private()
+            client.send(announce(1))
+            client.expect_silence(0.2)
+            return client
+
+        client = yield self.in_thread(send)
+        table.load_stored({KEY: Account("", 0, 0, 0)})
+        reply = yield self.in_thread(client.receive)
+        self.assertEqual(reply["incomplete"], 1)

@@ -30,6 +30,7 @@ from tracker.core.query import Params, parse_query, split_query
 from tracker.http.fullscrape import Bodies, FullScrape, accepts_gzip
 from tracker.http.response import announce_body, failure_body, scrape_body
 from tracker.ops.metrics import MetricsResource
+from tracker.ops.passkeys import Passkeys
 from tracker.ops.stats import TrackerStats
 from tracker.ops.statspage import StatsJSONResource, StatsPageResource
 from tracker.ws.frames import is_upgrade
@@ -233,6 +234,9 @@ class TrackerResource(Resource):
     WebSocket on the announce URL (unless C{config.websocket} is off).
     """
 
+    #: Private mode's passkeys, which its WebSocket connections are checked against.
+    _passkeys: Passkeys | None = None
+
     def __init__(
         self,
         store: IPeerStore,
@@ -257,7 +261,9 @@ class TrackerResource(Resource):
         #: What the endpoints answer from: C{store}, with the WebSocket peers counted in.
         self.store = store
         if config.websocket:
-            self.websocket = WebSocketTracker(store, config, clock, self.stats, rng)
+            self.websocket = WebSocketTracker(
+                store, config, clock, self.stats, rng, passkeys=self._passkeys
+            )
             self.store = GroupCountingStore(store, self.stats.groups)
         store = self.store
         self.putChild(

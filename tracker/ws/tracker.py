@@ -21,8 +21,8 @@ offer's maker. The rules:
     stops announcing for as long leaves its swarm; a closed connection's peers leave every
     swarm at once.
 
-Torrents are the same as for HTTP and UDP: an access list applies, the store counts
-completions and the counts every protocol reports include WebSocket peers
+Torrents are the same as for HTTP and UDP: the access list and private mode apply, the
+store counts completions and the counts every protocol reports include WebSocket peers
 (L{tracker.core.groups}). They are never handed to HTTP or UDP clients, which could not reach
 them, and offers go to WebSocket peers only.
 """
@@ -41,12 +41,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
-from tracker.core.announce import COMPLETED, STOPPED
+from tracker.core.announce import COMPLETED, STARTED, STOPPED
 from tracker.core.config import TrackerConfig
 from tracker.core.errors import TrackerError
 from tracker.core.interfaces import IPeerStore, StoreStopped, SwarmCounts
+from tracker.core.ledger import Ledger, credit_report
 from tracker.core.meters import TIMED, RequestMeter
 from tracker.core.slices import cooperator
+from tracker.ops.passkeys import Passkeys, wait_or_refuse
 from tracker.ops.stats import TrackerStats
 from tracker.ws.frames import (
     GOING_AWAY,
@@ -116,7 +118,8 @@ class WebSocketTracker:
     WebSocket connections upgraded from announce requests (L{upgrade}), the torrents' WebSocket
     peers (L{swarms}) and the rules above. C{store} is the one HTTP and UDP announce to (with
     its access list, if any, but without L{tracker.core.groups.GroupCountingStore}: the peers
-    it adds are these); C{stats} is where its figures and its peers are counted.
+    it adds are these); C{stats} is where its figures and its peers are counted; C{passkeys}
+    makes it private.
 
     It owns no port and no thread. It schedules its own sweep for idle connections while it
     has connections, and none when it has none.
@@ -129,6 +132,7 @@ class WebSocketTracker:
         clock: IReactorTime,
         stats: TrackerStats,
         rng: random.Random | None = None,
+        passkeys: Passkeys | None = None,
         interval: int = INTERVAL,
         idle_timeout: float | None = None,
         max_frame: int = MAX_FRAME,
@@ -139,6 +143,7 @@ class WebSocketTracker:
         self._clock = clock
         self._stats = stats
         self._groups = stats.groups
+        self._passkeys = passkeys
         self.swarms = WebSocketSwarms(stats.groups, rng)
         #: Open connections, by number.
         self.connections: dict[int, WebSocketConnection] = {}
@@ -162,11 +167,14 @@ class WebSocketTracker:
 
     # Opening and closing.
 
-    def upgrade(self, request: Request) -> Any:
+    def upgrade(
+        self, request: Request, passkey: bytes | None = None, refusal: str | None = None
+    ) -> Any:
         """
         Answer C{request}, which asks to upgrade to a WebSocket: with C{101 Switching Protocols},
         its connection then becoming a L{WebSocketConnection}, or with an HTTP error for a
-        request that is not a valid opening handshake.
+        request that is not a valid opening handshake. C{passkey} is the private URL's; a
+        C{refusal} is the failure every message on the connection gets.
         """
         headers = request.requestHeaders
         try:
@@ -195,6 +203,8 @@ class WebSocketTracker:
             next(self._numbers),
             FrameReader(self.max_frame, self.max_message),
             self.now(),
+            passkey,
+            refusal,
         )
         take_over(channel, connection)
         self.connections[connection.number] = connection
@@ -324,6 +334,22 @@ class WebSocketTracker:
         log.debug("refused a WebSocket {action}: {reason}", action=action, reason=reason)
         connection.send(failure(reason, action, info_hash))
 
+    def _account(
+        self, connection: WebSocketConnection, retry: Callable[[], Any]
+    ) -> Ledger | Deferred[Any] | None:
+        """The ledger of the connection's passkey (None on a public tracker); a Deferred that
+        fires with C{retry}'s outcome while the passkeys are loading. Raises L{TrackerError} for
+        a connection whose every message is refused."""
+        if connection.refusal is not None:
+            raise TrackerError(connection.refusal)
+        if connection.passkey is None:
+            return None
+        assert self._passkeys is not None
+        ledger = self._passkeys.ledgers.get(connection.passkey)
+        if ledger is None:
+            return wait_or_refuse(self._passkeys, retry)
+        return ledger
+
     def _when(
         self,
         answer: T | Deferred[T],
@@ -361,6 +387,12 @@ class WebSocketTracker:
         info_hash = announce.info_hash
         meter = self._announces
         try:
+            account = self._account(
+                connection, lambda: self._announce(connection, announce, self.now())
+            )
+            if isinstance(account, Deferred):
+                self._when(account, lambda _: None, connection, ANNOUNCE, info_hash, meter)
+                return
             # The store's own peers: their count, and the access list's verdict.
             key = info_hash.encode("latin-1")
             counts = self._store.scrape((key,))
@@ -373,7 +405,7 @@ class WebSocketTracker:
             return
 
         def record(counts: dict[bytes, SwarmCounts]) -> None:
-            self._record(connection, announce, key, counts[key], started)
+            self._record(connection, announce, account, key, counts[key], started)
 
         self._when(counts, record, connection, ANNOUNCE, info_hash, meter)
 
@@ -381,6 +413,7 @@ class WebSocketTracker:
         self,
         connection: WebSocketConnection,
         announce: Announce,
+        account: Ledger | None,
         key: bytes,
         counts: SwarmCounts,
         started: float,
@@ -426,6 +459,10 @@ class WebSocketTracker:
             peer.swarm.place(peer, seeder)
         peer.seen = now
         event = announce.event
+        if account is not None:
+            peer.report = credit_report(
+                account, peer.report, announce.uploaded, announce.downloaded, event == STARTED
+            )
         if event == STOPPED:
             assert peers is not None
             del peers[info_hash]
@@ -520,6 +557,10 @@ class WebSocketTracker:
                 raise TrackerError(
                     f"at most {self._config.max_scrape_hashes} info hashes per scrape"
                 )
+            account = self._account(connection, lambda: self._scrape(connection, scrape))
+            if isinstance(account, Deferred):
+                self._when(account, lambda _: None, connection, SCRAPE, info_hash, meter)
+                return
             keys = [h.encode("latin-1") for h in hashes]
             counts = self._store.scrape(keys)
         except TrackerError as e:
