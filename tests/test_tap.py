@@ -31,6 +31,7 @@ from tests.test_udp import (
     error_message,
     parse_announce_reply,
 )
+from tests.wsclient import WebSocketClient
 from tracker.core.bencode import bdecode
 from tracker.core.config import TrackerConfig
 from tracker.daemon.listening import DatabaseLockService, ListeningService, listen_reusing_port
@@ -833,8 +834,9 @@ class ListenTests(TestCase):
             process.communicate(timeout=30)
 
     def test_announce_over_tls(self) -> None:
-        """With pyOpenSSL, an ssl: listener serves announces over HTTPS with the given
-        certificate; without it, asking for one is refused in one line."""
+        """With pyOpenSSL, an ssl: listener serves announces over HTTPS, and WebSocket ones
+        over wss://, with the given certificate; without it, asking for one is refused in one
+        line."""
         directory = tempfile.mkdtemp(prefix="tracker-tls-")
         self.addCleanup(shutil.rmtree, directory, True)
         port = free_port()
@@ -869,6 +871,15 @@ class ListenTests(TestCase):
             reply = bdecode(body)
             assert isinstance(reply, dict)
             self.assertEqual(reply[b"complete"], 1)
+            # wss:// on the same listener: a browser's announce, counted with the HTTPS one.
+            browser = WebSocketClient("127.0.0.1", port, context=context)
+            browser.send(
+                {"action": "announce", "info_hash": info_hash(1).decode("latin-1"),
+                 "peer_id": peer_id(2).decode("latin-1"), "left": None, "event": "started"}
+            )  # fmt: skip
+            answer = browser.receive()
+            browser.close()
+            self.assertEqual((answer["complete"], answer["incomplete"]), (1, 1))
             process.send_signal(signal.SIGTERM)
             output, _ = process.communicate(timeout=30)
         finally:

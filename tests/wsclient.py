@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 from typing import Any
 
 CLIENT_TIMEOUT = 5.0
@@ -74,8 +75,13 @@ class WebSocketClient:
         version: bytes = b"13",
         first: bytes = b"",
         timeout: float = CLIENT_TIMEOUT,
+        context: ssl.SSLContext | None = None,
     ) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout)
+        if context is not None:
+            # wss://: the same, over TLS.
+            sock = context.wrap_socket(sock, server_hostname=host)
+        self.sock = sock
         self.sock.settimeout(timeout)
         self._buffer = b""
         key = base64.b64encode(os.urandom(16))
