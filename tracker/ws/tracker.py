@@ -72,6 +72,7 @@ from tracker.ws.messages import (
     Scrape,
     announce_reply,
     failure,
+    offer_prefix,
     parse,
     relayed_answer,
     relayed_offer,
@@ -516,15 +517,14 @@ class WebSocketTracker:
         if not targets:
             return
         expires = now + self.offer_timeout
-        info_hash = announce.info_hash
-        peer_id = announce.peer_id
+        prefix = offer_prefix(announce.info_hash, announce.peer_id)
         relayed = 0
         for offer, target in zip(offers, targets):
             recipient = target.connection
             if recipient.congested:
                 self._meter.dropped += 1
                 continue
-            recipient.send(relayed_offer(info_hash, peer_id, offer))
+            recipient.send(relayed_offer(prefix, offer))
             remember_offer(peer, offer.offer_id, target, expires)
             relayed += 1
         self._meter.relayed["offer"] += relayed
