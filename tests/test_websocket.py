@@ -229,7 +229,7 @@ class HandshakeTests(WebSocketTestCase):
     @inlineCallbacks
     def test_bad_key_refused(self) -> Any:
         """A handshake whose Sec-WebSocket-Key is not 16 bytes in base64 gets 400, with the
-        reason."""
+        reason bencoded as every answer of the announce URL."""
 
         def client() -> Any:
             with connect(HOST, self.port) as sock:
@@ -242,7 +242,10 @@ class HandshakeTests(WebSocketTestCase):
 
         raw = yield self.in_thread(client)
         self.assertTrue(raw.startswith(b"HTTP/1.1 400 "), raw)
-        self.assertIn(b"Sec-WebSocket-Key must be 16 bytes", raw)
+        self.assertEqual(
+            bdecode(raw.partition(b"\r\n\r\n")[2]),
+            {b"failure reason": b"Sec-WebSocket-Key must be 16 bytes in base64"},
+        )
 
     @inlineCallbacks
     def test_message_in_the_handshake_packet(self) -> Any:

@@ -42,6 +42,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tracker.core.announce import COMPLETED, STARTED, STOPPED
+from tracker.core.bencode import bencode
 from tracker.core.config import TrackerConfig
 from tracker.core.errors import TrackerError
 from tracker.core.interfaces import IPeerStore, StoreStopped, SwarmCounts
@@ -192,12 +193,21 @@ class WebSocketTracker:
             request.setResponseCode(e.status, _STATUS.get(e.status))
             if e.status == 426:
                 request.setHeader(b"sec-websocket-version", b"13")
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            body = e.reason.encode("utf-8") + b"\n"
+            # Bencoded, as every answer of the announce URL.
+            request.setHeader(b"content-type", b"text/plain")
+            body = bencode({b"failure reason": e.reason.encode("utf-8")})
             request.setHeader(b"content-length", b"%d" % len(body))
-            return b"" if request.method == b"HEAD" else body
+            if request.method != b"HEAD":
+                return body
+            # Written, so that Twisted sends the length without the body (and logs no warning
+            # for a HEAD answered with one).
+            request.write(body)
+            request.finish()
+            return NOT_DONE_YET
         channel = request.channel
         assert channel is not None and channel.transport is not None
+        # For whoever looks at the request: it is never finished, its connection is taken.
+        request.setResponseCode(101)
         channel.transport.write(response)
         connection = WebSocketConnection(
             self,
