@@ -14,7 +14,8 @@ Two measurements a target and round:
 - idle: --idle connections opened, each announcing once (no offers) and then silent. Memory
   per connection: the tracker's resident memory with them open, less before (after a
   warm-up of 500 connections opened and closed), over their number. Then a scrape on every
-  one: how many are answered ("held").
+  one: how many are answered ("held"). Under CPython, also the Python objects they hold,
+  counted by tracemalloc (bench/ws_memory.py).
 
 The goals (issue 27) are printed as met or not, each from figures of this run. Needs Node and
 bench/node_modules (npm ci --prefix bench --ignore-scripts); RLIMIT_NOFILE is raised to its
@@ -181,6 +182,20 @@ def measure_idle(target: Target, count: int) -> dict[str, float]:
     }
 
 
+def measure_objects(interpreter: str, count: int) -> dict[str, float]:
+    """Bytes an idle connection holds in Python objects, by tracemalloc (bench/ws_memory.py,
+    the tracker's site in a process of its own under CPython)."""
+    done = subprocess.run(
+        [interpreter, str(bl.BENCH_DIR / "ws_memory.py"), str(count)],
+        capture_output=True, timeout=600, cwd=bl.BENCH_DIR,
+    )  # fmt: skip
+    lines = [line for line in done.stdout.decode().splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"ws_memory.py said nothing: {done.stderr.decode()[-2000:]}")
+    figures: dict[str, float] = json.loads(lines[-1])
+    return figures
+
+
 def targets(names: list[str]) -> list[Target]:
     found = []
     for name in names:
@@ -209,10 +224,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def goals(
-    loads: dict[str, list[dict[str, float]]], idles: dict[str, dict[str, float]], idle: int
+    loads: dict[str, list[dict[str, float]]],
+    idles: dict[str, dict[str, float]],
+    idle: int,
+    objects: dict[str, float] | None,
 ) -> list[list[Any]]:
     """Each goal: [goal, figure, target, met]."""
     rows: list[list[Any]] = []
+    if objects is not None:
+        per = objects["bytes_per_connection"]
+        rows.append(
+            [f"Python objects an idle connection holds (tracemalloc, CPython, "
+             f"{objects['opened']:,.0f} open)", f"{per:,.0f} bytes", f"<= {BYTES_GOAL:,}",
+             per <= BYTES_GOAL]
+        )  # fmt: skip
     reference = loads.get(REFERENCE)
     for name, wanted in RATIO_GOALS.items():
         ours = loads.get(name)
@@ -270,6 +295,15 @@ def run(args: argparse.Namespace) -> int:
             f" ({figures['rss_before_mib']:.0f} -> {figures['rss_after_mib']:.0f} MiB)",
             flush=True,
         )
+    objects = None
+    cpython = next((t for t in found if t.key == "python3"), None)
+    if cpython is not None and cpython.interpreter is not None:
+        objects = measure_objects(cpython.interpreter, args.idle)
+        print(
+            f"idle: ours (python3), tracemalloc: {objects['bytes_per_connection']:,.0f} bytes"
+            f" a connection, {objects['opened']:,.0f} open",
+            flush=True,
+        )
     labels = {target.key: target.label for target in found}
     load_table = report.table(
         ["tracker", "announces/s", "messages/s read", "relayed/s", "cpu", "failures"],
@@ -301,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
         ],  # fmt: skip
         f"Idle: {args.idle:,} connections",
     )
-    goal_rows = goals(loads, idles, args.idle)
+    goal_rows = goals(loads, idles, args.idle, objects)
     goal_table = report.table(
         ["goal", "measured", "target", "met"],
         [[g, figure, wanted, "met" if met else "NOT MET"] for g, figure, wanted, met in goal_rows],
@@ -318,7 +352,8 @@ def run(args: argparse.Namespace) -> int:
     )
     report.record(
         args, "ws", "live", f"Live, beside {REFERENCE}", tables,
-        {"setup": setup, "labels": labels, "loads": loads, "idle": idles}, [setup],
+        {"setup": setup, "labels": labels, "loads": loads, "idle": idles, "objects": objects},
+        [setup],
         per_interpreter=False,
     )  # fmt: skip
     return 0
