@@ -26,6 +26,7 @@ import inprocess  # noqa: E402
 import memory  # noqa: E402
 import restart  # noqa: E402
 import udp_live  # noqa: E402
+import ws  # noqa: E402
 
 COMMANDS = {
     "http": (http_live, "live HTTP: ours, the Twisted floor, opentracker, bittorrent-tracker"),
@@ -38,6 +39,7 @@ COMMANDS = {
     "flood": (flood, "a newcomer's wait among 300 connections pipelining announces"),
     "census": (census, "the walks over every swarm behind /stats, /metrics, the full scrape"),
     "access": (access, "what access lists and private mode cost an announce"),
+    "ws": (ws, "live WebSocket (WebTorrent): ours beside bittorrent-tracker; the goals"),
 }
 
 

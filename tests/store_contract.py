@@ -200,6 +200,27 @@ class StoreContract:
         self.assertEqual(counts[info_hash(1)], SwarmCounts(0, 0, 2))
 
     @inlineCallbacks
+    def test_completion_of_a_peer_held_elsewhere(self) -> Any:
+        """count_completion (a WebSocket peer's completion) adds one to a torrent's downloaded,
+        known to the store or not, adds no peer, and stays after expiry as any completion."""
+        store = yield self.started_store()
+        yield store.count_completion(info_hash(1), 1000)
+        yield store.announce(announce(1, left=0, event=COMPLETED), 1000)
+        yield store.count_completion(info_hash(1), 1001)
+        yield store.count_completion(info_hash(2), 1001)
+        counts = yield store.scrape([info_hash(1), info_hash(2)])
+        self.assertEqual(
+            counts, {info_hash(1): SwarmCounts(1, 0, 3), info_hash(2): SwarmCounts(0, 0, 1)}
+        )
+        yield store.expire(5000)
+        counts = yield store.scrape([info_hash(1), info_hash(2)])
+        self.assertEqual(
+            counts, {info_hash(1): SwarmCounts(0, 0, 3), info_hash(2): SwarmCounts(0, 0, 1)}
+        )
+        result = yield store.announce(announce(2, torrent=2, left=0, event=COMPLETED), 5000)
+        self.assertEqual(result.counts, SwarmCounts(1, 0, 2))
+
+    @inlineCallbacks
     def test_scrape_many_and_unknown(self) -> Any:
         """A multi-scrape answers every hash asked, zeros for unknown torrents."""
         store = yield self.started_store()

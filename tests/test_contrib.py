@@ -35,6 +35,7 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.test_tap import _fetch_when_up, _wait_for_line, free_port
+from tests.wsclient import WebSocketClient
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTRIB = os.path.join(REPOSITORY, "contrib")
@@ -367,7 +368,8 @@ class NginxTests(TestCase):
     def test_requests_through_nginx(self) -> None:
         """Through the site, over HTTPS and HTTP, the tracker (run with the options the file
         names) stores each peer at its client's own address, not nginx's nor one the client
-        claims in its own X-Forwarded-For; /metrics answers this host only."""
+        claims in its own X-Forwarded-For; browsers' WebSockets (wss:// and ws://) reach it on
+        the announce URL; /metrics answers this host only."""
         nginx = tool("nginx")
         directory = tempdir(self, "tracker-nginx-")
         upstream, http_port, https_port = free_port(), free_port(), free_port()
@@ -439,6 +441,19 @@ class NginxTests(TestCase):
         self.assertIn(b"5:peers12:", leecher)
         self.assertIn(peer("127.0.0.5", 6881), leecher)
         self.assertIn(peer("127.0.0.6", 6882), leecher)
+        # A browser's WebSocket, over wss:// and ws://, on the same announce URL: counted in
+        # the same swarm.
+        for tls, peer_id in [(True, "D"), (False, "E")]:
+            browser = WebSocketClient(
+                "127.0.0.1", https_port if tls else http_port, context=context if tls else None
+            )
+            browser.send(
+                {"action": "announce", "info_hash": "A" * 20, "peer_id": peer_id * 20,
+                 "left": None, "event": "started"}
+            )  # fmt: skip
+            reply = browser.receive()
+            self.addCleanup(browser.close)
+        self.assertEqual((reply["complete"], reply["incomplete"]), (2, 3))
         status, body = get("/metrics", "127.0.0.1")
         self.assertEqual(status, 200)
         self.assertIn(b"tracker_requests_total", body)

@@ -17,6 +17,7 @@ from tests.test_resource import LogCapture
 from tests.test_swarms import random_announce
 from tracker.core.announce import COMPLETED, NONE, STARTED, STOPPED, AnnounceRequest
 from tracker.core.errors import KeyMismatch
+from tracker.core.ledger import Report, credit_report
 from tracker.core.swarms import SwarmIndex
 from tracker.ops.passkeys import PasskeyError, Passkeys, check_passkey, new_passkey
 from tracker.store.access import Account, MemoryAccessStore, Totals
@@ -364,3 +365,31 @@ class CreditModelTests(PasskeyTestCase):
                 for position, member in enumerate(group.ids):
                     report = tuple(group.reports[position * 3 : position * 3 + 3])
                     self.assertEqual(report, model[(info_hash_, member)])
+
+
+class OutsideTheIndexTests(PasskeyTestCase):
+    def test_same_rule_as_the_index(self) -> None:
+        """credit_report, which credits WebSocket peers, credits what the index credits for
+        the same reports of a peer: baselines, started, restarts, stops and passkey changes
+        alike."""
+        twin_store = _CountingStore()
+        twin_store.passkeys.update(self.store.passkeys)
+        twin = Passkeys(twin_store, self.clock, flush_every=1)
+        twin.load_stored(dict(twin_store.passkeys))
+        rng = random.Random(3)
+        last: Report | None = None
+        for step in range(3000):
+            passkey = rng.choice((KEY, KEY, KEY, OTHER))
+            event = rng.choice((NONE, NONE, NONE, STARTED, STOPPED))
+            up, down = rng.randrange(5000), rng.randrange(5000)
+            request = announce(1, event=event)._replace(uploaded=up, downloaded=down)
+            self.record(passkey, request, step)
+            if event == STOPPED and last is None:
+                # Not a peer: the index has nothing to credit, nor does a WebSocket tracker.
+                continue
+            last = credit_report(twin.ledgers[passkey], last, up, down, event == STARTED)
+            if event == STOPPED:
+                last = None
+        for passkey in (KEY, OTHER):
+            self.assertEqual(totals(twin, passkey), totals(self.passkeys, passkey))
+        self.assertGreater(totals(twin, KEY)[0], 100)

@@ -113,6 +113,9 @@ class ControlledStore:
             return later
         return self._answer(self.real.scrape(info_hashes))
 
+    def count_completion(self, info_hash: bytes, now: int) -> Any:
+        return self._answer(self.real.count_completion(info_hash, now))
+
     def expire(self, cutoff: int) -> Deferred[int]:
         return self.real.expire(cutoff)
 

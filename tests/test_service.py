@@ -53,6 +53,9 @@ class RecordingStore:
     def scrape(self, info_hashes: Any) -> dict[bytes, SwarmCounts]:
         return self.real.scrape(info_hashes)
 
+    def count_completion(self, info_hash: bytes, now: int) -> None:
+        self.real.count_completion(info_hash, now)
+
     def expire(self, cutoff: int) -> Deferred[int]:
         self.cutoffs.append(cutoff)
         if self.expiry_failures:

@@ -20,6 +20,7 @@ from tests.helpers import info_hash, peer_id
 from tests.store_contract import StoreContract, announce
 from tracker.core.announce import COMPLETED, STOPPED
 from tracker.core.errors import KeyMismatch
+from tracker.core.groups import GroupCountingStore, PeerGroups
 from tracker.core.interfaces import StoreStopped, SwarmCounts
 from tracker.core.journal import KEYLESS_PEER, JournalError, replay
 from tracker.core.swarms import SwarmIndex
@@ -36,6 +37,16 @@ class MemoryStoreTests(StoreContract, TestCase):
 
     def make_store(self) -> Any:
         return MemoryPeerStore()
+
+
+class GroupCountingStoreTests(StoreContract, TestCase):
+    """The store the front ends answer from, with no WebSocket peers to add: the contract as
+    the store it wraps keeps it."""
+
+    timeout = 20
+
+    def make_store(self) -> Any:
+        return GroupCountingStore(MemoryPeerStore(), PeerGroups())
 
 
 class SQLiteStoreTests(StoreContract, TestCase):
@@ -65,6 +76,19 @@ class SQLiteStoreTests(StoreContract, TestCase):
         result = yield second.announce(announce(3), 1010)
         self.assertEqual({p.peer_id for p in result.peers()}, {peer_id(1), peer_id(2)})
         self.assertEqual(result.counts, SwarmCounts(1, 2, 1))
+
+    @inlineCallbacks
+    def test_completion_held_elsewhere_survives_restart(self) -> Any:
+        """A completion counted for a peer the store does not hold (a WebSocket peer) is in
+        the file: a store reopened on it has it."""
+        first = self.make_store_at(self._path)
+        yield first.start()
+        yield first.count_completion(info_hash(5), 1000)
+        yield first.count_completion(info_hash(5), 1001)
+        yield first.stop()
+        second = yield self.started_store()
+        counts = yield second.scrape([info_hash(5)])
+        self.assertEqual(counts[info_hash(5)], SwarmCounts(0, 0, 2))
 
     @inlineCallbacks
     def test_database_in_wal_mode_with_schema_version(self) -> Any:

@@ -31,6 +31,7 @@ from tests.test_udp import (
     error_message,
     parse_announce_reply,
 )
+from tests.wsclient import WebSocketClient
 from tracker.core.bencode import bdecode
 from tracker.core.config import TrackerConfig
 from tracker.daemon.listening import DatabaseLockService, ListeningService, listen_reusing_port
@@ -40,6 +41,7 @@ from tracker.http.resource import TrackerResource
 from tracker.http.site import TrackerSite
 from tracker.udp.connection_ids import ConnectionIdsService
 from tracker.udp.protocol import UDPTracker
+from tracker.ws.tracker import WebSocketTracker
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAC = os.path.join(REPOSITORY, "tracker.tac")
@@ -61,6 +63,7 @@ EVERY_OPTION = [
     "--no-udp",
     "--no-stats",
     "--full-scrape",
+    "--no-websocket",
     "--whitelist",
     "--blacklist",
     "--private",
@@ -139,6 +142,7 @@ class OptionsTests(TestCase):
             "--allow-ip-param",
             "--no-stats",
             "--full-scrape",
+            "--no-websocket",
         )
         self.assertEqual(
             options["config"],
@@ -154,6 +158,7 @@ class OptionsTests(TestCase):
                 allow_ip_param=True,
                 stats=False,
                 full_scrape=True,
+                websocket=False,
             ),
         )
         self.assertEqual(options["listen"], ["tcp:7000"])
@@ -328,8 +333,8 @@ class MakeServiceTests(TestCase):
     def test_wiring(self) -> None:
         """makeService builds a tracker service on the database, taken for the daemon alone
         before anything listens, one listener per --listen, each serving the tracker site with
-        the configured idle timeout, and beside each a UDP tracker on the same port and
-        interface."""
+        the configured idle timeout and WebSocket peers on its announce URL, and beside each a
+        UDP tracker on the same port and interface."""
         directory = tempfile.mkdtemp(prefix="tracker-tap-")
         self.addCleanup(shutil.rmtree, directory, True)
         database = os.path.join(directory, "t.sqlite3")
@@ -375,6 +380,7 @@ class MakeServiceTests(TestCase):
             self.assertIsInstance(factory, TrackerSite)
             self.assertEqual(factory.timeOut, 7)
             self.assertIsInstance(factory.resource, TrackerResource)
+            self.assertIsInstance(factory.resource.websocket, WebSocketTracker)
         self.assertIs(reactor.tcpServers[0][1], reactor.tcpServers[1][1])
         self.assertEqual(
             [(port, interface) for port, _, interface, _ in reactor.udpServers],
@@ -405,6 +411,22 @@ class MakeServiceTests(TestCase):
         for listener in listeners:
             listener.stopService()
         self.assertFalse(os.path.exists(database))
+
+    def test_no_websocket(self) -> None:
+        """--no-websocket leaves the announce URL to HTTP alone."""
+        directory = tempfile.mkdtemp(prefix="tracker-tap-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        options = parse(
+            "--listen", "tcp:7000", "--database", os.path.join(directory, "t.sqlite3"),
+            "--no-websocket",
+        )  # fmt: skip
+        reactor = _Reactor()
+        root = makeService(options, reactor)
+        listeners = [c for c in root if not isinstance(c, TrackerService)]  # type: ignore[attr-defined]
+        for listener in listeners:
+            listener.startService()
+            self.addCleanup(listener.stopService)
+        self.assertIsNone(reactor.tcpServers[0][1].resource.websocket)
 
 
 class CommandLineTests(TestCase):
@@ -813,8 +835,9 @@ class ListenTests(TestCase):
             process.communicate(timeout=30)
 
     def test_announce_over_tls(self) -> None:
-        """With pyOpenSSL, an ssl: listener serves announces over HTTPS with the given
-        certificate; without it, asking for one is refused in one line."""
+        """With pyOpenSSL, an ssl: listener serves announces over HTTPS, and WebSocket ones
+        over wss://, with the given certificate; without it, asking for one is refused in one
+        line."""
         directory = tempfile.mkdtemp(prefix="tracker-tls-")
         self.addCleanup(shutil.rmtree, directory, True)
         port = free_port()
@@ -849,6 +872,15 @@ class ListenTests(TestCase):
             reply = bdecode(body)
             assert isinstance(reply, dict)
             self.assertEqual(reply[b"complete"], 1)
+            # wss:// on the same listener: a browser's announce, counted with the HTTPS one.
+            browser = WebSocketClient("127.0.0.1", port, context=context)
+            browser.send(
+                {"action": "announce", "info_hash": info_hash(1).decode("latin-1"),
+                 "peer_id": peer_id(2).decode("latin-1"), "left": None, "event": "started"}
+            )  # fmt: skip
+            answer = browser.receive()
+            browser.close()
+            self.assertEqual((answer["complete"], answer["incomplete"]), (1, 1))
             process.send_signal(signal.SIGTERM)
             output, _ = process.communicate(timeout=30)
         finally:

@@ -26,6 +26,7 @@ from tests.helpers import info_hash, peer_id
 from tests.test_admin import call
 from tests.test_tap import TAC, _fetch_when_up, _Reactor, free_port, parse
 from tracker.core.bencode import bdecode
+from tracker.core.groups import GroupCountingStore
 from tracker.daemon.listening import ListeningService
 from tracker.daemon.service import TrackerService
 from tracker.daemon.tap import makeService
@@ -147,13 +148,16 @@ class AccessWiringTests(_Files):
 
     def test_plain_tracker_unchanged(self) -> None:
         """Without a list, private mode or token, the daemon is built as before: the store
-        itself behind the resource, no admin listener, no access service."""
+        itself behind the resource (counting the WebSocket peers in), no admin listener, no
+        access service."""
         children, reactor = self.services()
         self.assertFalse(any(isinstance(c, AccessService) for c in children))
         site = reactor.tcpServers[0][1]
         self.assertIs(type(site.resource), TrackerResource)
         tracker = next(c for c in children if isinstance(c, TrackerService))
-        self.assertIs(site.resource.children[b"announce"]._store, tracker.store)
+        counting = site.resource.children[b"announce"]._store
+        self.assertIsInstance(counting, GroupCountingStore)
+        self.assertIs(counting.store, tracker.store)
         self.assertEqual(len(reactor.tcpServers), 1)
 
     def test_everything_on(self) -> None:
@@ -173,7 +177,7 @@ class AccessWiringTests(_Files):
         self.assertIsInstance(admin, AdminSite)
         udp = reactor.udpServers[0][1]
         self.assertIsInstance(udp, PrivateUDPTracker)
-        self.assertIsInstance(udp._store, AccessControlledStore)
+        self.assertIsInstance(udp._store.store, AccessControlledStore)
 
     def test_sighup_always_handled(self) -> None:
         """Whatever the options, one service handles SIGHUP: the access service's, which
@@ -197,7 +201,7 @@ class AccessWiringTests(_Files):
         children, reactor = self.services("--blacklist", self.file("b.txt", ""))
         udp = reactor.udpServers[0][1]
         self.assertIs(type(udp), UDPTracker)
-        self.assertIsInstance(udp._store, AccessControlledStore)
+        self.assertIsInstance(udp._store.store, AccessControlledStore)
         self.assertIn(AccessService, [type(c) for c in children])
 
 

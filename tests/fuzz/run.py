@@ -30,7 +30,7 @@ DICTIONARIES = HERE / "dictionaries"
 #: Targets whose inputs go through Twisted's HTTP parser: it is instrumented too, so that the
 #: fuzzer sees which headers and bodies reach new code there.
 _THROUGH_TWISTED_WEB = {"http", "admin"}
-_NAMES = ("request_line", "query", "http", "bencode", "udp", "journal", "admin")
+_NAMES = ("request_line", "query", "http", "bencode", "udp", "journal", "admin", "websocket")
 
 
 def _libfuzzer_args(target: str, seconds: int, work: Path, artifacts: Path) -> list[str]:

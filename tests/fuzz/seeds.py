@@ -8,6 +8,7 @@ build, and journals written by the swarm index. Inputs the fuzzer found are kept
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import struct
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote_from_bytes
 
-from tests.fuzz.targets import PASSKEY, TOKEN
+from tests.fuzz.targets import PASSKEY, TOKEN, WS_OTHER, WS_TORRENT, masked
 from tests.helpers import announce, info_hash, peer_id
 from tracker.core.announce import COMPLETED, STARTED, STOPPED
 from tracker.core.bencode import bencode
@@ -282,6 +283,38 @@ def admin_seeds() -> Iterator[tuple[str, bytes]]:
     )
 
 
+def websocket_seeds() -> Iterator[tuple[str, bytes]]:
+    """What a browser sends on its WebSocket after the handshake: WebTorrent's messages, then
+    frames of every kind, whole and in fragments, and a few a tracker must refuse."""
+
+    def text(message: object) -> bytes:
+        return masked(json.dumps(message).encode())
+
+    offers = [{"offer": {"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\n"},
+               "offer_id": chr(0x41 + n) * 20} for n in range(3)]  # fmt: skip
+    announce = {"numwant": 3, "uploaded": 0, "downloaded": 0, "left": None,
+                "event": "started", "action": "announce", "info_hash": WS_TORRENT,
+                "peer_id": "-WW0208-" + "\x01" * 12, "offers": offers}  # fmt: skip
+    yield "announce", text(announce)
+    yield "seeder", text({**announce, "left": 0, "event": "completed", "offers": []})
+    answer = {"action": "announce", "info_hash": WS_TORRENT, "peer_id": "-WW0208-" + "\x01" * 12,
+              "to_peer_id": WS_OTHER, "offer_id": "A" * 20,
+              "answer": {"type": "answer", "sdp": "v=0\r\n"}}  # fmt: skip
+    yield "answer", text(announce) + text(answer)
+    yield "scrape", text({"action": "scrape", "info_hash": [WS_TORRENT, "b" * 20]})
+    yield "stopped", text(announce) + text({**announce, "event": "stopped", "offers": []})
+    whole = json.dumps(announce).encode()
+    yield "fragments", (
+        masked(whole[:40], final=False) + masked(b"ping", opcode=9)
+        + masked(whole[40:], opcode=0)
+    )  # fmt: skip
+    yield "close", text(announce) + masked((1000).to_bytes(2, "big") + b"bye", opcode=8)
+    yield "binary", masked(whole, opcode=2)
+    yield "not-utf8", masked(b'{"action": "\xff"}')
+    yield "too-big", bytes([0x81, 0xFF]) + (1 << 20).to_bytes(8, "big") + b"\x00" * 4
+    yield "unmasked", bytes([0x81, len(whole[:100])]) + whole[:100]
+
+
 SEEDS = {
     "request_line": request_line_seeds,
     "query": query_seeds,
@@ -290,6 +323,7 @@ SEEDS = {
     "udp": udp_seeds,
     "journal": journal_seeds,
     "admin": admin_seeds,
+    "websocket": websocket_seeds,
 }
 
 

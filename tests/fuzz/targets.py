@@ -134,8 +134,11 @@ def observed(
             self._written: list[bytes] = []
             before = state()
             super().process()
-            # Every store here answers at once: a request still open is one left hanging.
-            assert self.finished, f"request left unanswered: {self.method!r} {self.uri!r}"
+            # Every store here answers at once: a request still open is one left hanging,
+            # unless it opened a WebSocket, which takes its connection over.
+            assert self.finished or self.code == 101, (
+                f"request left unanswered: {self.method!r} {self.uri!r}"
+            )
             log.append(
                 Exchange(
                     self.method,
@@ -192,6 +195,10 @@ def read_responses(stream: bytes, heads: list[bool]) -> list[Response]:
                 name, _, value = line.partition(b":")
                 headers[name.strip().lower()] = value.strip()
         offset = end + 4
+        if status == 101:
+            # A WebSocket: what follows is frames, not HTTP.
+            responses.append(Response(status, headers, b""))
+            break
         if status < 200:
             continue
         head = pending.pop(0) if pending else False
@@ -659,6 +666,115 @@ def admin(data: bytes) -> None:
         assert TOKEN not in written, "the token in a reply"
 
 
+# The WebSocket front end.
+
+WS_HANDSHAKE = (
+    b"GET /announce HTTP/1.1\r\nHost: tracker\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+#: The torrent the other browser of the websocket target announces; the seeds announce it too.
+WS_TORRENT = bytes(range(20)).decode("latin-1")
+WS_OTHER = "-WW0208-" + "\x80\xff" * 6
+
+
+def masked(
+    payload: bytes, opcode: int = 1, final: bool = True, mask: bytes = b"\x01\x02\x03\x04"
+) -> bytes:
+    """A frame as a browser sends it."""
+    length = len(payload)
+    head = bytes([(0x80 if final else 0) | opcode])
+    if length < 126:
+        head += bytes([0x80 | length])
+    elif length < 0x10000:
+        head += bytes([0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + length.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+
+
+def server_frames(stream: bytes) -> list[tuple[int, bytes]]:
+    """The frames a server wrote: each final and unmasked, the last one whole."""
+    frames = []
+    offset = 0
+    while offset < len(stream):
+        first, second = stream[offset], stream[offset + 1]
+        assert first & 0x80 and not first & 0x70, f"not a final frame: {stream[offset:][:20]!r}"
+        assert not second & 0x80, "a server's frame masked"
+        length, start = second & 0x7F, offset + 2
+        if length == 126:
+            length, start = int.from_bytes(stream[start : start + 2], "big"), start + 2
+        elif length == 127:
+            length, start = int.from_bytes(stream[start : start + 8], "big"), start + 8
+        assert start + length <= len(stream), "a frame cut short"
+        frames.append((first & 0x0F, stream[start : start + length]))
+        offset = start + length
+    return frames
+
+
+def _ws_open(site: Site) -> tuple[Any, StringTransport]:
+    """A browser's connection to C{site}, upgraded to a WebSocket."""
+    channel = site.buildProtocol(CLIENT)
+    transport = StringTransport(peerAddress=CLIENT)
+    channel.makeConnection(transport)
+    channel.dataReceived(WS_HANDSHAKE)
+    assert transport.value().startswith(b"HTTP/1.1 101 "), transport.value()
+    transport.clear()
+    return channel, transport
+
+
+def websocket(data: bytes) -> None:
+    """
+    Bytes from a browser's WebSocket, after its opening handshake, into the tracker, while
+    another browser of the same torrent is connected. Whatever they hold: nothing escapes or
+    is logged as unexpected; the tracker writes whole frames only, each text frame a JSON
+    object whose action is announce or scrape, each failure with its info_hash; a close frame
+    is the last thing written, and the connection is then closing; the other browser gets
+    well-formed offers and answers only; once both are gone, no WebSocket peer is left and no
+    timer is either.
+    """
+    clock = Clock()
+    clock.advance(NOW)
+    store = MemoryPeerStore(random.Random(1))
+    resource = TrackerResource(store, TrackerConfig(), clock, random.Random(2))
+    websocket = resource.websocket
+    assert websocket is not None
+    site = TrackerSite(resource, timeout=None, reactor=clock)
+    with watched_log(()):
+        other, other_transport = _ws_open(site)
+        announce = {"action": "announce", "info_hash": WS_TORRENT, "peer_id": WS_OTHER,
+                    "left": None, "event": "started"}  # fmt: skip
+        other.dataReceived(masked(json.dumps(announce).encode()))
+        other_transport.clear()
+        mine, transport = _ws_open(site)
+        mine.dataReceived(data)
+        written = transport.value()
+        mine.connectionLost(Failure(ConnectionDone()))
+        other.connectionLost(Failure(ConnectionDone()))
+    frames = server_frames(written)
+    for number, (opcode, payload) in enumerate(frames):
+        if opcode == 8:
+            assert number == len(frames) - 1, "frames after a close frame"
+            assert transport.disconnecting, "a close frame, and the connection left open"
+            continue
+        if opcode == 0xA:
+            continue
+        assert opcode == 1, f"opcode {opcode}"
+        message = json.loads(payload)
+        assert isinstance(message, dict) and message.get("action") in ("announce", "scrape"), (
+            message
+        )
+        if "failure reason" in message:
+            assert message["failure reason"] and "info_hash" in message, message
+    for opcode, payload in server_frames(other_transport.value()):
+        message = json.loads(payload)
+        assert opcode == 1 and message["action"] == "announce", message
+        assert ("offer" in message) != ("answer" in message), message
+        assert message["info_hash"] == WS_TORRENT and len(message["offer_id"]) == 20, message
+    assert not websocket.connections and not websocket.swarms.swarms, "peers left behind"
+    assert not resource.stats.groups.torrents, "counts left behind"
+    assert not clock.getDelayedCalls(), clock.getDelayedCalls()
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "request_line": request_line,
     "query": query,
@@ -667,4 +783,5 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "udp": udp,
     "journal": journal,
     "admin": admin,
+    "websocket": websocket,
 }

@@ -33,6 +33,8 @@ class TrackerConfig:
     stats: bool = True
     #: Answer a scrape without info_hash with every torrent (BEP 48's full scrape).
     full_scrape: bool = False
+    #: Serve WebSocket peers (browsers: WebTorrent) on the announce URL (L{tracker.ws}).
+    websocket: bool = True
 
     def __post_init__(self) -> None:
         if self.interval < 1 or self.min_interval < 1:

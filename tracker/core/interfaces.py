@@ -122,6 +122,14 @@ class IPeerStore(Interface):
     def scrape(info_hashes: Sequence[bytes]) -> Answer[dict[bytes, SwarmCounts]]:
         """Counts for each hash; an unknown torrent has all counts 0."""
 
+    def count_completion(info_hash: bytes, now: int) -> Answer[None]:
+        """
+        Count one completed download of C{info_hash} by a peer the store does not hold (a
+        WebSocket peer: L{tracker.core.groups}): the torrent's C{downloaded} grows by one and
+        is kept as durably as a completion announced to the store. The caller has decided
+        that it counts (once per peer, and only when it has nothing left).
+        """
+
     def expire(cutoff: int) -> Deferred[int]:
         """Forget peers last seen before C{cutoff}; fires with how many were removed."""
 

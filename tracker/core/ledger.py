@@ -67,3 +67,31 @@ class Ledger:
         owed = (self.unwritten_up, self.unwritten_down)
         self.unwritten_up = self.unwritten_down = 0
         return owed
+
+
+#: A peer's last report in private mode: its account's number, then the uploaded and
+#: downloaded totals it reported.
+Report = tuple[int, int, int]
+
+
+def credit_report(
+    account: Ledger, last: Report | None, uploaded: int, downloaded: int, started: bool
+) -> Report:
+    """
+    Credit C{account} with what a peer moved since its C{last} report, and return this report
+    for the next: the rule of L{tracker.core.swarms.SwarmIndex._credit}, for peers kept outside
+    the index (WebSocket peers). A first report, one under another passkey and a C{started}
+    one credit nothing; totals smaller than the last count from zero again.
+    """
+    report = (account.number, uploaded, downloaded)
+    if last is None or last[0] != account.number or started:
+        return report
+    up = uploaded - last[1]
+    down = downloaded - last[2]
+    if up < 0:
+        up = uploaded
+    if down < 0:
+        down = downloaded
+    if up or down:
+        account.credit(up, down)
+    return report

@@ -198,3 +198,26 @@ class RoundTripMeter:
         self.latency = Histogram(ROUNDTRIP_SECONDS_BOUNDS)
         #: Round trips that failed (the store unreachable or too slow), and error replies.
         self.errors = 0
+
+
+class WebSocketMeter:
+    """The WebSocket front end's connections and messages (its announces and scrapes are
+    also counted by request meters, as HTTP's and UDP's are)."""
+
+    __slots__ = ("connections", "opened", "messages", "relayed", "dropped", "closes")
+
+    def __init__(self) -> None:
+        #: Open now, and opened since the start.
+        self.connections = 0
+        self.opened = 0
+        #: Messages received, by kind: announce, answer, scrape, invalid.
+        self.messages = dict.fromkeys(("announce", "answer", "scrape", "invalid"), 0)
+        #: Offers and answers relayed to another peer.
+        self.relayed = dict.fromkeys(("offer", "answer"), 0)
+        #: Offers and answers not relayed because their recipient was not reading what it
+        #: was sent.
+        self.dropped = 0
+        #: Connections the tracker closed, by reason: idle, too big (a frame or message over
+        #: its limit), protocol error (RFC 6455 broken), invalid data (text that is not UTF-8,
+        #: or a binary message).
+        self.closes = dict.fromkeys(("idle", "too big", "protocol error", "invalid data"), 0)

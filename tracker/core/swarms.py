@@ -407,6 +407,16 @@ class SwarmIndex:
             if ids is not None:
                 ids += group.ids[first:past]
 
+    def count_completion(self, info_hash: bytes, now: int) -> None:
+        """Count a completed download by a peer held elsewhere (the
+        L{tracker.core.interfaces.IPeerStore.count_completion} contract)."""
+        swarm = self.swarms.get(info_hash)
+        if swarm is None:
+            swarm = self.swarms[info_hash] = Swarm()
+        swarm.downloaded += 1
+        if self.journal is not None:
+            self.journal.append(COUNT.pack(b"D", info_hash, swarm.downloaded))
+
     def scrape(self, info_hashes: Iterable[bytes]) -> dict[bytes, SwarmCounts]:
         swarms = self.swarms
         counts = {}

@@ -90,8 +90,9 @@ def _positive(name: str, text: str, minimum: int = 1) -> int:
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
-        "A BitTorrent tracker over HTTP (BEP 3, 7, 23, 24, 48) and UDP (BEP 15, 41) "
-        "on an embedded SQLite database, or on Redis shared by many trackers (--redis)."
+        "A BitTorrent tracker over HTTP (BEP 3, 7, 23, 24, 48), UDP (BEP 15, 41) and WebSocket "
+        "(WebTorrent) on an embedded SQLite database, or on Redis shared by many trackers "
+        "(--redis)."
     )
 
     optFlags = [
@@ -106,6 +107,11 @@ class Options(usage.Options):
             "full-scrape",
             None,
             "Answer /scrape without info_hash with every torrent (off by default).",
+        ],
+        [
+            "no-websocket",
+            None,
+            "Serve no WebSocket peers (browsers: WebTorrent) on the announce URL.",
         ],
         [
             "private",
@@ -284,6 +290,7 @@ class Options(usage.Options):
             allow_ip_param=bool(self["allow-ip-param"]),
             stats=not self["no-stats"],
             full_scrape=bool(self["full-scrape"]),
+            websocket=not self["no-websocket"],
         )
 
 

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from tracker.core.errors import TrackerError
+from tracker.core.groups import PeerGroups
 from tracker.core.interfaces import IIndexedStore, IPeerStore, ISharedStore, SwarmCounts
 from tracker.core.slices import cooperator, fire_all
 from tracker.core.swarms import SwarmIndex
@@ -50,8 +51,15 @@ class Bodies(NamedTuple):
 class FullScrape:
     """Full scrape bodies of C{store}'s swarms, built when asked and kept L{MAX_AGE} seconds."""
 
-    def __init__(self, store: IPeerStore, clock: IReactorTime, max_age: float = MAX_AGE) -> None:
+    def __init__(
+        self,
+        store: IPeerStore,
+        clock: IReactorTime,
+        groups: PeerGroups | None = None,
+        max_age: float = MAX_AGE,
+    ) -> None:
         self._store = store
+        self._groups = groups
         self._clock = clock
         self._max_age = max_age
         self._cooperator = cooperator(clock)
@@ -82,7 +90,7 @@ class FullScrape:
         if index is None:
             raise TrackerError("the tracker is starting; try the full scrape again shortly")
         self._waiting = [waiter]
-        built = self._cooperator.coiterate(build(index, plain, gzipped))
+        built = self._cooperator.coiterate(build(index, plain, gzipped, self._groups))
         built.addCallback(lambda _: self._built(plain, gzipped)).addBoth(self._tell)
         return waiter
 
@@ -96,21 +104,39 @@ class FullScrape:
         fire_all(waiting, result)
 
 
-def build(index: SwarmIndex, plain: list[bytes], gzipped: list[bytes]) -> Iterator[None]:
+def build(
+    index: SwarmIndex,
+    plain: list[bytes],
+    gzipped: list[bytes],
+    groups: PeerGroups | None = None,
+) -> Iterator[None]:
     """
-    Encode every swarm of C{index} as a scrape's C{files} into the pieces of C{plain}, and the
-    same gzipped into C{gzipped}, yielding between steps.
+    Encode every swarm of C{index}, with the peers of C{groups} added in, as a scrape's
+    C{files} into the pieces of C{plain}, and the same gzipped into C{gzipped}, yielding
+    between steps.
     """
     swarms = index.swarms
+    outside = groups.torrents if groups is not None else {}
     hashes = list(swarms)
+    # Torrents with peers outside the store only.
+    hashes += [info_hash for info_hash in outside if info_hash not in swarms]
     runs: list[list[bytes]] = []
     for start in range(0, len(hashes), STEP):
         run = []
         for info_hash in hashes[start : start + STEP]:
             swarm = swarms.get(info_hash)
+            group = outside.get(info_hash)
             if swarm is not None:
                 c = swarm.counts()
-                run.append(_ENTRY % (info_hash, c.complete, c.downloaded, c.incomplete))
+                if group is not None:
+                    c = SwarmCounts(
+                        c.complete + group.complete, c.incomplete + group.incomplete, c.downloaded
+                    )
+            elif group is not None:
+                c = SwarmCounts(group.complete, group.incomplete, 0)
+            else:
+                continue
+            run.append(_ENTRY % (info_hash, c.complete, c.downloaded, c.incomplete))
         # Entries start with "20:" and the hash, so in byte order they are in hash order.
         run.sort()
         runs.append(run)

@@ -30,6 +30,8 @@ from tracker.http.resource import (
 from tracker.http.response import failure_body
 from tracker.ops.passkeys import Passkeys, wait_or_refuse
 from tracker.ops.stats import TrackerStats
+from tracker.ws.frames import is_upgrade
+from tracker.ws.tracker import WebSocketTracker
 
 PRIVATE = "this tracker is private: announce to /<your passkey>/announce"
 
@@ -55,7 +57,7 @@ def _logged(request: Request, passkey: bool) -> bytes:
 
 
 class PrivateAnnounceResource(AnnounceResource):
-    """C{/<passkey>/announce}."""
+    """C{/<passkey>/announce}; a WebSocket opened there announces with the passkey too."""
 
     def __init__(
         self,
@@ -65,9 +67,15 @@ class PrivateAnnounceResource(AnnounceResource):
         stats: TrackerStats,
         passkeys: Passkeys,
         rng: random.Random | None = None,
+        websocket: WebSocketTracker | None = None,
     ) -> None:
-        super().__init__(store, config, clock, stats, rng)
+        super().__init__(store, config, clock, stats, rng, websocket)
         self._passkeys = passkeys
+
+    def upgrade(self, websocket: WebSocketTracker, request: Request) -> Any:
+        # Its messages are checked against the passkey as they come: passkeys come and go
+        # while a WebSocket lasts.
+        return websocket.upgrade(request, passkey=_passkey_of(request))
 
     def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
         passkeys = self._passkeys
@@ -114,6 +122,29 @@ class _Refusal(_Endpoint):
         return _logged(request, passkey=False)
 
 
+class _AnnounceRefusal(_Refusal):
+    """The bare C{/announce} of a private tracker: a WebSocket opened there has every message
+    refused, with the reason, which WebTorrent shows its user; an HTTP error in the handshake
+    would only make it try again and again."""
+
+    def __init__(
+        self,
+        store: IPeerStore,
+        config: TrackerConfig,
+        clock: IReactorTime,
+        stats: TrackerStats,
+        websocket: WebSocketTracker | None,
+    ) -> None:
+        super().__init__(store, config, clock, stats, stats.http_announce)
+        self._websocket = websocket
+
+    def render(self, request: Request) -> Any:
+        websocket = self._websocket
+        if websocket is not None and is_upgrade(request.requestHeaders.getRawHeaders(b"upgrade")):
+            return websocket.upgrade(request, refusal=PRIVATE)
+        return super().render(request)
+
+
 class _PrivateNotFound(Resource):
     isLeaf = True
     _body = failure_body(f"not a tracker endpoint: {PRIVATE}")
@@ -154,6 +185,7 @@ class PrivateTrackerResource(TrackerResource):
         rng: random.Random | None = None,
         stats: TrackerStats | None = None,
     ) -> None:
+        self._passkeys = passkeys
         super().__init__(store, config, clock, rng, stats)
         if clock is None:
             from twisted.internet import reactor as default_reactor
@@ -162,10 +194,14 @@ class PrivateTrackerResource(TrackerResource):
         assert clock is not None
         config = config or TrackerConfig()
         stats = self.stats
-        self.putChild(b"announce", _Refusal(store, config, clock, stats, stats.http_announce))
+        store = self.store
+        websocket = self.websocket
+        self.putChild(b"announce", _AnnounceRefusal(store, config, clock, stats, websocket))
         self.putChild(b"scrape", _Refusal(store, config, clock, stats, stats.http_scrape))
         self._endpoints: dict[bytes, Resource] = {
-            b"announce": PrivateAnnounceResource(store, config, clock, stats, passkeys, rng),
+            b"announce": PrivateAnnounceResource(
+                store, config, clock, stats, passkeys, rng, websocket
+            ),
             b"scrape": PrivateScrapeResource(store, config, clock, stats, passkeys),
         }
         # The figures pages name the tracker's torrents: a private tracker shows them through

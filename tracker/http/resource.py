@@ -22,6 +22,7 @@ from tracker.core.addresses import client_ip
 from tracker.core.announce import AnnounceRequest, parse_announce, parse_scrape
 from tracker.core.config import TrackerConfig
 from tracker.core.errors import TrackerError
+from tracker.core.groups import GroupCountingStore
 from tracker.core.interfaces import IPeerStore, StoreStopped, StoreUnavailable
 from tracker.core.ledger import Ledger
 from tracker.core.meters import TIMED, RequestMeter
@@ -29,8 +30,11 @@ from tracker.core.query import Params, parse_query, split_query
 from tracker.http.fullscrape import Bodies, FullScrape, accepts_gzip
 from tracker.http.response import announce_body, failure_body, scrape_body
 from tracker.ops.metrics import MetricsResource
+from tracker.ops.passkeys import Passkeys
 from tracker.ops.stats import TrackerStats
 from tracker.ops.statspage import StatsJSONResource, StatsPageResource
+from tracker.ws.frames import is_upgrade
+from tracker.ws.tracker import WebSocketTracker
 
 log = Logger()
 
@@ -117,7 +121,8 @@ class _Endpoint(Resource):
 
 
 class AnnounceResource(_Endpoint):
-    """C{/announce} (BEP 3, 23, 7, 24)."""
+    """C{/announce} (BEP 3, 23, 7, 24); a request to upgrade to a WebSocket is handed to
+    C{websocket}, if there is one (L{tracker.ws})."""
 
     def __init__(
         self,
@@ -126,9 +131,22 @@ class AnnounceResource(_Endpoint):
         clock: IReactorTime,
         stats: TrackerStats,
         rng: random.Random | None = None,
+        websocket: WebSocketTracker | None = None,
     ) -> None:
         super().__init__(store, config, clock, stats, stats.http_announce)
         self._random = (rng or random.Random()).random
+        self._websocket = websocket
+
+    def render(self, request: Request) -> Any:
+        if self._websocket is not None and request.requestHeaders.hasHeader(b"upgrade"):
+            upgrade = request.requestHeaders.getRawHeaders(b"upgrade")
+            if is_upgrade(upgrade):
+                return self.upgrade(self._websocket, request)
+        return super().render(request)
+
+    def upgrade(self, websocket: WebSocketTracker, request: Request) -> Any:
+        """Make C{request}'s connection a WebSocket of C{websocket}."""
+        return websocket.upgrade(request)
 
     def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
         return self.respond(self.parse(request, params))
@@ -169,7 +187,7 @@ class ScrapeResource(_Endpoint):
         stats: TrackerStats,
     ) -> None:
         super().__init__(store, config, clock, stats, stats.http_scrape)
-        self._full = FullScrape(store, clock) if config.full_scrape else None
+        self._full = FullScrape(store, clock, stats.groups) if config.full_scrape else None
 
     def answer(self, request: Request, params: Params) -> Body | Deferred[Body]:
         if self._full is not None and b"info_hash" not in params:
@@ -218,8 +236,12 @@ class _NotFound(Resource):
 class TrackerResource(Resource):
     """
     The tracker's root: C{announce} and C{scrape} beside each other, as clients expect (libtorrent
-    finds the scrape URL by replacing C{announce} in the announce URL).
+    finds the scrape URL by replacing C{announce} in the announce URL). Browsers open a
+    WebSocket on the announce URL (unless C{config.websocket} is off).
     """
+
+    #: Private mode's passkeys, which its WebSocket connections are checked against.
+    _passkeys: Passkeys | None = None
 
     def __init__(
         self,
@@ -240,7 +262,19 @@ class TrackerResource(Resource):
         #: (L{tracker.daemon.service.TrackerService.stats}), so that its history and swarm
         #: totals are kept up to date; one of its own counts requests but never samples them.
         self.stats = stats or TrackerStats(store, clock)
-        self.putChild(b"announce", AnnounceResource(store, config, clock, self.stats, rng))
+        #: The WebSocket tracker the announce URL upgrades to, or None.
+        self.websocket: WebSocketTracker | None = None
+        #: What the endpoints answer from: C{store}, with the WebSocket peers counted in.
+        self.store = store
+        if config.websocket:
+            self.websocket = WebSocketTracker(
+                store, config, clock, self.stats, rng, passkeys=self._passkeys
+            )
+            self.store = GroupCountingStore(store, self.stats.groups)
+        store = self.store
+        self.putChild(
+            b"announce", AnnounceResource(store, config, clock, self.stats, rng, self.websocket)
+        )
         self.putChild(b"scrape", ScrapeResource(store, config, clock, self.stats))
         if config.stats:
             self.putChild(b"stats", StatsPageResource(self.stats))

@@ -229,6 +229,14 @@ class AccessControlledStore:
             return access.when_loaded().addCallback(lambda _: self.announce(request, now))
         return self._announce(request, now)
 
+    def count_completion(self, info_hash: bytes, now: int) -> Answer[None]:
+        access = self._access
+        if (info_hash in access.hashes) is not access.serves_listed:
+            if access.loaded:
+                raise TrackerError(access.refusal)
+            return access.when_loaded().addCallback(lambda _: self.count_completion(info_hash, now))
+        return self._store.count_completion(info_hash, now)
+
     def scrape(self, info_hashes: Sequence[bytes]) -> Answer[dict[bytes, SwarmCounts]]:
         access = self._access
         hashes, listed = access.hashes, access.serves_listed

@@ -78,6 +78,7 @@ class StatsCollector:
             refusals.add_metric((protocol, reason), count)
         yield refusals
         yield from self._swarms()
+        yield from self._websocket()
         yield from self._commits()
         yield from self._roundtrips()
 
@@ -115,6 +116,57 @@ class StatsCollector:
         )
         started.add_metric((), self._stats.started)
         yield started
+
+    def _websocket(self) -> Iterator[Metric]:
+        meter = self._stats.websocket
+        connections = GaugeMetricFamily(
+            "tracker_websocket_connections", "Open WebSocket connections (browsers)."
+        )
+        connections.add_metric((), meter.connections)
+        yield connections
+        opened = CounterMetricFamily(
+            "tracker_websocket_connections_opened", "WebSocket connections opened."
+        )
+        opened.add_metric((), meter.opened)
+        yield opened
+        peers = GaugeMetricFamily(
+            "tracker_websocket_peers",
+            "WebSocket peers in every swarm, counted in tracker_peers too.",
+        )
+        peers.add_metric((), self._stats.census.websocket_peers)
+        yield peers
+        messages = CounterMetricFamily(
+            "tracker_websocket_messages",
+            "WebSocket messages received, by kind (announce, answer, scrape; invalid: not a "
+            "message the tracker reads).",
+            labels=("kind",),
+        )
+        for kind, count in meter.messages.items():
+            messages.add_metric((kind,), count)
+        yield messages
+        relayed = CounterMetricFamily(
+            "tracker_websocket_relayed",
+            "WebRTC offers and answers relayed from one WebSocket peer to another.",
+            labels=("kind",),
+        )
+        for kind, count in meter.relayed.items():
+            relayed.add_metric((kind,), count)
+        yield relayed
+        dropped = CounterMetricFamily(
+            "tracker_websocket_dropped",
+            "Offers and answers not relayed because their recipient was not reading.",
+        )
+        dropped.add_metric((), meter.dropped)
+        yield dropped
+        closed = CounterMetricFamily(
+            "tracker_websocket_closed",
+            "WebSocket connections the tracker closed, by reason (idle; too big: a frame or "
+            "message over its limit; protocol error; invalid data).",
+            labels=("reason",),
+        )
+        for reason, count in meter.closes.items():
+            closed.add_metric((reason,), count)
+        yield closed
 
     def _commits(self) -> Iterator[Metric]:
         commits = self._stats.commits

@@ -25,6 +25,7 @@ from twisted.internet.task import SchedulerStopped
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tracker.core.groups import PeerGroups
 from tracker.core.interfaces import (
     IIndexedStore,
     IPeerStore,
@@ -32,7 +33,13 @@ from tracker.core.interfaces import (
     StoreUnavailable,
     SwarmTotals,
 )
-from tracker.core.meters import CommitMeter, Refusals, RequestMeter, RoundTripMeter
+from tracker.core.meters import (
+    CommitMeter,
+    Refusals,
+    RequestMeter,
+    RoundTripMeter,
+    WebSocketMeter,
+)
 from tracker.core.slices import cooperator, fire_all
 from tracker.ops.census import EMPTY, Census, Torrent, walk
 
@@ -47,6 +54,7 @@ TOP = 20
 
 HTTP = "http"
 UDP = "udp"
+WEBSOCKET = "websocket"
 ANNOUNCE = "announce"
 SCRAPE = "scrape"
 
@@ -66,8 +74,9 @@ class Sample:
 
 class TrackerStats:
     """
-    The counters every request path shares (HTTP and UDP feed the same ones), and what is
-    derived from them. C{store}'s swarms are counted if it provides L{IIndexedStore}.
+    The counters every request path shares (HTTP, UDP and WebSocket feed the same ones), and
+    what is derived from them. C{store}'s swarms are counted if it provides L{IIndexedStore},
+    with the peers of L{groups} (WebSocket peers) added in.
     """
 
     def __init__(
@@ -85,6 +94,13 @@ class TrackerStats:
         self.http_scrape = RequestMeter()
         self.udp_announce = RequestMeter()
         self.udp_scrape = RequestMeter()
+        self.websocket_announce = RequestMeter()
+        self.websocket_scrape = RequestMeter()
+        #: The WebSocket front end's connections and messages.
+        self.websocket = WebSocketMeter()
+        #: Peers the store does not hold (WebSocket peers), which every front end adds to the
+        #: counts it reports.
+        self.groups = PeerGroups()
         #: Full scrapes answered over HTTP (also counted as scrapes).
         self.full_scrapes = 0
         self.refusals = Refusals()
@@ -105,13 +121,15 @@ class TrackerStats:
             (HTTP, SCRAPE): self.http_scrape,
             (UDP, ANNOUNCE): self.udp_announce,
             (UDP, SCRAPE): self.udp_scrape,
+            (WEBSOCKET, ANNOUNCE): self.websocket_announce,
+            (WEBSOCKET, SCRAPE): self.websocket_scrape,
         }
 
     def announces(self) -> int:
-        return self.http_announce.total + self.udp_announce.total
+        return self.http_announce.total + self.udp_announce.total + self.websocket_announce.total
 
     def scrapes(self) -> int:
-        return self.http_scrape.total + self.udp_scrape.total
+        return self.http_scrape.total + self.udp_scrape.total + self.websocket_scrape.total
 
     @property
     def commits(self) -> CommitMeter | None:
@@ -173,7 +191,7 @@ class TrackerStats:
 
         def timed() -> Iterator[None]:
             # Work alone, not the turns of the reactor between slices.
-            steps = walk(index, self._top, into)
+            steps = walk(index, self._top, into, self.groups)
             while True:
                 began = time.perf_counter()
                 try:
@@ -249,6 +267,15 @@ class TrackerStats:
             "seeders": census.seeders,
             "leechers": census.leechers,
             "downloaded": census.downloaded,
+            "websocket": {
+                "connections": self.websocket.connections,
+                "connections_opened": self.websocket.opened,
+                "peers": census.websocket_peers,
+                "messages": dict(self.websocket.messages),
+                "relayed": dict(self.websocket.relayed),
+                "dropped": self.websocket.dropped,
+                "closed": dict(self.websocket.closes),
+            },
             "swarms_counted_at": census.taken_at or None,
             "announces": self.announces(),
             "scrapes": self.scrapes(),

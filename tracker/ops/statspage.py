@@ -102,6 +102,7 @@ def render_page(s: dict[str, Any]) -> str:
             _card("seeders", "Seeders", s["seeders"]),
             _card("leechers", "Leechers", s["leechers"]),
             _card("downloaded", "Downloaded", s["downloaded"]),
+            _card("websocket-connections", "Browsers connected", s["websocket"]["connections"]),
             _card("announce-rate", "Announces / s", last["announces_per_second"], 1),
             _card("scrape-rate", "Scrapes / s", last["scrapes_per_second"], 1),
         )

@@ -38,6 +38,9 @@ class MemoryPeerStore:
     def scrape(self, info_hashes: Sequence[bytes]) -> dict[bytes, SwarmCounts]:
         return self.index.scrape(info_hashes)
 
+    def count_completion(self, info_hash: bytes, now: int) -> None:
+        self.index.count_completion(info_hash, now)
+
     def expire(self, cutoff: int) -> Deferred[int]:
         removed = [0]
         for _ in self.index.expire(cutoff, removed):

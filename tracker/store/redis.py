@@ -212,6 +212,12 @@ class RedisPeerStore:
             return jobs[0]
         return DeferredList(jobs, consumeErrors=True).addCallback(_merge_counts)
 
+    def count_completion(self, info_hash: bytes, now: int) -> Deferred[None]:
+        peers = swarm_keys(info_hash)[0]
+        command = Command(peers, ("EVALSHA", SWARM.sha, 1, peers, b"c"))
+        counted: Deferred[None] = self.connection.run([command], _completion_counted)
+        return counted
+
     # The sweep.
 
     def expire(self, cutoff: int) -> Deferred[int]:
@@ -397,6 +403,11 @@ def _decode_with_ids(replies: list[Any]) -> AnnounceResult:
         b"".join([v6[k : k + 18] for k in range(0, len(v6), _V6_MEMBER)]),
         ids,
     )
+
+
+def _completion_counted(replies: list[Any]) -> None:
+    if isinstance(replies[0], Exception):
+        raise StoreUnavailable(f"Redis refused a completion: {replies[0]}")
 
 
 def _counts_decoder(hashes: list[bytes]) -> Any:

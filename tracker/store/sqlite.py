@@ -373,6 +373,15 @@ class SQLitePeerStore:
             return self._when_loaded().addCallback(lambda _: self.scrape(info_hashes))
         return index.scrape(info_hashes)
 
+    def count_completion(self, info_hash: bytes, now: int) -> Answer[None]:
+        index = self._ready()
+        if index is None:
+            return self._when_loaded().addCallback(lambda _: self.count_completion(info_hash, now))
+        index.count_completion(info_hash, now)
+        if not self._commit_pending:
+            self._schedule_commit()
+        return None
+
     def expire(self, cutoff: int) -> Deferred[int]:
         if self._stopping:
             return fail(StoreStopped("the tracker store is stopping"))

@@ -35,6 +35,7 @@
 --   completions key) a swarm that has peers is left to be counted by its hash. Reply: {} if
 --   not counted; otherwise {dropped, complete, incomplete, downloaded, where each walk goes
 --   on (0: done)}.
+-- ARGV[1] "c": a completion by a peer kept elsewhere. ARGV: "c". Reply: the torrent's count.
 
 local peers = KEYS[1]
 local tag = string.sub(peers, 1, -3)
@@ -167,6 +168,17 @@ if ARGV[1] == 's' then
     dropped, sizes[2] + sizes[3], sizes[0] + sizes[1], downloaded,
     walks[1], walks[2], walks[3], walks[4],
   }
+end
+
+-- A completion by a peer the swarm does not hold (a browser's, over WebSocket): counted, and
+-- the announces' copy of the count kept up with it.
+if ARGV[1] == 'c' then
+  local downloaded = call('INCR', completions)
+  if saved then
+    downloaded_copy = downloaded
+    save()
+  end
+  return downloaded
 end
 
 -- An announce.

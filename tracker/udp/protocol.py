@@ -28,6 +28,7 @@ from tracker.core.addresses import pack_ip
 from tracker.core.announce import COMPLETED, NONE, PAUSED, STARTED, STOPPED, AnnounceRequest
 from tracker.core.config import TrackerConfig
 from tracker.core.errors import TrackerError
+from tracker.core.groups import GroupCountingStore
 from tracker.core.interfaces import (
     NO_COUNTS,
     AnnounceResult,
@@ -96,7 +97,6 @@ class UDPTracker(DatagramProtocol):
 
             clock = default_reactor
         assert clock is not None
-        self._store = store
         self._config = config or TrackerConfig()
         self._clock = clock
         self._random = (rng or random.Random()).random
@@ -106,6 +106,10 @@ class UDPTracker(DatagramProtocol):
         self._refusals: Counter[str] = Counter()
         #: Shared with the HTTP side when given (as the daemon does), so both count together.
         self.stats = stats or TrackerStats(store, clock)
+        # WebSocket peers are counted in what UDP reports, as in what HTTP does.
+        self._store = (
+            GroupCountingStore(store, self.stats.groups) if self._config.websocket else store
+        )
         self._announces = self.stats.udp_announce
         self._scrapes = self.stats.udp_scrape
         self._meters = {ANNOUNCE: self._announces, SCRAPE: self._scrapes}

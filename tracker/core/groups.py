@@ -1,0 +1,140 @@
+"""
+Peers of a torrent that the store does not hold, counted with those it does.
+
+WebSocket peers (L{tracker.ws}) have no address to hand out and live exactly as long as their
+connection, so they are kept beside the store rather than in it, never written down and never
+given to an HTTP or UDP client. They are still peers of the same torrents: every count the
+tracker reports (announce and scrape replies over any protocol, the full scrape, the
+statistics) is the store's count plus theirs. L{PeerGroups} is where they are counted, and
+L{GroupCountingStore} the store the front ends answer from, which adds them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from zope.interface import alsoProvides, implementer
+
+from tracker.core.announce import AnnounceRequest
+from tracker.core.interfaces import (
+    AnnounceResult,
+    Answer,
+    IIndexedStore,
+    IPeerStore,
+    SwarmCounts,
+)
+
+_new_tuple = tuple.__new__
+
+
+class PeerGroup(Protocol):
+    """One torrent's peers held outside the store."""
+
+    @property
+    def complete(self) -> int: ...
+
+    @property
+    def incomplete(self) -> int: ...
+
+
+class PeerGroups:
+    """The groups of peers held outside the store, by raw 20-byte info hash."""
+
+    def __init__(self) -> None:
+        #: Kept up to date by whoever holds the peers: a torrent is here while it has some.
+        self.torrents: dict[bytes, PeerGroup] = {}
+
+    def counts(self, info_hash: bytes, counts: SwarmCounts) -> SwarmCounts:
+        """C{counts} (the store's, for C{info_hash}) with this torrent's group added."""
+        group = self.torrents.get(info_hash)
+        if group is None:
+            return counts
+        return _new_tuple(
+            SwarmCounts,
+            (
+                counts.complete + group.complete,
+                counts.incomplete + group.incomplete,
+                counts.downloaded,
+            ),
+        )
+
+
+@implementer(IPeerStore)
+class GroupCountingStore:
+    """
+    C{store}, with the peers of C{groups} added to the counts of every announce and scrape it
+    answers. Reads C{index} and C{commits} through to C{store}, and provides
+    L{IIndexedStore} when it does.
+    """
+
+    def __init__(self, store: IPeerStore, groups: PeerGroups) -> None:
+        self.store = store
+        self.groups = groups
+        self._torrents = groups.torrents
+        if IIndexedStore.providedBy(store):
+            alsoProvides(self, IIndexedStore)
+
+    @property
+    def index(self) -> Any:
+        return getattr(self.store, "index", None)
+
+    @property
+    def commits(self) -> Any:
+        return getattr(self.store, "commits", None)
+
+    def start(self) -> Deferred[None]:
+        return self.store.start()
+
+    def stop(self) -> Deferred[None]:
+        return self.store.stop()
+
+    def expire(self, cutoff: int) -> Deferred[int]:
+        return self.store.expire(cutoff)
+
+    def count_completion(self, info_hash: bytes, now: int) -> Answer[None]:
+        return self.store.count_completion(info_hash, now)
+
+    def announce(self, request: AnnounceRequest, now: int) -> Answer[AnnounceResult]:
+        result = self.store.announce(request, now)
+        if not self._torrents:
+            # No peers outside the store at all: the common case costs one test.
+            return result
+        if isinstance(result, tuple):
+            return self._with_group(result, request.info_hash)
+        return result.addCallback(self._with_group, request.info_hash)
+
+    def _with_group(self, result: AnnounceResult, info_hash: bytes) -> AnnounceResult:
+        group = self._torrents.get(info_hash)
+        if group is None:
+            return result
+        counts = result.counts
+        return _new_tuple(
+            AnnounceResult,
+            (
+                _new_tuple(
+                    SwarmCounts,
+                    (
+                        counts.complete + group.complete,
+                        counts.incomplete + group.incomplete,
+                        counts.downloaded,
+                    ),
+                ),
+                result.peers4,
+                result.peers6,
+                result.peer_ids,
+            ),
+        )
+
+    def scrape(self, info_hashes: Sequence[bytes]) -> Answer[dict[bytes, SwarmCounts]]:
+        counts = self.store.scrape(info_hashes)
+        if not self._torrents:
+            return counts
+        if isinstance(counts, dict):
+            return self._with_groups(counts)
+        return counts.addCallback(self._with_groups)
+
+    def _with_groups(self, counts: dict[bytes, SwarmCounts]) -> dict[bytes, SwarmCounts]:
+        add = self.groups.counts
+        return {info_hash: add(info_hash, c) for info_hash, c in counts.items()}
