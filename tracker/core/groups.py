@@ -23,7 +23,9 @@ from tracker.core.interfaces import (
     Answer,
     IIndexedStore,
     IPeerStore,
+    ISharedStore,
     SwarmCounts,
+    SwarmTotals,
 )
 
 _new_tuple = tuple.__new__
@@ -75,10 +77,24 @@ class GroupCountingStore:
         self._torrents = groups.torrents
         if IIndexedStore.providedBy(store):
             alsoProvides(self, IIndexedStore)
+        if ISharedStore.providedBy(store):
+            alsoProvides(self, ISharedStore)
 
     @property
     def index(self) -> Any:
         return getattr(self.store, "index", None)
+
+    @property
+    def roundtrips(self) -> Any:
+        return getattr(self.store, "roundtrips", None)
+
+    def swarm_totals(self) -> Deferred[SwarmTotals | None]:
+        totals: Deferred[SwarmTotals | None] = self.store.swarm_totals()  # type: ignore[attr-defined]
+        return totals
+
+    def every_count(self) -> Deferred[dict[bytes, SwarmCounts]]:
+        counts: Deferred[dict[bytes, SwarmCounts]] = self.store.every_count()  # type: ignore[attr-defined]
+        return counts
 
     @property
     def commits(self) -> Any:
