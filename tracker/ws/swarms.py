@@ -15,7 +15,6 @@ whatever the size of the swarm.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from tracker.core.groups import PeerGroups
@@ -159,13 +158,6 @@ class WebSocketSwarms:
         if not swarm.peers:
             del self.swarms[swarm.info_hash]
             self._groups.pop(swarm.info_hash.encode("latin-1"), None)
-
-    def peers(self) -> Iterator[Peer]:
-        for swarm in list(self.swarms.values()):
-            yield from list(swarm.peers.values())
-
-    def peer_count(self) -> int:
-        return sum(len(swarm.peers) for swarm in self.swarms.values())
 
 
 def remember_offer(peer: Peer, offer_id: str, to: Peer, expires: int) -> None:
