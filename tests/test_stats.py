@@ -242,7 +242,9 @@ class HTTPCountingTests(ResourceTestCase):
         # One answer in 16 is timed.
         self.assertEqual(stats.http_announce.latency.count, 1)
         self.assertEqual(stats.refusals.counts, {("http", "'info_hash' must be N bytes, not N"): 1})
-        self.store.announce = lambda *a: fail(RuntimeError("disk"))  # type: ignore[method-assign]
+        # What the resource answers from: the store (through GroupCountingStore, which hands
+        # announces straight to it while no browser is connected).
+        self.root().store.announce = lambda *a: fail(RuntimeError("disk"))  # type: ignore[method-assign]
         self.announce(21)
         self.assertEqual(stats.http_announce.errors, 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -49,6 +49,32 @@ class GroupCountingStoreTests(StoreContract, TestCase):
         return GroupCountingStore(MemoryPeerStore(), PeerGroups())
 
 
+class _Group:
+    complete = 2
+    incomplete = 3
+
+
+class GroupCountingTests(TestCase):
+    def test_groups_added_only_while_there_are_some(self) -> None:
+        """With no peer outside the store, announces and scrapes go straight to the store's
+        own methods; while a group is there, its peers are added to its torrent's counts."""
+        inner = MemoryPeerStore()
+        groups = PeerGroups()
+        counting = GroupCountingStore(inner, groups)
+        self.assertEqual(counting.announce, inner.announce)
+        self.assertEqual(counting.scrape, inner.scrape)
+        groups.add(info_hash(1), _Group())
+        result = counting.announce(announce(1), 1000)
+        self.assertEqual(result.counts, SwarmCounts(2, 4, 0))
+        self.assertEqual(
+            counting.scrape([info_hash(1), info_hash(2)]),
+            {info_hash(1): SwarmCounts(2, 4, 0), info_hash(2): SwarmCounts(0, 0, 0)},
+        )
+        groups.remove(info_hash(1))
+        self.assertEqual(counting.announce, inner.announce)
+        self.assertEqual(counting.announce(announce(2), 1000).counts, SwarmCounts(0, 2, 0))
+
+
 class SQLiteStoreTests(StoreContract, TestCase):
     timeout = 20
 

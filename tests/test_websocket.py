@@ -21,6 +21,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from tests.helpers import info_hash, peer_id, totals
 from tests.test_network import announce_target, connect, exchange, get, read_all
@@ -1216,3 +1218,36 @@ class PrivateTests(WebSocketTestCase):
         table.load_stored({KEY: Account("", 0, 0, 0)})
         reply = yield self.in_thread(client.receive)
         self.assertEqual(reply["incomplete"], 1)
+
+
+class EmbeddedTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_plain_site_mounted_elsewhere(self) -> Any:
+        """Mounted at /tracker in a plain twisted.web Site, as an application embeds it, the
+        tracker's announce URL takes browsers too: ws://HOST/tracker/announce."""
+        store = MemoryPeerStore()
+        root = Resource()
+        tracker = TrackerResource(store, TrackerConfig(), reactor)
+        root.putChild(b"tracker", tracker)
+        port = reactor.listenTCP(0, Site(root), interface=HOST)  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+
+        def client() -> dict[str, Any]:
+            browser = WebSocketClient(HOST, port.getHost().port, path="/tracker/announce")
+            browser.send(announce(1))
+            reply = browser.receive()
+            browser.close()
+            return reply
+
+        reply = yield deferToThread(client)
+        self.assertEqual((reply["action"], reply["incomplete"]), ("announce", 1))
+        websocket = tracker.websocket
+        assert websocket is not None
+        for _ in range(500):
+            if not websocket.connections:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(websocket.connections, {})
+        self.assertEqual(tracker.stats.groups.torrents, {})

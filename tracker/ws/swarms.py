@@ -15,7 +15,6 @@ whatever the size of the swarm.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from tracker.core.groups import PeerGroups
@@ -126,7 +125,7 @@ class WebSocketSwarms:
 
     def __init__(self, groups: PeerGroups, rng: random.Random | None = None) -> None:
         self.swarms: dict[str, Swarm] = {}
-        self._groups = groups.torrents
+        self._groups = groups
         self.random = rng or random.Random()
 
     def find(self, info_hash: str, peer_id: str) -> Peer | None:
@@ -142,7 +141,7 @@ class WebSocketSwarms:
         swarm = self.swarms.get(info_hash)
         if swarm is None:
             swarm = self.swarms[info_hash] = Swarm(info_hash)
-            self._groups[info_hash.encode("latin-1")] = swarm
+            self._groups.add(info_hash.encode("latin-1"), swarm)
         peer = Peer(peer_id, connection, swarm)
         swarm.peers[peer_id] = peer
         swarm.place(peer, seeder)
@@ -158,14 +157,7 @@ class WebSocketSwarms:
         peer.offers = None
         if not swarm.peers:
             del self.swarms[swarm.info_hash]
-            self._groups.pop(swarm.info_hash.encode("latin-1"), None)
-
-    def peers(self) -> Iterator[Peer]:
-        for swarm in list(self.swarms.values()):
-            yield from list(swarm.peers.values())
-
-    def peer_count(self) -> int:
-        return sum(len(swarm.peers) for swarm in self.swarms.values())
+            self._groups.remove(swarm.info_hash.encode("latin-1"))
 
 
 def remember_offer(peer: Peer, offer_id: str, to: Peer, expires: int) -> None:

@@ -52,7 +52,6 @@ from tracker.core.slices import cooperator
 from tracker.ops.passkeys import Passkeys, wait_or_refuse
 from tracker.ops.stats import TrackerStats
 from tracker.ws.frames import (
-    GOING_AWAY,
     INVALID_DATA,
     MAX_FRAME,
     MAX_MESSAGE,
@@ -158,7 +157,9 @@ class WebSocketTracker:
         self.max_frame = max_frame
         self.max_message = max_message
         self.offer_timeout = OFFER_TIMEOUT
+        #: The next sweep, while one is scheduled; whether one is under way.
         self._sweep_call: IDelayedCall | None = None
+        self._sweeping = False
         self._cooperator = cooperator(clock)
         self._meter = stats.websocket
         self._announces = stats.websocket_announce
@@ -221,7 +222,7 @@ class WebSocketTracker:
         self.connections[connection.number] = connection
         self._meter.connections += 1
         self._meter.opened += 1
-        if self._sweep_call is None:
+        if self._sweep_call is None and not self._sweeping:
             self._schedule_sweep()
         return NOT_DONE_YET
 
@@ -250,12 +251,6 @@ class WebSocketTracker:
         connection.seen = self.now()
         connection.close(code, reason)
 
-    def close_all(self) -> None:
-        """Close every connection (the tracker is stopping): peers leave as they close."""
-        for connection in list(self.connections.values()):
-            connection.seen = self.now()
-            connection.close(GOING_AWAY, "the tracker is stopping")
-
     # The sweep: idle connections closed, silent peers out, stale offers forgotten.
 
     def _schedule_sweep(self) -> None:
@@ -263,15 +258,17 @@ class WebSocketTracker:
         self._sweep_call = self._clock.callLater(every, self._sweep)
 
     def _sweep(self) -> None:
+        self._sweep_call = None
+        self._sweeping = True
         swept = self._cooperator.coiterate(self._sweep_steps(self.now()))
 
         def again(result: object) -> None:
+            self._sweeping = False
             if isinstance(result, Failure):
                 log.failure("the sweep for idle WebSocket connections failed", result)
-            if self.connections:
+            # One sweep scheduled at a time, and none once every connection is gone.
+            if self.connections and self._sweep_call is None:
                 self._schedule_sweep()
-            else:
-                self._sweep_call = None
 
         swept.addBoth(again)
 
@@ -588,6 +585,3 @@ class WebSocketTracker:
             meter.ok += 1
 
         self._when(counts, reply, connection, SCRAPE, info_hash, meter)
-
-    def peers(self) -> Iterator[Peer]:
-        return self.swarms.peers()
