@@ -95,7 +95,7 @@ class Redis:
         """Peers held in every swarm (its groups' sizes, in its own field: see swarm.lua)."""
         script = (
             "local n, cursor = 0, '0' repeat local r = redis.call('SCAN', cursor, 'MATCH',"
-            " '{*}:p', 'COUNT', 1000) cursor = r[1] for _, k in ipairs(r[2]) do local s ="
+            " '{*}:h', 'COUNT', 1000) cursor = r[1] for _, k in ipairs(r[2]) do local s ="
             " redis.call('HGET', k, 's') if s then local a, b, c, d = struct.unpack('>I4I4I4I4',"
             " s) n = n + a + b + c + d end end until cursor == '0' return n"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import struct
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import info_hash
+from tests.helpers import info_hash, peer_id
 from tests.redis_servers import RedisServer, shared_cluster, shared_server
 from tests.store_contract import StoreContract, announce
 from tests.test_swarms import random_announce
@@ -76,25 +77,27 @@ class RedisOnlyTests(TestCase):
         yield store.announce(announce(1, left=0, event=COMPLETED), 1000)
         yield store.announce(announce(2), 1000)
         tag = "{" + info_hash(1).hex() + "}"
-        # The peers' places, IPv4 leechers and seeders, completions.
+        # The peers' places; the IPv4 leechers' and seeders' addresses, and their ids with
+        # the times last seen; completions.
+        groups = [tag + f":{kind}{slot}" for kind in "ar" for slot in (0, 2)]
         self.assertEqual(
-            sorted(self.server.cli("KEYS", "*").split()),
-            [tag + ":0", tag + ":2", tag + ":d", tag + ":p"],
+            sorted(self.server.cli("KEYS", "*").split()), sorted([*groups, tag + ":d", tag + ":h"])
         )
-        for suffix in (":p", ":0", ":2"):
-            ttl = int(self.server.cli("PTTL", tag + suffix))
-            self.assertTrue(590_000 < ttl <= 901_000, (suffix, ttl))
+        for key in [tag + ":h", *groups]:
+            ttl = int(self.server.cli("PTTL", key))
+            self.assertTrue(590_000 < ttl <= 901_000, (key, ttl))
         self.assertEqual(self.server.cli("PTTL", tag + ":d").strip(), "-1")
 
     @inlineCallbacks
     def test_announces_drop_silent_peers_without_a_sweep(self) -> Any:
-        """Announces into a swarm drop a silent peer each, so a live swarm sheds its dead peers
-        even if no sweep ever runs."""
+        """One announce in four into a swarm looks at one other peer and drops it if it is
+        silent, so a live swarm sheds its dead peers even if no sweep ever runs."""
         store = yield self.started(peer_timeout=100)
         for n in range(1, 21):
             yield store.announce(announce(n), 1000)
         counts = []
-        for _ in range(25):
+        # 20 drops take 80 announces on average; 300 leave it more than 7 deviations short.
+        for _ in range(300):
             result = yield store.announce(announce(99), 1200)
             counts.append(result.counts.incomplete)
         self.assertEqual(counts[-1], 1)
@@ -314,3 +317,117 @@ class SameRulesTests(TestCase):
     def test_same_on_a_cluster(self) -> Any:
         """The same on a 3-primary cluster."""
         return self.check_same_rules(shared_cluster().url)
+
+
+#: swarm.lua's layout: peers per bucket on average, and a place's fields.
+_LOAD = 50
+_PLACE = struct.Struct(">BIIB")
+
+
+def _bucket_index(peer: bytes, buckets: int) -> int:
+    """The bucket that swarm.lua's linear hashing puts C{peer} in, among C{buckets}."""
+    h = 0
+    for at in (8, 12, 16):
+        h ^= int.from_bytes(peer[at : at + 4], "big")
+    low = 1 << (buckets.bit_length() - 1)
+    index = h & (low - 1)
+    if index < buckets - low:
+        index = h & (2 * low - 1)
+    return index
+
+
+def check_layout(client: Any, torrent: bytes) -> tuple[int, dict[bytes, tuple[int, int]]]:
+    """
+    Check every invariant of one swarm's keys in Redis and return its number of buckets and
+    each peer's group and position: the sizes in its own field are the peers in its buckets;
+    each peer is in the bucket its id hashes to, and its place points at a record with its
+    id and its address; no record is left over; every bucket is a packed hash.
+    """
+    tag = b"{" + torrent.hex().encode() + b"}"
+    first = tag + b":h"
+    sizes = struct.unpack_from(">IIII", client.hget(first, b"s"))
+    buckets = struct.unpack_from(">I", client.hget(first, b"s"), 28)[0]
+    places: dict[bytes, tuple[int, int]] = {}
+    for index in range(buckets):
+        key = first + (str(index).encode() if index else b"")
+        assert client.object("encoding", key) == b"listpack", (key, client.hlen(key))
+        for peer, place in client.hgetall(key).items():
+            if peer == b"s":
+                continue
+            assert _bucket_index(peer, buckets) == index, (peer, index)
+            slot, position, _, _ = _PLACE.unpack_from(place)
+            width = 18 if slot % 2 else 6
+            address = place[_PLACE.size : _PLACE.size + width]
+            record = client.getrange(tag + b":r%d" % slot, position * 24, position * 24 + 19)
+            assert record == peer, (peer, slot, position, record)
+            listed = client.getrange(
+                tag + b":a%d" % slot, position * width, position * width + width - 1
+            )
+            assert listed == address, (peer, listed, address)
+            places[peer] = (slot, position)
+    assert client.exists(first + str(buckets).encode()) == 0
+    for slot in range(4):
+        held = sorted(p for s, p in places.values() if s == slot)
+        assert held == list(range(sizes[slot])), (slot, sizes[slot], held[:5])
+    return buckets, places
+
+
+class LayoutTests(TestCase):
+    """The swarm's keys stay consistent while its peers' hash is split and merged."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_buckets_split_and_merge_with_every_kind_of_change(self) -> Any:
+        """A swarm grown to 700 peers (both families, leechers and seeders) has a bucket per
+        50 peers, each a packed hash holding the peers whose ids hash to it, each place
+        pointing at its peer's records; peers that move group, change address, stop or go
+        silent keep it so; and as the swarm shrinks, its buckets merge back into one."""
+        import redis
+
+        server = shared_server()
+        client = redis.Redis.from_url(server.url)
+        store = _store(server.url, peer_timeout=100)
+        yield store.start()
+        self.addCleanup(store.stop)
+        ip6 = bytes(15) + b"\x01"
+
+        def put(n: int, now: int, **kwargs: Any) -> Any:
+            kwargs.setdefault("ip", ip6 if n % 5 == 0 else b"\x7f\x00\x00\x01")
+            return store.announce(announce(n, left=n % 3, **kwargs), now)
+
+        for n in range(1, 701):
+            yield put(n, 1000)
+        buckets, places = yield deferToThread(check_layout, client, info_hash(1))
+        self.assertEqual(len(places), 700)
+        self.assertEqual(buckets, 14)
+        rng = random.Random(5)
+        for n in rng.sample(range(1, 701), 150):
+            change = rng.choice(("complete", "address", "family", "stop", "again"))
+            if change == "complete":
+                yield store.announce(announce(n, left=0, event=COMPLETED), 1050)
+            elif change == "address":
+                yield put(n, 1050, ip=b"\x7f\x00\x00\x02")
+            elif change == "family":
+                yield put(n, 1050, ip=b"\x7f\x00\x00\x03" if n % 5 == 0 else ip6)
+            elif change == "stop":
+                yield put(n, 1050, event=STOPPED)
+            else:
+                yield put(n, 1050)
+        buckets, places = yield deferToThread(check_layout, client, info_hash(1))
+        stopped = 700 - len(places)
+        self.assertGreater(stopped, 10)
+        # Those that announced at 1050 stay; the others go silent and are swept.
+        kept = [n for n in range(1, 701) if peer_id(n) in places]
+        for n in kept[:60]:
+            yield put(n, 1150)
+        # (The announces at 1150 dropped some of the silent ones too, one look in four.)
+        removed = yield store.expire(1100)
+        self.assertGreater(removed, len(places) - 60 - 60)
+        buckets, places = yield deferToThread(check_layout, client, info_hash(1))
+        self.assertEqual(sorted(places), sorted(peer_id(n) for n in kept[:60]))
+        self.assertLessEqual(buckets, 2)
+        for n in kept[:60]:
+            yield put(n, 1160, event=STOPPED)
+        buckets, places = yield deferToThread(check_layout, client, info_hash(1))
+        self.assertEqual((buckets, places), (1, {}))

@@ -63,7 +63,7 @@ SCRIPTS = (SWARM,)
 
 #: The flags of swarm.lua's announce.
 _SEEDER, _COMPLETES, _STOPPED, _LEECHERS_ONLY, _OWN_FAMILY = 1, 2, 4, 8, 16
-_STARTED, _ACCOUNT = 32, 64
+_STARTED, _ACCOUNT, _WITH_IDS = 32, 64, 128
 #: Keys the sweep asks for per SCAN, and peers it looks at per script call.
 SWEEP_SLICE = 100
 SWEEP_MOST = 2000
@@ -79,7 +79,8 @@ TOP = 20
 _MAX_SEED = 2147483646
 
 
-_SUFFIXES = (b"}:p", b"}:0", b"}:1", b"}:2", b"}:3", b"}:d")
+#: A swarm's first bucket of peers (which holds its own field), and its completions.
+_SUFFIXES = (b"}:h", b"}:d")
 #: The sizes of a swarm's groups, at the start of its own field (swarm.lua's SWARM_FIELDS).
 _SIZES = struct.Struct(">IIII")
 _NONE = (0, 0, 0, 0)
@@ -90,12 +91,13 @@ _NUMBERS = struct.Struct(">qqIIIIIIdd")
 #: then the peer id and address, then the numbers.
 _ANNOUNCE = (
     b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n" + SWARM.sha.encode("ascii") + b"\r\n$1\r\n1\r\n"
-    b"$44\r\n{%s}:p\r\n$1\r\na\r\n$%d\r\n%s%s\r\n$56\r\n%s\r\n"
+    b"$44\r\n{%s}:h\r\n$1\r\na\r\n$%d\r\n%s%s\r\n$56\r\n%s\r\n"
 )
 
 
 def swarm_keys(info_hash: bytes) -> list[bytes]:
-    """The keys of a swarm: its peers' places, its four groups and its completions."""
+    """The keys of a swarm that the node reads: its first bucket of peers (its own field, and
+    the key that routes the swarm's commands) and its completions."""
     tag = b"{" + hexlify(info_hash)
     return [tag + suffix for suffix in _SUFFIXES]
 
@@ -151,6 +153,8 @@ class RedisPeerStore:
             flags |= _LEECHERS_ONLY
         if request.own_family:
             flags |= _OWN_FAMILY
+        if not request.compact:
+            flags |= _WITH_IDS
         ledger = request.account
         account = 0
         if ledger is not None:
@@ -165,13 +169,13 @@ class RedisPeerStore:
         )  # fmt: skip
         packed = _ANNOUNCE % (tag, 20 + len(address), request.peer_id, address, numbers)
         decode = _decode_compact if request.compact else _decode_with_ids
-        command = (Command(b"{" + tag + b"}:p", packed),)
+        command = (Command(b"{" + tag + b"}:h", packed),)
         if ledger is None:
             return self.connection.run(command, decode)
 
         def with_credit(replies: list[Any]) -> tuple[AnnounceResult, int, int]:
             reply = _answer(replies)
-            return decode(replies), reply[5], reply[6]
+            return decode(replies), reply[3], reply[4]
 
         def credit(answered: tuple[AnnounceResult, int, int]) -> AnnounceResult:
             # Here, on the reactor's thread, where the ledgers live.
@@ -205,7 +209,7 @@ class RedisPeerStore:
                 keys = swarm_keys(info_hash)
                 commands += [
                     Command(keys[0], ("HGET", keys[0], b"s")),
-                    Command(keys[0], ("GET", keys[5])),
+                    Command(keys[0], ("GET", keys[1])),
                 ]
             jobs.append(self.connection.run(commands, _counts_decoder(hashes)))
         if len(jobs) == 1:
@@ -249,7 +253,7 @@ class RedisPeerStore:
         for node in connection.thd_primaries():
             cursor = b"0"
             while True:
-                scan = ("SCAN", cursor, "MATCH", "{*}:[pd]", "COUNT", SWEEP_SLICE)
+                scan = ("SCAN", cursor, "MATCH", "{*}:[hd]", "COUNT", SWEEP_SLICE)
                 cursor, found = _raise(connection.thd_execute(node, [Command(None, scan)])[0])
                 calls = [_sweep_command(key, cutoff) for key in found if len(key) == 44]
                 while calls:
@@ -309,12 +313,12 @@ class RedisPeerStore:
         for node in connection.thd_primaries():
             cursor = b"0"
             while True:
-                scan = ("SCAN", cursor, "MATCH", "{*}:[pd]", "COUNT", SWEEP_SLICE)
+                scan = ("SCAN", cursor, "MATCH", "{*}:[hd]", "COUNT", SWEEP_SLICE)
                 cursor, found = _raise(connection.thd_execute(node, [Command(None, scan)])[0])
                 tags = list(dict.fromkeys(key[:41] for key in found if len(key) == 44))
                 commands = []
                 for tag in tags:
-                    peers = tag + b"}:p"
+                    peers = tag + b"}:h"
                     commands += [
                         Command(peers, ("HGET", peers, b"s")),
                         Command(peers, ("GET", tag + b"}:d")),
@@ -336,10 +340,10 @@ class RedisPeerStore:
 
 def _sweep_command(key: bytes, cutoff: int, walks: Sequence[int] = (-1, -1, -1, -1)) -> Command:
     """
-    The sweep of the swarm whose key C{key} the SCAN found ({hex}:p or {hex}:d), going on
+    The sweep of the swarm whose key C{key} the SCAN found ({hex}:h or {hex}:d), going on
     with each group's walk where C{walks} says (-1: from its end).
     """
-    peers = key[:41] + b"}:p"
+    peers = key[:41] + b"}:h"
     mode = b"d" if key.endswith(b":d") else b""
     args = ("EVALSHA", SWARM.sha, 1, peers, b"s", cutoff, SWEEP_MOST, mode, *walks)
     return Command(peers, args)
@@ -370,39 +374,42 @@ def _answer(replies: list[Any]) -> list[Any]:
     return reply  # type: ignore[no-any-return]
 
 
-#: A chosen peer's record in the script's reply: its compact address, its peer id, when it
-#: was last seen.
-_V4_MEMBER = 30
-_V6_MEMBER = 42
+#: A record of a group's second string: a peer id and the time it was last seen.
+_RECORD = 24
+
+
+def _runs(reply: list[Any], first: int, width: int) -> tuple[bytes, bytes]:
+    """
+    What C{reply}'s runs from C{first} on hold, IPv4 then IPv6, less the requester's own
+    record that the script points at: C{width} bytes a record (0: an address, 6 or 18).
+    """
+    runs = reply[first : first + 4]
+    own_slot, own = reply[5], reply[6]
+    if own_slot >= 0:
+        size = width or (6, 18, 6, 18)[own_slot]
+        run = runs[own_slot]
+        runs[own_slot] = run[: own * size] + run[(own + 1) * size :]
+    return runs[0] + runs[2], runs[1] + runs[3]
 
 
 def _decode_compact(replies: list[Any]) -> AnnounceResult:
     reply = _answer(replies)
     counts = SwarmCounts(reply[0], reply[1], reply[2])
-    if not reply[3:5] or not (reply[3] or reply[4]):
+    if len(reply) <= 5:
         return AnnounceResult(counts)
-    v4, v6 = reply[3], reply[4]
-    return AnnounceResult(
-        counts,
-        b"".join([v4[k : k + 6] for k in range(0, len(v4), _V4_MEMBER)]),
-        b"".join([v6[k : k + 18] for k in range(0, len(v6), _V6_MEMBER)]),
-    )
+    v4, v6 = _runs(reply, 7, 0)
+    return AnnounceResult(counts, v4, v6)
 
 
 def _decode_with_ids(replies: list[Any]) -> AnnounceResult:
     reply = _answer(replies)
     counts = SwarmCounts(reply[0], reply[1], reply[2])
-    if not reply[3:5] or not (reply[3] or reply[4]):
+    if len(reply) <= 5:
         return AnnounceResult(counts)
-    v4, v6 = reply[3], reply[4]
-    ids = [v4[k + 6 : k + 26] for k in range(0, len(v4), _V4_MEMBER)]
-    ids += [v6[k + 18 : k + 38] for k in range(0, len(v6), _V6_MEMBER)]
-    return AnnounceResult(
-        counts,
-        b"".join([v4[k : k + 6] for k in range(0, len(v4), _V4_MEMBER)]),
-        b"".join([v6[k : k + 18] for k in range(0, len(v6), _V6_MEMBER)]),
-        ids,
-    )
+    v4, v6 = _runs(reply, 7, 0)
+    ids4, ids6 = _runs(reply, 11, _RECORD)
+    ids = ids4 + ids6
+    return AnnounceResult(counts, v4, v6, [ids[k : k + 20] for k in range(0, len(ids), _RECORD)])
 
 
 def _completion_counted(replies: list[Any]) -> None:
