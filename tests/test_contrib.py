@@ -34,6 +34,7 @@ from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.redis_servers import shared_server
 from tests.test_tap import _fetch_when_up, _wait_for_line, free_port
 from tests.wsclient import WebSocketClient
 
@@ -45,6 +46,8 @@ INSTALLED_TWISTD = "/opt/tracker/venv/bin/twistd"
 STATE = "/var/lib/tracker"
 #: twistd beside the Python running the tests, which has the tracker installed.
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+#: The Redis the examples name, on the machine itself: a Redis the tests start takes its place.
+EXAMPLE_REDIS = "redis://127.0.0.1:6379/0"
 
 
 def tool(name: str) -> str:
@@ -100,6 +103,16 @@ def command_line(
         else:
             words.append(word.replace(STATE, state))
     return words
+
+
+def redis_example() -> list[str]:
+    """tracker.default's TRACKER_ARGS with --redis, split as systemd splits it, the Redis it
+    names replaced by one the tests started (parsing the options reaches it)."""
+    [example] = re.findall(
+        r"^#TRACKER_ARGS='(--redis [^']*)'$", read("systemd", "tracker.default"), re.M
+    )
+    assert EXAMPLE_REDIS in example, example
+    return example.replace(EXAMPLE_REDIS, shared_server().url).split()
 
 
 def tempdir(case: TestCase, prefix: str) -> str:
@@ -159,10 +172,11 @@ class SystemdTests(TestCase):
         self.verify("tracker@.service", "1")
 
     def parse_unit(
-        self, name: str, instance: str = "1"
+        self, name: str, instance: str = "1", arguments: dict[str, list[str]] | None = None
     ) -> tuple[ServerOptions, usage.Options, str]:
         """The unit's command line parsed by twistd and the tracker, its state directory a
-        temporary one; and the unit's working directory, moved there too."""
+        temporary one and its variables given by C{arguments}; and the unit's working
+        directory, moved there too."""
         unit = read("systemd", name)
         state = tempdir(self, "tracker-state-")
         settings = directives(unit)
@@ -171,7 +185,7 @@ class SystemdTests(TestCase):
         made = settings["StateDirectory"][0].replace("%i", instance)
         self.assertEqual(os.path.join("/var/lib", made), working.replace(state, STATE))
         os.makedirs(working, exist_ok=True)
-        words = command_line(unit, instance, state, {})
+        words = command_line(unit, instance, state, arguments or {})
         self.assertEqual(words[0], INSTALLED_TWISTD)
         config = ServerOptions()
         try:
@@ -207,6 +221,26 @@ class SystemdTests(TestCase):
             self.assertEqual(os.path.basename(working), instance)
             databases.append(tracker["database"].replace(working, f"<{instance}>"))
         self.assertEqual(databases, ["<1>/tracker.sqlite3", "<2>/tracker.sqlite3"])
+
+    def test_template_command_line_on_redis(self) -> None:
+        """With tracker.default's --redis example in TRACKER_ARGS, every instance of
+        tracker@.service keeps its swarms in that one Redis, still sharing its port; its own
+        database is still named (not used), and its own TRACKER_INSTANCE_ARGS still apply."""
+        token = os.path.join(tempdir(self, "tracker-token-"), "admin.token")
+        with open(token, "w") as f:
+            f.write("0123456789abcdef0123456789abcdef\n")
+        shared = redis_example()
+        for instance in ("1", "2"):
+            admin = f"tcp:697{instance}:interface=127.0.0.1"
+            arguments = {
+                "TRACKER_ARGS": [*shared, "--admin-token-file", token],
+                "TRACKER_INSTANCE_ARGS": ["--admin-listen", admin],
+            }
+            _, tracker, working = self.parse_unit("tracker@.service", instance, arguments)
+            self.assertEqual(tracker["redis"], shared[1])
+            self.assertTrue(tracker["reuse-port"])
+            self.assertEqual(tracker["database"], os.path.join(working, "tracker.sqlite3"))
+            self.assertEqual(tracker["admin-listen"], admin)
 
     def test_service_command_line_serves(self) -> None:
         """The command line of tracker.service, given a --listen in TRACKER_ARGS, starts the
@@ -281,7 +315,10 @@ class SettingsTests(TestCase):
             self.assertEqual(len(assigned), len(quoted), f"{path}: {assigned}")
             examples.extend(quoted)
         self.assertGreaterEqual(len(examples), 5)
+        redis = [e for _, e in examples if EXAMPLE_REDIS in e]
+        self.assertTrue(redis)
         for instance, example in examples:
+            example = example.replace(EXAMPLE_REDIS, shared_server().url)
             words = example.replace("/etc/tracker/", directory + "/").split()
             if instance:
                 # An instance's own settings go with the shared ones: the admin API's token.

@@ -24,6 +24,7 @@ from tests.helpers import info_hash, peer_id
 from tests.redis_servers import RedisServer, require_redis, shared_cluster, shared_server
 from tests.test_udp import Client, announce_packet, error_message, parse_announce_reply
 from tracker.core.bencode import bdecode
+from tracker.udp.connection_ids import WINDOW
 
 HOST = "127.0.0.1"
 #: The issue's bound on an answer while Redis is down.
@@ -76,10 +77,7 @@ class Node:
             return f.read().decode(errors="replace")
 
     def get(self, target: str) -> tuple[int, dict[bytes, Any]]:
-        with urllib.request.urlopen(f"http://{HOST}:{self.port}{target}", timeout=10) as reply:
-            body = bdecode(reply.read())
-            assert isinstance(body, dict)
-            return reply.status, body
+        return get(self.port, target)
 
     def announce(self, peer: int, torrent: int = 1, **params: Any) -> dict[bytes, Any]:
         status, body = self.get(announce_target(peer, torrent, **params))
@@ -108,6 +106,14 @@ class Node:
             except subprocess.TimeoutExpired:
                 self.kill()
         shutil.rmtree(self.directory, True)
+
+
+def get(port: int, target: str) -> tuple[int, dict[bytes, Any]]:
+    """A bencoded answer from the HTTP port C{port}, over a connection of its own."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}{target}", timeout=10) as reply:
+        body = bdecode(reply.read())
+        assert isinstance(body, dict)
+        return reply.status, body
 
 
 def announce_target(peer: int, torrent: int = 1, **params: Any) -> str:
@@ -241,6 +247,120 @@ class TwoNodesTests(NodesTestCase):
         self.assertEqual(ports(body[b"peers"]), {10001, 10002, 10003, 10004, 10005})
         self.assertEqual((body[b"complete"], body[b"incomplete"]), (2, 4))
         self.assertEqual(second.scrape(1)[b"files"][info_hash(1)][b"downloaded"], 2)
+
+
+def answered(node: Node, protocol: str) -> int:
+    """The announces C{node} has answered ok over C{protocol}, from its /stats.json on its own
+    port (one the other daemons do not share)."""
+    with urllib.request.urlopen(f"http://{HOST}:{node.port}/stats.json", timeout=10) as reply:
+        stats = json.loads(reply.read())
+    return int(stats["requests"][protocol]["announce"]["ok"])
+
+
+def clear_of_window_turn() -> None:
+    """Return once the UDP connection IDs' window is not about to turn. Past a turn, a daemon
+    makes a secret of its own at its next datagram and adopts the one Redis kept when Redis
+    answers: an ID it issued meanwhile is refused afterwards (the client connects again, as
+    BEP 15 allows), which would upset these tests' counts."""
+    left = WINDOW - time.time() % WINDOW
+    if left < 10:
+        time.sleep(left + 1)
+
+
+class SharedPortTests(NodesTestCase):
+    """
+    Two daemons on one machine sharing one HTTP and one UDP port (C{--reuse-port}) and one
+    Redis, as the instances of contrib/systemd/tracker@.service do. Each also listens on a port
+    of its own, where its /stats.json tells what it answered itself.
+    """
+
+    def shared(self) -> tuple[int, list[Node]]:
+        """The shared port, and the two daemons listening on it."""
+        redis = shared_server()
+        port = _free_port()
+        listen = f"tcp:{port}:interface={HOST}"
+        started = self.nodes(redis.url, 2, "--reuse-port", "--listen", listen)
+        for node in started:
+            log = node.log()
+            self.assertIn(f"tracker listening on http://{HOST}:{port}/announce", log)
+            self.assertIn(f"tracker listening on udp://{HOST}:{port}/announce", log)
+        return port, started
+
+    def spread(self, nodes: list[Node], protocol: str, before: list[int]) -> list[int]:
+        """The announces each node answered over C{protocol} since C{before}."""
+        return [answered(node, protocol) - then for node, then in zip(nodes, before)]
+
+    def test_http_connections_spread_over_one_swarm(self) -> None:
+        """Announces on new connections to the shared port are answered by both daemons, and
+        from one swarm: each answer counts every peer announced so far, whichever daemon
+        answered it, and a last announce is given all of them."""
+        port, nodes = self.shared()
+        before = [answered(node, "http") for node in nodes]
+        fresh = 40
+        for peer in range(1, fresh + 1):
+            status, body = get(port, announce_target(peer, left=peer % 2))
+            self.assertEqual(status, 200)
+            seeders = peer // 2
+            self.assertEqual((body[b"complete"], body[b"incomplete"]), (seeders, peer - seeders))
+        spread = self.spread(nodes, "http", before)
+        self.assertEqual(sum(spread), fresh)
+        self.assertNotIn(0, spread)
+        _, body = get(port, announce_target(99))
+        self.assertEqual(ports(body[b"peers"]), {10000 + peer for peer in range(1, fresh + 1)})
+        self.assertEqual((body[b"complete"], body[b"incomplete"]), (fresh // 2, fresh // 2 + 1))
+
+    def test_udp_clients_spread_with_ids_good_at_both(self) -> None:
+        """UDP clients on sockets of their own connect and announce through the shared port,
+        each answered by one daemon or the other, all with the one ID both daemons issue to
+        their address, into one swarm, the one HTTP sees."""
+        port, nodes = self.shared()
+        clear_of_window_turn()
+        # Each daemon adopts the secret Redis keeps once it has read it: within a second or so
+        # of its start, or of its first datagram past a turn of the window.
+        own = [node.udp() for node in nodes]
+        for client in own:
+            self.addCleanup(client.close)
+        deadline = time.monotonic() + 10
+        while own[0].connect() != own[1].connect():
+            self.assertLess(time.monotonic(), deadline, "the daemons issue different IDs")
+            time.sleep(0.2)
+        before = [answered(node, "udp") for node in nodes]
+        clients = [Client(HOST, port) for _ in range(20)]
+        for client in clients:
+            self.addCleanup(client.close)
+        for k, client in enumerate(clients, 1):
+            connection = client.connect()
+            reply = client.exchange(announce_packet(connection, k, left=0))
+            self.assertEqual(reply[:4], b"\x00\x00\x00\x01", reply)
+            _, leechers, seeders, _ = parse_announce_reply(reply)
+            self.assertEqual((leechers, seeders), (0, k))
+        self.assertEqual({client.connect() for client in clients}, {own[0].connect()})
+        spread = self.spread(nodes, "udp", before)
+        self.assertEqual(sum(spread), len(clients))
+        self.assertNotIn(0, spread)
+        _, body = get(port, f"/scrape?info_hash={quote_from_bytes(info_hash(1))}")
+        self.assertEqual(body[b"files"][info_hash(1)][b"complete"], len(clients))
+
+    def test_port_serves_on_when_one_daemon_stops(self) -> None:
+        """Once one daemon has stopped (SIGTERM), every new connection and every UDP client on
+        the shared port is answered by the other, in the same swarm."""
+        port, (first, second) = self.shared()
+        for peer in range(1, 11):
+            get(port, announce_target(peer))
+        first.process.send_signal(signal.SIGTERM)
+        self.assertIn(first.process.wait(30), (0, -signal.SIGTERM), first.log())
+        self.assertNotIn("Traceback", first.log())
+        before = [answered(second, protocol) for protocol in ("http", "udp")]
+        for peer in range(11, 31):
+            status, body = get(port, announce_target(peer))
+            self.assertEqual((status, body[b"incomplete"]), (200, peer))
+        for peer in range(31, 41):
+            client = Client(HOST, port)
+            self.addCleanup(client.close)
+            reply = client.exchange(announce_packet(client.connect(), peer))
+            self.assertEqual(parse_announce_reply(reply)[1], peer)
+        after = [answered(second, protocol) for protocol in ("http", "udp")]
+        self.assertEqual([a - b for a, b in zip(after, before)], [20, 10])
 
 
 class SharedStatsTests(NodesTestCase):

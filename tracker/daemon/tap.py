@@ -123,7 +123,7 @@ class Options(usage.Options):
             None,
             "Bind the HTTP and UDP listeners with SO_REUSEPORT, so that several daemons share"
             " their ports and Linux spreads clients over them (each daemon keeps its own"
-            " swarms; not the admin API's listener).",
+            " swarms unless they share one --redis; not the admin API's listener).",
         ],
     ]
     optParameters = [
