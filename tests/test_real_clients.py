@@ -13,18 +13,25 @@ on the same port, so that the peers must find each other over ``udp://``.
 Either way the assertions read the swarm's counters over HTTP scrape: a swarm
 is one swarm, whatever protocol its peers announce with.
 
+One test runs two tracker daemons on one Redis (a redis-server of its own) and
+hands the seeder a torrent naming one node and the leecher the same torrent
+naming the other: the peers can only meet through the swarm the nodes share.
+
 The tests write the .torrent themselves (``tests/realclients/metainfo.py``),
 so each test needs only the clients it drives: aria2 and Transmission from
 Debian (``.ci/install-clients.sh``), libtorrent's Python bindings from the
 test extra where PyPI has their wheel.  A missing client skips its tests with
 a loud reason naming the remedy, unless CI or REALCLIENTS_REQUIRED=1 is set,
-which turns the skip into a failure.
+which turns the skip into a failure.  The same holds for the Redis test's
+redis-server and redis-py.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,10 +41,11 @@ import pytest
 from tests.realclients.aria2 import aria2c_path
 from tests.realclients.compact_proxy import CompactZeroProxy
 from tests.realclients.lt_peer import libtorrent_version
-from tests.realclients.payload import PIECE_SIZE, Payload, make_payload
+from tests.realclients.payload import PIECE_SIZE, Payload, make_payload, retargeted
 from tests.realclients.swarm import Swarm
-from tests.realclients.tracker import RunningTracker, describe, start_tracker
+from tests.realclients.tracker import DEFAULT_OPTIONS, RunningTracker, describe, start_tracker
 from tests.realclients.transmission import transmission_cli_path
+from tests.redis_servers import RedisServer
 from tracker.core.bencode import bdecode
 
 pytestmark = pytest.mark.realclient
@@ -69,13 +77,28 @@ def libtorrent_advice() -> str:
     )
 
 
-#: Each client: whether it is installed, and what to do when it is not.
+def redis_installed() -> bool:
+    """redis-server and redis-cli (``tests/redis_servers.py`` runs both) and redis-py, which
+    the tracker's ``--redis`` needs."""
+    programs = shutil.which("redis-server") and shutil.which("redis-cli")
+    return bool(programs) and importlib.util.find_spec("redis") is not None
+
+
+#: Each client, and each program a test needs besides: whether it is installed, and what to do
+#: when it is not.
 CLIENTS: dict[str, tuple[Callable[[], bool], Callable[[], str]]] = {
     "libtorrent": (lambda: libtorrent_version() is not None, libtorrent_advice),
     "aria2": (lambda: aria2c_path() is not None, lambda: "apt-get install aria2 (as root)"),
     "transmission": (
         lambda: transmission_cli_path() is not None,
         lambda: "apt-get install transmission-cli (as root)",
+    ),
+    "redis": (
+        redis_installed,
+        lambda: (
+            "apt-get install redis-server redis-tools (as root), and redis-py:"
+            f" {sys.executable} -m pip install '.[test]'"
+        ),
     ),
 }
 
@@ -140,6 +163,32 @@ def swarm(tmp_path: Path, tracker: RunningTracker, payload: Payload) -> Iterator
         yield group
     finally:
         group.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A redis-server of the test's own, empty, on a free loopback port."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, redis_url: str) -> Iterator[tuple[RunningTracker, RunningTracker]]:
+    """Two tracker daemons sharing their swarms through ``redis_url``, each on a loopback
+    address and port of its own."""
+    started: list[RunningTracker] = []
+    try:
+        for name in ("node-a", "node-b"):
+            options = (*DEFAULT_OPTIONS, "--redis", redis_url)
+            started.append(start_tracker(tmp_path / name, options))
+        yield started[0], started[1]
+    finally:
+        for node in started:
+            node.process.stop()
 
 
 def seed_dir(payload: Payload) -> Path:
@@ -319,3 +368,47 @@ def test_torrent_as_libtorrent_reads_it(payload: Payload) -> None:
     assert info.num_pieces() == payload.size // PIECE_SIZE
     assert info.priv()
     assert list(params.trackers) == [payload.announce_url]
+
+
+@over_http_and_udp
+@needs("libtorrent", "redis")
+def test_seeder_at_one_node_leecher_at_the_other(
+    nodes: tuple[RunningTracker, RunningTracker], scheme: str, tmp_path: Path
+) -> None:
+    """A libtorrent leecher announcing only to node B downloads the file intact from a
+    libtorrent seeder announcing only to node A, both nodes on one Redis.
+
+    The seeder announces over HTTP, the leecher over ``scheme``.  Node B knows
+    of the seeder only through Redis; the two torrents differ in their tracker
+    alone, so the info hash (the swarm) is the same.  Both nodes then scrape
+    the one swarm: two seeders, nobody left downloading, and the leecher's
+    'completed' counted once.
+    """
+    node_a, node_b = nodes
+    seeding = make_payload(tmp_path / "seed", node_a.announce_url)
+    leecher_url = {"http": node_b.announce_url, "udp": node_b.udp_announce_url}[scheme]
+    leeching = retargeted(seeding, leecher_url, tmp_path / "leecher.torrent")
+    assert leeching.info_hash == seeding.info_hash
+    assert torrent_trackers(seeding) == [node_a.announce_url]
+    assert torrent_trackers(leeching) == [leecher_url]
+
+    swarm = Swarm(tmp_path, node_a, seeding, [node_b])
+    try:
+        swarm.libtorrent("lt-seeder", seed_dir(seeding))
+        swarm.wait_for_seeder(node_b)
+
+        leech_dir = tmp_path / "leech"
+        swarm.libtorrent("lt-leecher", leech_dir, payload=leeching)
+        # A 4 MiB loopback transfer between libtorrent peers takes a second or so.
+        swarm.wait_for_download(leech_dir, timeout=30.0)
+
+        def completed_once(stats: dict[str, int]) -> bool:
+            counts = (stats.get("complete"), stats.get("incomplete"), stats.get("downloaded"))
+            return counts == (2, 0, 1)
+
+        for node in nodes:
+            swarm.wait_for_scrape(
+                f"{node.base_url} to count the leecher's 'completed' once", completed_once, node
+            )
+    finally:
+        swarm.close()

@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tracker.core.bencode import bencode
+from tracker.core.bencode import bdecode, bencode
 
 
 class Metainfo(NamedTuple):
@@ -52,3 +52,15 @@ def single_file_torrent(
         b"info": info,
     }
     return Metainfo(bencode(meta), hashlib.sha1(bencode(info)).digest())
+
+
+def announcing_to(data: bytes, announce_url: str) -> Metainfo:
+    """
+    The torrent C{data} with C{announce_url} as its only tracker instead of its own: the same
+    C{info} dictionary, so the same info hash. (Re-encoding gives back the bytes it was decoded
+    from because bencoding is canonical: sorted keys, no choice of number formats.)
+    """
+    meta = bdecode(data)
+    meta[b"announce"] = announce_url.encode("utf-8")
+    meta.pop(b"announce-list", None)
+    return Metainfo(bencode(meta), hashlib.sha1(bencode(meta[b"info"])).digest())

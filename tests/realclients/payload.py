@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .metainfo import single_file_torrent
+from .metainfo import announcing_to, single_file_torrent
 
 PAYLOAD_NAME = "payload.bin"
 PAYLOAD_SIZE = 4 * 1024 * 1024
@@ -73,3 +73,11 @@ def make_payload(seed_dir: Path, announce_url: str, size: int = PAYLOAD_SIZE) ->
         info_hash=meta.info_hash,
         announce_url=announce_url,
     )
+
+
+def retargeted(payload: Payload, announce_url: str, torrent: Path) -> Payload:
+    """The same file, info hash and all, in a second torrent written to ``torrent`` whose
+    only tracker is ``announce_url``: peers of one swarm sent to different trackers."""
+    meta = announcing_to(payload.torrent.read_bytes(), announce_url)
+    torrent.write_bytes(meta.data)
+    return replace(payload, torrent=torrent, info_hash=meta.info_hash, announce_url=announce_url)

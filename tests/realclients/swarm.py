@@ -1,9 +1,11 @@
-"""A small swarm of real clients around one tracker, torn down as a unit."""
+"""A small swarm of real clients around a tracker (or several sharing one store), torn down
+as a unit."""
 
 from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, Union
 
@@ -27,25 +29,45 @@ Client = Union[LibtorrentPeer, ManagedProcess]
 
 
 class Swarm:
-    """Starts clients for one payload and stops every one of them in :meth:`close`."""
+    """Starts clients for one payload and stops every one of them in :meth:`close`.
 
-    def __init__(self, workdir: Path, tracker: RunningTracker, payload: Payload) -> None:
+    ``tracker`` is the one that waits and scrapes ask unless told otherwise;
+    ``other_trackers`` are nodes sharing its swarms (through Redis), which some
+    clients announce to instead and whose state diagnostics show too.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        tracker: RunningTracker,
+        payload: Payload,
+        other_trackers: Sequence[RunningTracker] = (),
+    ) -> None:
         self.workdir = workdir
         self.tracker = tracker
+        self.trackers = [tracker, *other_trackers]
         self.payload = payload
         self.clients: list[Client] = []
-        self._ports: set[int] = {tracker.port}
+        self._ports: set[int] = {each.port for each in self.trackers}
         self.listen_ports: dict[str, int] = {}
 
     # -- starting clients ---------------------------------------------------
 
     def libtorrent(
-        self, name: str, directory: Path, proxy_port: int | None = None
+        self,
+        name: str,
+        directory: Path,
+        proxy_port: int | None = None,
+        payload: Payload | None = None,
     ) -> LibtorrentPeer:
-        """A libtorrent peer; it seeds if ``directory`` already holds the payload."""
+        """A libtorrent peer; it seeds if ``directory`` already holds the payload.
+
+        ``payload``, the swarm's own by default, may be the same file in a
+        torrent naming another tracker (:func:`~.payload.retargeted`).
+        """
         peer = LibtorrentPeer(name, self._port(name), proxy_port)
         self.clients.append(peer)
-        peer.add_torrent(self.payload.torrent, directory)
+        peer.add_torrent((payload or self.payload).torrent, directory)
         return peer
 
     def aria2(self, name: str, directory: Path, seed: bool) -> ManagedProcess:
@@ -72,20 +94,29 @@ class Swarm:
 
     # -- waiting --------------------------------------------------------------
 
-    def wait_for_seeder(self) -> None:
-        """Wait until the tracker counts a seeder, so a leecher's first announce finds it."""
+    def wait_for_seeder(self, tracker: RunningTracker | None = None) -> None:
+        """Wait until ``tracker`` (the swarm's by default) counts a seeder, so a leecher's
+        first announce there finds it."""
+        asked = tracker or self.tracker
         info_hash = self.payload.info_hash
-        self._wait(lambda: self.tracker.seeders(info_hash) >= 1, REGISTER_TIMEOUT, "a seeder")
+        self._wait(
+            lambda: asked.seeders(info_hash) >= 1,
+            REGISTER_TIMEOUT,
+            f"a seeder at {asked.base_url}",
+        )
 
     def wait_for_download(
-        self, directory: Path, on_tick: Callable[[], None] | None = None
+        self,
+        directory: Path,
+        on_tick: Callable[[], None] | None = None,
+        timeout: float = TRANSFER_TIMEOUT,
     ) -> float:
         """Wait until ``directory`` holds the payload with the right SHA-256; return seconds."""
         target = directory / self.payload.name
         started = time.monotonic()
         self._wait(
             lambda: sha256_file(target) == self.payload.sha256,
-            TRANSFER_TIMEOUT,
+            timeout,
             f"{target} to match the seeded file",
             interval=0.5,
             on_tick=on_tick,
@@ -93,11 +124,16 @@ class Swarm:
         return time.monotonic() - started
 
     def wait_for_scrape(
-        self, description: str, predicate: Callable[[dict[str, int]], bool]
+        self,
+        description: str,
+        predicate: Callable[[dict[str, int]], bool],
+        tracker: RunningTracker | None = None,
     ) -> None:
-        """Wait until the tracker's scrape counters satisfy ``predicate``."""
+        """Wait until the scrape counters of ``tracker`` (the swarm's by default) satisfy
+        ``predicate``."""
+        asked = tracker or self.tracker
         info_hash = self.payload.info_hash
-        self._wait(lambda: predicate(self.tracker.scrape(info_hash)), 20.0, description)
+        self._wait(lambda: predicate(asked.scrape(info_hash)), 20.0, description)
 
     def reannouncer(self, peer: LibtorrentPeer) -> Callable[[], None]:
         """A tick function making ``peer`` announce every few seconds.
@@ -126,11 +162,16 @@ class Swarm:
             else:
                 log = client.log_tail(2500).replace("\r", "\n")
                 parts.append(f"--- {client.name} (exit {client.proc.poll()}) ---\n{log}")
-        try:
-            parts.append(f"--- tracker scrape: {self.tracker.scrape(self.payload.info_hash)}")
-        except Exception as error:  # noqa: BLE001 - diagnostics must not mask the failure
-            parts.append(f"--- tracker scrape failed: {error!r}")
-        parts.append(f"--- tracker log problems ---\n{log_problems(self.tracker.process)}")
+        for tracker in self.trackers:
+            # Named by address only when there are several.
+            which = f" {tracker.base_url}" if len(self.trackers) > 1 else ""
+            try:
+                scrape = tracker.scrape(self.payload.info_hash)
+                parts.append(f"--- tracker{which} scrape: {scrape}")
+            except Exception as error:  # noqa: BLE001 - diagnostics must not mask the failure
+                parts.append(f"--- tracker{which} scrape failed: {error!r}")
+            problems = log_problems(tracker.process)
+            parts.append(f"--- tracker{which} log problems ---\n{problems}")
         return "\n".join(parts)
 
     def close(self) -> None:
@@ -170,9 +211,10 @@ class Swarm:
             raise AssertionError(f"{error}\n{self.diagnostics()}") from error
 
     def _check_alive(self) -> None:
-        """Fail fast when the tracker died instead of waiting out the timeout."""
-        if not self.tracker.process.running():
-            raise RuntimeError("the tracker process exited")
+        """Fail fast when a tracker died instead of waiting out the timeout."""
+        for tracker in self.trackers:
+            if not tracker.process.running():
+                raise RuntimeError(f"the tracker process at {tracker.base_url} exited")
 
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
         process = ManagedProcess(name, argv, self.workdir / f"{name}.out", cwd=self.workdir)
