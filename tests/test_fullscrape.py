@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import gzip
 import random
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 from urllib.parse import quote_from_bytes
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from tests.helpers import announce, info_hash
 from tests.test_resource import ResourceTestCase
+from tracker.core.bencode import bdecode
 from tracker.core.config import TrackerConfig
-from tracker.http.fullscrape import MAX_AGE, STEP, FullScrape, accepts_gzip
+from tracker.core.groups import GroupCountingStore, PeerGroups
+from tracker.core.interfaces import IPeerStore, ISharedStore, SwarmCounts
+from tracker.http.fullscrape import MAX_AGE, STEP, FullScrape, accepts_gzip, build_counts
 from tracker.http.resource import TrackerResource
 from tracker.store.memory import MemoryPeerStore
 from tracker.store.sqlite import SQLitePeerStore
@@ -112,6 +119,94 @@ class FullScrapeTests(ResourceTestCase):
         first, second = full.bodies(), full.bodies()
         clock.advance(0)
         self.assertIs(self.successResultOf(first), self.successResultOf(second))  # type: ignore[arg-type]
+
+
+class _Group(NamedTuple):
+    complete: int
+    incomplete: int
+
+
+@implementer(IPeerStore, ISharedStore)
+class _SharedStore:
+    """
+    A store shared by many nodes, as the full scrape sees one: every torrent's counts, read
+    when asked and given when the test says (L{read}).
+    """
+
+    roundtrips = None
+
+    def __init__(self, counts: dict[bytes, SwarmCounts]) -> None:
+        self.counts = counts
+        self.reads: list[Deferred[dict[bytes, SwarmCounts]]] = []
+
+    def every_count(self) -> Deferred[dict[bytes, SwarmCounts]]:
+        read: Deferred[dict[bytes, SwarmCounts]] = Deferred()
+        self.reads.append(read)
+        return read
+
+    def read(self) -> None:
+        self.reads.pop(0).callback(dict(self.counts))
+
+    def scrape(self, info_hashes: Sequence[bytes]) -> dict[bytes, SwarmCounts]:
+        return {h: self.counts.get(h, SwarmCounts(0, 0, 0)) for h in info_hashes}
+
+
+class SharedStoreTests(TestCase):
+    """The full scrape of a store shared by many nodes (Redis) counts this node's WebSocket
+    peers as the full scrape of a swarm index does."""
+
+    def files(self, full: FullScrape, store: _SharedStore, clock: Clock) -> dict[bytes, Any]:
+        bodies = full.bodies()
+        store.read()
+        while not isinstance(bodies, tuple) and not bodies.called:
+            clock.advance(0)
+        plain = b"".join(self.successResultOf(bodies).plain)  # type: ignore[arg-type]
+        decoded = bdecode(plain)
+        assert isinstance(decoded, dict)
+        files: dict[bytes, Any] = decoded[b"files"]
+        self.assertEqual(list(files), sorted(files))
+        return {h: (e[b"complete"], e[b"incomplete"], e[b"downloaded"]) for h, e in files.items()}
+
+    def test_groups_added(self) -> None:
+        """A torrent in the store and in a group has both counted (downloaded is the store's);
+        torrents in the store alone, or in a group alone, are there with their own counts, over
+        several build steps."""
+        store = _SharedStore(
+            {info_hash(1): SwarmCounts(1, 1, 2), info_hash(2): SwarmCounts(0, 1, 0)}
+        )
+        groups = PeerGroups()
+        groups.add(info_hash(2), _Group(1, 2))
+        browsers_only = range(100, 100 + STEP + 3)
+        for t in browsers_only:
+            groups.add(info_hash(t), _Group(t % 2, 1))
+        clock = Clock()
+        full = FullScrape(GroupCountingStore(store, groups), clock, groups)
+        expected = {info_hash(1): (1, 1, 2), info_hash(2): (1, 3, 0)}
+        expected.update({info_hash(t): (t % 2, 1, 0) for t in browsers_only})
+        self.assertEqual(self.files(full, store, clock), expected)
+
+    def test_group_gone_before_its_step(self) -> None:
+        """A group that leaves while the body is built (its browser closed) before its
+        torrent's step leaves that torrent with the store's counts alone, or out if the store
+        has none."""
+        late, browsers_only = info_hash(STEP + 1), info_hash(STEP + 2)
+        counts = {info_hash(t): SwarmCounts(0, 1, 1) for t in range(1, STEP + 2)}
+        groups = PeerGroups()
+        groups.add(late, _Group(1, 0))
+        groups.add(browsers_only, _Group(1, 0))
+        plain: list[bytes] = []
+        steps = build_counts(counts, plain, [], groups)
+        next(steps)
+        groups.remove(late)
+        groups.remove(browsers_only)
+        for _ in steps:
+            pass
+        decoded = bdecode(b"".join(plain))
+        assert isinstance(decoded, dict)
+        files = decoded[b"files"]
+        self.assertEqual(len(files), STEP + 1)
+        self.assertEqual(files[late], {b"complete": 0, b"incomplete": 1, b"downloaded": 1})
+        self.assertNotIn(browsers_only, files)
 
 
 def _quoted(value: bytes) -> bytes:

@@ -23,6 +23,9 @@ from twisted.trial.unittest import TestCase
 from tests.helpers import info_hash, peer_id
 from tests.redis_servers import RedisServer, require_redis, shared_cluster, shared_server
 from tests.test_udp import Client, announce_packet, error_message, parse_announce_reply
+from tests.test_websocket import announce as browser_announce
+from tests.test_websocket import answer, ih, oid, pid
+from tests.wsclient import WebSocketClient
 from tracker.core.bencode import bdecode
 from tracker.udp.connection_ids import WINDOW
 
@@ -143,6 +146,20 @@ class NodesTestCase(TestCase):
         for node in started:
             node.wait_until_serving()
         return started
+
+    def until(self, check: Any, seconds: float = 15) -> Any:
+        """C{check()}'s value once it is true, asking every 0.2 s for C{seconds} at most."""
+        deadline = time.monotonic() + seconds
+        while True:
+            value = check()
+            if value:
+                return value
+            self.assertLess(time.monotonic(), deadline, "not within the time allowed")
+            time.sleep(0.2)
+
+    def stats(self, node: Node) -> Any:
+        with urllib.request.urlopen(f"http://{HOST}:{node.port}/stats.json", timeout=10) as reply:
+            return json.loads(reply.read())
 
 
 class RefusedStartTests(NodesTestCase):
@@ -393,6 +410,99 @@ class SharedStatsTests(NodesTestCase):
             self.assertIn("tracker_redis_errors_total 0.0", metrics)
 
 
+class BrowsersTests(NodesTestCase):
+    """Browsers (WebSocket peers) at nodes on one Redis: they meet the browsers of their own
+    node, and are counted with the peers Redis holds."""
+
+    def browser(self, node: Node) -> WebSocketClient:
+        client = WebSocketClient(HOST, node.port)
+        self.addCleanup(client.close)
+        return client
+
+    def test_browsers_at_a_node_on_redis(self) -> None:
+        """Two browsers at one node exchange an offer and its answer; the node's announce and
+        scrape replies, and its full scrape, count them with an HTTP peer kept in Redis; a
+        browser's completion goes to Redis, counted once, and the other node scrapes it (and
+        none of the first node's browsers); the first node's /stats.json shows its browsers."""
+        redis = shared_server()
+        first, second = self.nodes(redis.url, 2, "--full-scrape", "--expire-every", "1")
+        a, b = self.browser(first), self.browser(first)
+        a.send(browser_announce(1))
+        self.assertEqual(a.receive()["incomplete"], 1)
+        b.send(browser_announce(2, offers=1, first_offer=5))
+        self.assertEqual((b.receive()["incomplete"]), 2)
+        offer = a.receive()
+        self.assertEqual((offer["peer_id"], offer["offer_id"]), (pid(2), oid(5)))
+        a.send(answer(1, to=2, offer=5))
+        self.assertEqual(
+            b.receive(),
+            {
+                "action": "announce",
+                "info_hash": ih(1),
+                "peer_id": pid(1),
+                "offer_id": oid(5),
+                "answer": {"type": "answer", "sdp": "v=0 answer to 5"},
+            },
+        )
+        # An HTTP peer, kept in Redis: counted with the browsers, never given them.
+        http = first.announce(3)
+        self.assertEqual((http[b"complete"], http[b"incomplete"], http[b"peers"]), (0, 3, b""))
+        self.assertEqual(
+            first.scrape(1)[b"files"][info_hash(1)],
+            {b"complete": 0, b"incomplete": 3, b"downloaded": 0},
+        )
+        # A torrent only a browser announces to, and a browser's completion, sent twice.
+        a.send(browser_announce(1, torrent=9))
+        a.send(browser_announce(1, left=0, event="completed"))
+        a.send(browser_announce(1, left=0, event="completed"))
+        replies = a.receive_all(3)
+        self.assertEqual(
+            [(r["complete"], r["incomplete"]) for r in replies], [(0, 1), (1, 2), (1, 2)]
+        )
+        at_second = {b"complete": 0, b"incomplete": 1, b"downloaded": 1}
+        self.until(lambda: second.scrape(1)[b"files"][info_hash(1)] == at_second)
+        self.assertEqual(
+            first.scrape(1, 9)[b"files"],
+            {
+                info_hash(1): {b"complete": 1, b"incomplete": 2, b"downloaded": 1},
+                info_hash(9): {b"complete": 0, b"incomplete": 1, b"downloaded": 0},
+            },
+        )
+        for node, expected in [
+            (first, {info_hash(1): (1, 2, 1), info_hash(9): (0, 1, 0)}),
+            (second, {info_hash(1): (0, 1, 1)}),
+        ]:
+            status, body = node.get("/scrape")
+            self.assertEqual(status, 200)
+            files = body[b"files"]
+            self.assertEqual(
+                {h: (e[b"complete"], e[b"incomplete"], e[b"downloaded"]) for h, e in files.items()},
+                expected,
+            )
+        # Redis's census (1 torrent, the HTTP leecher, 1 completion) and each node's browsers.
+        figures = {"torrents": 1, "seeders": 1, "leechers": 3, "downloaded": 1, "browsers": 3}
+        stats = self.stats_showing(first, figures)
+        websocket = stats["websocket"]
+        self.assertEqual((websocket["connections"], websocket["connections_opened"]), (2, 2))
+        self.assertEqual(websocket["relayed"], {"offer": 1, "answer": 1})
+        self.assertEqual(websocket["messages"]["announce"], 5)
+        self.assertEqual(stats["requests"]["websocket"]["announce"]["ok"], 5)
+        figures.update(seeders=0, leechers=1, browsers=0)
+        self.assertEqual(self.stats_showing(second, figures)["websocket"]["connections"], 0)
+
+    def stats_showing(self, node: Node, figures: dict[str, int]) -> Any:
+        """The node's /stats.json once it shows C{figures} (C{browsers}: its WebSocket
+        peers), which it does once it has read the census a node's sweep left in Redis."""
+
+        def shown() -> Any:
+            stats = self.stats(node)
+            found = {name: stats[name] for name in figures if name != "browsers"}
+            found["browsers"] = stats["websocket"]["peers"]
+            return stats if found == figures else None
+
+        return self.until(shown, 30)
+
+
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 
 
@@ -434,15 +544,6 @@ class SharedAccessTests(NodesTestCase):
             if status != 503 or time.monotonic() > deadline:
                 return status, reply
             time.sleep(0.1)
-
-    def until(self, check: Any, seconds: float = 15) -> Any:
-        deadline = time.monotonic() + seconds
-        while True:
-            value = check()
-            if value:
-                return value
-            self.assertLess(time.monotonic(), deadline, "not within the time allowed")
-            time.sleep(0.2)
 
     def test_whitelist_changed_through_one_node_serves_at_the_other(self) -> None:
         """A torrent added to the whitelist through one node's admin API is served by the

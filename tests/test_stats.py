@@ -7,14 +7,16 @@ import random
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from tests.helpers import announce, info_hash
 from tests.test_resource import ResourceTestCase, announce_query, scrape_query
 from tests.test_udp import announce_packet, connect_packet, scrape_packet
 from tracker.core.config import TrackerConfig
+from tracker.core.interfaces import IPeerStore, ISharedStore, SwarmCounts, SwarmTotals
 from tracker.core.meters import MAX_REASONS, OTHER_REASONS, CommitMeter, Histogram, Refusals
 from tracker.core.swarms import SwarmIndex
 from tracker.daemon.service import TrackerService
@@ -182,6 +184,32 @@ class TrackerStatsTests(TestCase):
         self.assertEqual(self.stats.census, census)
         self.assertEqual(census.taken_at, self.clock.seconds())
 
+    def test_shared_store_with_this_node_browsers(self) -> None:
+        """On a store shared by many nodes, the figures are the store's last totals with this
+        node's WebSocket peers added to the seeders and leechers and counted as WebSocket
+        peers; before the store has any totals, the browsers alone; totals gone from the
+        store leave the last ones in place."""
+        totals: list[SwarmTotals | None] = [None]
+        shared = _SharedTotals(totals)
+        stats = TrackerStats(shared, self.clock)  # type: ignore[arg-type]
+        stats.groups.add(info_hash(1), SwarmCounts(1, 2, 0))
+        stats.groups.add(info_hash(2), SwarmCounts(0, 1, 0))
+        census = self.successResultOf(stats.count_swarms())
+        self.assertEqual((census.torrents, census.seeders, census.leechers), (0, 1, 3))
+        self.assertEqual(census.websocket_peers, 4)
+        totals[0] = SwarmTotals(5, 10, 20, 7, ((info_hash(3), 4, 4, 1),), 1234.0, 0.5)
+        census = self.successResultOf(stats.count_swarms())
+        self.assertEqual(
+            (census.torrents, census.seeders, census.leechers, census.downloaded), (5, 11, 23, 7)
+        )
+        self.assertEqual((census.websocket_peers, census.peers), (4, 34))
+        self.assertEqual(census.top[0].info_hash, info_hash(3))
+        stats.groups.remove(info_hash(1))
+        totals[0] = None
+        census = self.successResultOf(stats.count_swarms())
+        self.assertEqual((census.torrents, census.seeders, census.leechers), (5, 10, 21))
+        self.assertEqual(stats.snapshot()["websocket"]["peers"], 1)
+
     def test_tick_survives_failures(self) -> None:
         """A failed count is logged, and the tick's Deferred still succeeds, so that the timer
         running it goes on."""
@@ -262,6 +290,19 @@ class HTTPCountingTests(ResourceTestCase):
         waiting.callback(None)
         self.assertEqual(stats.http_announce.ok, 1)
         self.assertIn(b"interval", rendered.request.written[0])
+
+
+@implementer(IPeerStore, ISharedStore)
+class _SharedTotals:
+    """A store shared by many nodes, reduced to its totals: C{totals[0]}, as last counted."""
+
+    roundtrips = None
+
+    def __init__(self, totals: list[SwarmTotals | None]) -> None:
+        self._totals = totals
+
+    def swarm_totals(self) -> Deferred[SwarmTotals | None]:
+        return succeed(self._totals[0])
 
 
 class UDPCountingTests(TestCase):

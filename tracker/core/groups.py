@@ -127,6 +127,8 @@ class GroupCountingStore:
         return totals
 
     def every_count(self) -> Deferred[dict[bytes, SwarmCounts]]:
+        """The store's own counts: the full scrape adds the groups in as it encodes them
+        (L{tracker.http.fullscrape.build_counts}), as it does a swarm index's."""
         counts: Deferred[dict[bytes, SwarmCounts]] = self.store.every_count()  # type: ignore[attr-defined]
         return counts
 

@@ -23,7 +23,13 @@ from twisted.python.failure import Failure
 
 from tracker.core.errors import TrackerError
 from tracker.core.groups import PeerGroups
-from tracker.core.interfaces import IIndexedStore, IPeerStore, ISharedStore, SwarmCounts
+from tracker.core.interfaces import (
+    NO_COUNTS,
+    IIndexedStore,
+    IPeerStore,
+    ISharedStore,
+    SwarmCounts,
+)
 from tracker.core.slices import cooperator, fire_all
 from tracker.core.swarms import SwarmIndex
 
@@ -82,7 +88,9 @@ class FullScrape:
             self._waiting = [waiter]
             read: Deferred[dict[bytes, SwarmCounts]] = self._store.every_count()
             read.addCallback(
-                lambda counts: self._cooperator.coiterate(build_counts(counts, plain, gzipped))
+                lambda counts: self._cooperator.coiterate(
+                    build_counts(counts, plain, gzipped, self._groups)
+                )
             )
             read.addCallback(lambda _: self._built(plain, gzipped)).addBoth(self._tell)
             return waiter
@@ -145,15 +153,33 @@ def build(
 
 
 def build_counts(
-    counts: dict[bytes, SwarmCounts], plain: list[bytes], gzipped: list[bytes]
+    counts: dict[bytes, SwarmCounts],
+    plain: list[bytes],
+    gzipped: list[bytes],
+    groups: PeerGroups | None = None,
 ) -> Iterator[None]:
-    """L{build}, from every torrent's counts as a store shared by many nodes read them."""
+    """
+    L{build}, from every torrent's counts as a store shared by many nodes read them, with the
+    peers of C{groups} (this node's: no other node's are known here) added in.
+    """
+    outside = groups.torrents if groups is not None else {}
     hashes = list(counts)
+    # Torrents with peers outside the store only; the groups may change between slices.
+    hashes += [info_hash for info_hash in outside if info_hash not in counts]
     runs: list[list[bytes]] = []
     for start in range(0, len(hashes), STEP):
         run = []
         for info_hash in hashes[start : start + STEP]:
-            c = counts[info_hash]
+            c = counts.get(info_hash)
+            group = outside.get(info_hash)
+            if group is not None:
+                if c is None:
+                    c = NO_COUNTS
+                c = SwarmCounts(
+                    c.complete + group.complete, c.incomplete + group.incomplete, c.downloaded
+                )
+            elif c is None:
+                continue
             run.append(_ENTRY % (info_hash, c.complete, c.downloaded, c.incomplete))
         run.sort()
         runs.append(run)

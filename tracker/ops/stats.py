@@ -106,6 +106,8 @@ class TrackerStats:
         self.refusals = Refusals()
         self.history: deque[Sample] = deque(maxlen=HISTORY)
         self.census: Census = EMPTY
+        #: The last totals read from a store shared by many nodes.
+        self._shared_totals: SwarmTotals | None = None
         self.started = clock.seconds()
         self._last_time = self.started
         self._last_announces = self._last_scrapes = 0
@@ -216,15 +218,30 @@ class TrackerStats:
 
     def _shared_census(self, totals: SwarmTotals | None) -> Census:
         if totals is not None:
-            self.census = Census(
-                totals.torrents,
-                totals.seeders,
-                totals.leechers,
-                totals.downloaded,
-                tuple(Torrent(*torrent) for torrent in totals.top[: self._top]),
-                totals.counted_at,
-                totals.work_seconds,
+            self._shared_totals = totals
+        totals = self._shared_totals
+        # The store's totals count every node's HTTP and UDP peers; WebSocket peers live in
+        # each node's memory, and this node can add its own alone. A node's browsers are
+        # bounded by its connections: one pass over their torrents is short.
+        seeders = leechers = 0
+        for group in self.groups.torrents.values():
+            seeders += group.complete
+            leechers += group.incomplete
+        if totals is None:
+            self.census = EMPTY._replace(
+                seeders=seeders, leechers=leechers, websocket_peers=seeders + leechers
             )
+            return self.census
+        self.census = Census(
+            totals.torrents,
+            totals.seeders + seeders,
+            totals.leechers + leechers,
+            totals.downloaded,
+            tuple(Torrent(*torrent) for torrent in totals.top[: self._top]),
+            totals.counted_at,
+            totals.work_seconds,
+            seeders + leechers,
+        )
         return self.census
 
     def _count_failed(self, failure: Failure) -> None:
