@@ -40,6 +40,7 @@ PRIVATE = ".venv/bin/twistd --pidfile= -n tracker --private --admin-token-file a
 ADD_PASSKEY = """curl -H "Authorization: Bearer $(cat admin.token)" -d '{"label": "alice"}' http://127.0.0.1:6970/passkeys"""  # noqa: E501
 BACKUP = 'sqlite3 tracker.sqlite3 ".backup tracker-backup.sqlite3"'
 REDIS = ".venv/bin/pip install '.[redis]' && .venv/bin/twistd --pidfile= -n tracker --redis redis://127.0.0.1:6379/0"  # noqa: E501
+REUSE_PORT = ".venv/bin/twistd --pidfile= -n tracker --redis redis://127.0.0.1:6379/0 --reuse-port"  # noqa: E501
 PYPY = "pypy3 -m venv .venv-pypy && .venv-pypy/bin/pip install . && PYPY_GC_NURSERY=64M .venv-pypy/bin/twistd --pidfile= -ny tracker.tac"  # noqa: E501
 SKIP = {".git", ".venv", ".venv-pypy", "build", "__pycache__", "tracker.egg-info"}
 #: What a mistake on the command line itself ends with, and no other refusal.
@@ -374,6 +375,20 @@ def walk(copy: str) -> None:
         output = daemon.stop()
         if "Redis at 127.0.0.1:6379 database 0 open, serving" not in output:
             fail(f"the tracker on Redis did not say where its swarms are:\n{output}")
+        step("many nodes: the README's one daemon per core, twice, on one port")
+        nodes = [Daemon(REUSE_PORT, copy), Daemon(REUSE_PORT, copy)]
+        for node in nodes:
+            node.wait_for("http://127.0.0.1:6969" + ANNOUNCE, seconds=120)
+        # Both hold the port: new connections reach either, and see the one swarm.
+        body = b""
+        for _ in range(20):
+            body = fetch("http://127.0.0.1:6969/scrape?info_hash=aaaaaaaaaaaaaaaaaaaa")
+            if b"completei1e" not in body:
+                fail(f"a daemon sharing the port does not see the shared swarm: {body!r}")
+        for node in nodes:
+            output = node.stop()
+            if "http://" not in output or "Traceback" in output:
+                fail(f"a daemon sharing the port did not start and stop cleanly:\n{output}")
     finally:
         redis.terminate()
         redis.wait(timeout=30)

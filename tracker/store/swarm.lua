@@ -157,15 +157,20 @@ local function split()
   local source, target = bucket_key(from), bucket_key(buckets)
   local fields = call('HGETALL', source)
   local mask = low * 2 - 1
+  -- The new bucket is made even if no peer moves, with a field no peer id can be, so that
+  -- the expiry given to it now holds.
+  local moving, moved = {'-', ''}, {}
   for at = 1, #fields, 2 do
     local id = fields[at]
-    if #id == ID then
-      local h = hash_of(id)
-      if band(h, mask) == buckets then
-        call('HSET', target, id, fields[at + 1])
-        call('HDEL', source, id)
-      end
+    if #id == ID and band(hash_of(id), mask) == buckets then
+      moving[#moving + 1] = id
+      moving[#moving + 1] = fields[at + 1]
+      moved[#moved + 1] = id
     end
+  end
+  call('HSET', target, unpack(moving))
+  if #moved > 0 then
+    call('HDEL', source, unpack(moved))
   end
   buckets = buckets + 1
   return target
@@ -177,8 +182,15 @@ local function merge()
   local into = bucket_key(last - low_power(last))
   local source = bucket_key(last)
   local fields = call('HGETALL', source)
+  local moving = {}
   for at = 1, #fields, 2 do
-    call('HSET', into, fields[at], fields[at + 1])
+    if #fields[at] == ID then
+      moving[#moving + 1] = fields[at]
+      moving[#moving + 1] = fields[at + 1]
+    end
+  end
+  if #moving > 0 then
+    call('HSET', into, unpack(moving))
   end
   call('DEL', source)
   buckets = last
