@@ -24,6 +24,7 @@ import flood  # noqa: E402
 import http_live  # noqa: E402
 import inprocess  # noqa: E402
 import memory  # noqa: E402
+import redis_live  # noqa: E402
 import restart  # noqa: E402
 import udp_live  # noqa: E402
 import ws  # noqa: E402
@@ -40,6 +41,7 @@ COMMANDS = {
     "census": (census, "the walks over every swarm behind /stats, /metrics, the full scrape"),
     "access": (access, "what access lists and private mode cost an announce"),
     "ws": (ws, "live WebSocket (WebTorrent): ours beside bittorrent-tracker; the goals"),
+    "redis": (redis_live, "a node on Redis beside a node on its own memory; the goals"),
 }
 
 

@@ -1,6 +1,6 @@
 """One tracker node on Redis against one node on the memory index, in one run.
 
-    python3 bench/redis.py [--duration S] [--warmup S] [--interpreters LIST] [--quick]
+    python3 bench/run.py redis [--quick] [--duration S] [--warmup S] [--interpreters LIST]
 
 For each interpreter (default: the repository's .venv and .venv-pypy), under the usual HTTP
 keep-alive load of 1000 swarms (tracker.lua's "swarms" mode: 50,000 peers, numwant 50):
@@ -16,7 +16,8 @@ keep-alive load of 1000 swarms (tracker.lua's "swarms" mode: 50,000 peers, numwa
 
 The node runs on core 0, redis-server and wrk on core 1. Prints each goal of the Redis issue
 as met or not with its figure, and what one node and one Redis core serve, scaled to a
-deployment of 1,000,000 announces a second. Needs wrk, redis-server, taskset.
+deployment of 1,000,000 announces a second; the goals go to bench/results/redis.md. Needs
+wrk, redis-server, taskset.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 
 import benchlib as bl
+import report
 
 NODE_CORE = 0
 LOAD_CORE = 1
@@ -232,70 +234,66 @@ def run_interpreter(name: str, interpreter: str, args: argparse.Namespace) -> di
     return figures
 
 
-def verdict(met: bool) -> str:
-    return "met    " if met else "NOT MET"
-
-
-def report(results: dict[str, dict[str, float]]) -> None:
-    print("\nGoals (issue 26):")
-    judged = results.get("pypy3-venv") or next(iter(results.values()))
+def goals(results: dict[str, dict[str, float]]) -> list[list[str]]:
+    """Each goal of the Redis issue with its figure, its target and whether it is met."""
+    rows = []
     judged_on = "pypy3-venv" if "pypy3-venv" in results else next(iter(results))
-    for name, figures in results.items():
-        ratio = figures["redis_node_us"] / figures["memory_node_us"]
-        note = "" if name == judged_on else " (for reference)"
-        print(
-            f"  {verdict(ratio <= NODE_RATIO_GOAL) if name == judged_on else '       '}"
-            f" node on Redis / node on the memory index, {name}: {ratio:.2f}x"
-            f" (goal <= {NODE_RATIO_GOAL}x){note}"
-        )
-    redis_us = max(figures["redis_server_us"] for figures in results.values())
-    print(
-        f"  {verdict(redis_us <= REDIS_US_GOAL)} redis-server per announce, 1000 swarms:"
-        f" {redis_us:.1f} us (goal <= {REDIS_US_GOAL:g} us; worst of the interpreters)"
-    )
-    for name, figures in results.items():
-        small = figures[f"one_{SMALL}_node_us"] + figures[f"one_{SMALL}_redis_us"]
-        large = figures[f"one_{LARGE}_node_us"] + figures[f"one_{LARGE}_redis_us"]
-        flat = large / small
-        redis_flat = figures[f"one_{LARGE}_redis_us"] / figures[f"one_{SMALL}_redis_us"]
-        print(
-            f"  {verdict(flat <= FLAT_GOAL)} flat, {name}: a swarm of {LARGE} costs {flat:.2f}x"
-            f" one of {SMALL}, node and redis-server together (redis-server alone"
-            f" {redis_flat:.2f}x; goal <= {FLAT_GOAL}x)"
-        )
-    swarms = max(figures["bytes_per_peer_swarms"] for figures in results.values())
-    large = max(figures["bytes_per_peer_large"] for figures in results.values())
-    print(
-        f"  {verdict(swarms <= BYTES_PER_PEER_GOAL)} Redis memory per stored peer, 1000 swarms:"
-        f" {swarms:.0f} bytes (goal <= {BYTES_PER_PEER_GOAL})"
-    )
-    print(
-        f"  {verdict(large <= BYTES_PER_PEER_GOAL)} Redis memory per stored peer, one swarm of"
-        f" {LARGE}: {large:.0f} bytes (goal <= {BYTES_PER_PEER_GOAL})"
-    )
-    node_rate = 1e6 / judged["redis_node_us"]
-    redis_rate = 1e6 / judged["redis_server_us"]
-    print(f"\nCapacity from these figures ({judged_on}, processor time alone):")
-    print(f"  one node core: {node_rate:,.0f} announces/s; one Redis core: {redis_rate:,.0f}")
-    print(
-        f"  {TARGET_RATE:,} announces/s: {math.ceil(TARGET_RATE / node_rate)} node processes"
-        f" (one per core) on {math.ceil(TARGET_RATE / redis_rate)} Redis Cluster"
-        " primaries, before headroom"
+    figures = results[judged_on]
+    ratio = figures["redis_node_us"] / figures["memory_node_us"]
+    rows.append([
+        f"node on Redis / node on the memory index, {judged_on}", f"{ratio:.2f}x",
+        f"<= {NODE_RATIO_GOAL}x", verdict(ratio <= NODE_RATIO_GOAL),
+    ])  # fmt: skip
+    redis_us = max(f["redis_server_us"] for f in results.values())
+    rows.append([
+        "redis-server per announce, 1000 swarms (worst interpreter)", f"{redis_us:.1f} us",
+        f"<= {REDIS_US_GOAL:g} us", verdict(redis_us <= REDIS_US_GOAL),
+    ])  # fmt: skip
+    for name, f in results.items():
+        small = f[f"one_{SMALL}_node_us"] + f[f"one_{SMALL}_redis_us"]
+        flat = (f[f"one_{LARGE}_node_us"] + f[f"one_{LARGE}_redis_us"]) / small
+        rows.append([
+            f"flat, {name}: {LARGE:,} peers against {SMALL:,}, node and redis-server",
+            f"{flat:.2f}x", f"<= {FLAT_GOAL}x", verdict(flat <= FLAT_GOAL),
+        ])  # fmt: skip
+    for key, what in (("bytes_per_peer_swarms", "1000 swarms"), ("bytes_per_peer_large",
+                      f"one swarm of {LARGE:,}")):  # fmt: skip
+        worst = max(f[key] for f in results.values())
+        rows.append([
+            f"Redis memory per stored peer, {what}", f"{worst:.0f} B",
+            f"<= {BYTES_PER_PEER_GOAL} B", verdict(worst <= BYTES_PER_PEER_GOAL),
+        ])  # fmt: skip
+    return rows
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT MET"
+
+
+def capacity(results: dict[str, dict[str, float]]) -> str:
+    judged_on = "pypy3-venv" if "pypy3-venv" in results else next(iter(results))
+    node_rate = 1e6 / results[judged_on]["redis_node_us"]
+    redis_rate = 1e6 / results[judged_on]["redis_server_us"]
+    return (
+        f"Capacity ({judged_on}, processor time alone): one node core {node_rate:,.0f}"
+        f" announces/s, one Redis core {redis_rate:,.0f}; {TARGET_RATE:,} announces/s:"
+        f" {math.ceil(TARGET_RATE / node_rate)} node processes (one per core) on"
+        f" {math.ceil(TARGET_RATE / redis_rate)} Redis Cluster primaries, before headroom."
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=5.0)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, help="seconds of load a measurement [10]")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up before each [5]")
     parser.add_argument("--interpreters", default="cpython-venv,pypy3-venv")
-    parser.add_argument("--quick", action="store_true", help="3 s runs after 2 s warm-ups")
-    args = parser.parse_args()
-    if args.quick:
-        args.duration, args.warmup = 3.0, 2.0
+    parser.set_defaults(scaled={"duration": (10.0, 3.0), "warmup": (5.0, 2.0)})
+
+
+def run(args: argparse.Namespace) -> int:
     for tool in ("wrk", "redis-server", "redis-cli"):
         if shutil.which(tool) is None:
-            sys.exit(f"bench/redis.py needs {tool}")
+            print(f"bench/run.py redis needs {tool}")
+            return 1
     results = {}
     for name in args.interpreters.split(","):
         interpreter = str(INTERPRETERS.get(name, name))
@@ -306,11 +304,23 @@ def main() -> None:
         if problem is not None:
             print(f"{name}: skipped ({problem})")
             continue
-        print(f"{name} ({interpreter}):")
+        print(f"{name} ({interpreter}):", flush=True)
         results[name] = run_interpreter(name, interpreter, args)
-    if results:
-        report(results)
+    if not results:
+        return 1
+    table = report.table(["goal", "measured", "target", "met"], goals(results), "Goals (issue 26)")
+    print(f"\n{table['title']}\n" + report.markdown_table(table["head"], table["rows"]))
+    print(capacity(results))
+    setup = (
+        f"{args.duration:g} s of load after {args.warmup:g} s of warm-up; node on core"
+        f" {NODE_CORE}, redis-server and wrk on core {LOAD_CORE}; processor time from /proc."
+    )
+    report.record(
+        args, "redis", "live", "A node on Redis beside a node on its own memory", [table],
+        {"setup": setup, "results": results}, [setup, capacity(results)], per_interpreter=False,
+    )  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit("run it as: python3 bench/run.py redis")
