@@ -126,6 +126,44 @@ class RedisOnlyTests(TestCase):
         self.assertEqual(sum(c.incomplete for c in results[-1].values()), 100)
 
     @inlineCallbacks
+    def test_one_script_call_per_round_trip(self) -> Any:
+        """The announces of one round trip are one call of the script, which runs each."""
+
+        def script_calls() -> int:
+            for line in self.server.cli("INFO", "commandstats").splitlines():
+                if line.startswith("cmdstat_evalsha:"):
+                    return int(line.split("calls=")[1].split(",")[0])
+            return 0
+
+        store = yield self.started()
+        yield store.announce(announce(1), 1000)
+        before = script_calls()
+        answers = [store.announce(announce(n, torrent=n % 7), 1000) for n in range(2, 102)]
+        results = yield gatherResults(answers)
+        self.assertEqual(script_calls() - before, 1)
+        # Each torrent's last announce counts every peer of the batch in it, in order.
+        self.assertEqual(
+            [r.counts.incomplete for r in results[-7:]],
+            [sum(1 for m in range(1, 102) if m % 7 == n % 7) for n in range(95, 102)],
+        )
+
+    @inlineCallbacks
+    def test_a_refused_batch_is_sent_again_call_by_call(self) -> Any:
+        """A batch that Redis refuses whole (here: one swarm's key is of the wrong type, which
+        fails the script) is sent again call by call: the others are answered, and only the
+        one that fails on its own fails."""
+        store = yield self.started()
+        self.server.cli("SET", "{" + info_hash(5).hex() + "}:h", "not a hash")
+        answers = [store.announce(announce(n, torrent=n), 1000) for n in range(1, 11)]
+        results = yield gatherResults(
+            [d.addErrback(lambda f: f.trap(StoreUnavailable)) for d in answers]
+        )
+        self.assertEqual(results[4], StoreUnavailable)
+        self.assertEqual(
+            [r.counts for n, r in enumerate(results, 1) if n != 5], [SwarmCounts(0, 1, 0)] * 9
+        )
+
+    @inlineCallbacks
     def test_unreachable_redis_fails_fast_and_recovers(self) -> Any:
         """With Redis gone, an announce fails with StoreUnavailable within 3 seconds, and
         once Redis is back the store answers again by itself."""

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from unittest.mock import patch
 
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
@@ -46,6 +47,29 @@ class RedisOptionTests(TestCase):
                 parse("--redis", url)
             self.assertIn(expected, str(caught.exception))
             self.assertNotIn(":pw@", str(caught.exception))
+
+    def test_redis_before_7_refused(self) -> None:
+        """A Redis older than 7 (whose scripts cannot say what they do) is refused at start, in
+        one line with its version."""
+        import redis
+
+        from tracker.daemon.errors import StartError
+
+        real = redis.Redis.info
+
+        def older(client: redis.Redis, section: str | None = None, *args: object) -> object:
+            if section == "server":
+                return {"redis_version": "6.2.14"}
+            return real(client, section, *args)
+
+        url = shared_server().url
+        with patch.object(redis.Redis, "info", older), self.assertRaises(StartError) as caught:
+            parse("--redis", url)
+        self.assertEqual(
+            str(caught.exception),
+            f"cannot use Redis at {url}: it is version 6.2.14; the tracker's scripts need Redis 7"
+            " or later (or Valkey)",
+        )
 
     def test_cluster_found_from_one_node(self) -> None:
         """Any one node's URL of a cluster gives the whole cluster."""

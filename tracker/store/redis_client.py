@@ -75,6 +75,8 @@ QUEUED = 20000
 REFRESH_EVERY = 1.0
 
 _SLOTS = 16384
+#: The oldest Redis whose scripts may say what they do (swarm.lua's first line): 7.0.
+MAJOR = 7
 
 
 class RedisStartError(Exception):
@@ -116,12 +118,27 @@ def check_url(url: str) -> None:
         raise ValueError(f"the database is a number, not {database!r}")
 
 
+class Batched(NamedTuple):
+    """
+    A script call's part in one call of the same script for many: that script's batch mode,
+    C{EVALSHA sha 1 KEY b PARTS...}, whose reply is each part's reply. KEY is the first part's
+    key, which routes the call; the script runs each part as the call it stands for.
+    """
+
+    script: Script
+    #: The part's arguments (the first its key), and the same written out in RESP.
+    arguments: int
+    packed: bytes
+
+
 class Command(NamedTuple):
     """One command and the key that says which node it goes to (None: any, on one Redis)."""
 
     key: bytes | None
     #: Its arguments; or the command already written out in Redis's protocol (RESP).
     args: tuple[Any, ...] | bytes
+    #: For a script call that may go in one call with others of the same script: its part.
+    batched: Batched | None = None
 
 
 class _Job(NamedTuple):
@@ -148,6 +165,13 @@ def thd_client(url: str, timeout: float = TIMEOUT) -> Any:
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     try:
         single = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+        version = str(single.info("server").get("redis_version", "0"))
+        if int(version.split(".")[0]) < MAJOR:
+            single.close()
+            raise RedisStartError(
+                f"cannot use Redis at {shown}: it is version {version}; the tracker's scripts"
+                f" need Redis {MAJOR} or later (or Valkey)"
+            )
         info: Any = single.info("cluster")
         if not info.get("cluster_enabled"):
             single.ping()
@@ -410,17 +434,43 @@ class RedisConnection:
     # On the threads.
 
     def _thd_run(self, node: str | None, batch: list[_Job]) -> list[tuple[bool, Any]]:
-        commands = [command for job in batch for command in job.commands]
+        together = [job for job in batch if _batchable(job)]
+        if len(together) < 2:
+            together = []
+        # The batch goes where its first call was: what was sent after that sees its writes.
+        commands: list[Command] = []
+        merged_at = -1
+        for job in batch:
+            if together and _batchable(job):
+                if merged_at < 0:
+                    merged_at = len(commands)
+                    commands.append(_batch_call([job.commands[0] for job in together]))
+                continue
+            commands += job.commands
         replies = self.thd_execute(node, commands)
-        outcomes: list[tuple[bool, Any]] = []
+        by_job: dict[int, list[Any]] = {}
         at = 0
         for job in batch:
-            count = len(job.commands)
+            if together and _batchable(job):
+                continue
+            if at == merged_at:
+                at += 1
+            by_job[id(job)] = replies[at : at + len(job.commands)]
+            at += len(job.commands)
+        if together:
+            merged = replies[merged_at]
+            if not isinstance(merged, list) or len(merged) != len(together):
+                # Refused whole (a slot on the move, say): each call on its own, as each
+                # knows where it goes and what its error is.
+                merged = self.thd_execute(node, [job.commands[0] for job in together])
+            for job, reply in zip(together, merged):
+                by_job[id(job)] = [reply]
+        outcomes: list[tuple[bool, Any]] = []
+        for job in batch:
             try:
-                outcomes.append((True, job.decode(replies[at : at + count])))
+                outcomes.append((True, job.decode(by_job[id(job)])))
             except Exception as e:
                 outcomes.append((False, e))
-            at += count
         return outcomes
 
     def thd_execute(self, node: str | None, commands: Sequence[Command]) -> list[Any]:
@@ -525,13 +575,33 @@ class RedisConnection:
     def _thd_load_scripts(self, node: str | None) -> None:
         if self._scripts:
             loads = [("SCRIPT", "LOAD", script.source) for script in self._scripts]
-            self._thd_pipeline(node, loads)
+            for reply in self._thd_pipeline(node, loads):
+                if isinstance(reply, Exception):
+                    raise reply
 
     def call(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run C{work(*args)} on a thread of the pool (it may use L{thd_execute})."""
         if self._stopping:
             return fail(StoreStopped("the tracker store is stopping"))
         return deferToThreadPool(self._reactor, self._pool, work, *args)
+
+
+def _batchable(job: _Job) -> bool:
+    return len(job.commands) == 1 and job.commands[0].batched is not None
+
+
+def _batch_call(commands: Sequence[Command]) -> Command:
+    """One call of the script that C{commands} (at least one) call, in its batch mode."""
+    parts = [command.batched for command in commands]
+    first = commands[0]
+    assert parts[0] is not None and first.key is not None
+    sha = parts[0].script.sha.encode("ascii")
+    count = 5 + sum(part.arguments for part in parts if part is not None)
+    head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n1\r\n$%d\r\n%s\r\n$1\r\nb\r\n" % (
+        count, sha, len(first.key), first.key,
+    )  # fmt: skip
+    packed = head + b"".join([part.packed for part in parts if part is not None])
+    return Command(first.key, packed)
 
 
 def _fire(result: Deferred[Any], value: Any) -> None:
