@@ -165,7 +165,8 @@ def thd_client(url: str, timeout: float = TIMEOUT) -> Any:
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     try:
         single = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
-        version = str(single.info("server").get("redis_version", "0"))
+        server: Any = single.info("server")
+        version = str(server.get("redis_version", "0"))
         if int(version.split(".")[0]) < MAJOR:
             single.close()
             raise RedisStartError(
