@@ -19,7 +19,12 @@ from typing import Any
 import benchlib as bl
 
 RESULTS_DIR = bl.BENCH_DIR / "results"
-TITLES = {"http": "HTTP", "udp": "UDP", "ws": "WebSocket (WebTorrent)"}
+TITLES = {
+    "http": "HTTP",
+    "udp": "UDP",
+    "ws": "WebSocket (WebTorrent)",
+    "redis": "Redis (many nodes)",
+}
 #: Sections in this order, each kind by its first word, then alphabetically.
 ORDER = ("live", "inprocess", "ab", "access", "memory", "census", "restart", "flood")
 
