@@ -335,28 +335,28 @@ local function swarm(first_bucket, ARGV)
     return seed / 2147483647
   end
 
+  -- Records `start` to `start + length - 1` of a string of records `width` bytes long of a
+  -- group of `size`, numbered round from its end to its start.
+  local function wrapped(key, width, size, start, length)
+    local stop = start + length
+    if stop <= size then
+      return call('GETRANGE', key, start * width, stop * width - 1)
+    end
+    return call('GETRANGE', key, start * width, size * width - 1)
+      .. call('GETRANGE', key, 0, (stop - size) * width - 1)
+  end
+
   -- The addresses (and with WITH_IDS the ids) of records `start` to `start + length - 1` of a
-  -- group, numbered round from its end to its start.
+  -- group.
   local function run(slot, start, length)
     if length == 0 then
       return '', ''
     end
-    local size, a = sizes[slot], address_length(slot)
-    local stop = start + length
-    local read, read_ids
-    if stop <= size then
-      read = call('GETRANGE', addresses(slot), start * a, stop * a - 1)
-    else
-      read = call('GETRANGE', addresses(slot), start * a, size * a - 1)
-        .. call('GETRANGE', addresses(slot), 0, (stop - size) * a - 1)
-    end
+    local size = sizes[slot]
+    local read = wrapped(addresses(slot), address_length(slot), size, start, length)
+    local read_ids
     if band(flags, WITH_IDS) ~= 0 then
-      if stop <= size then
-        read_ids = call('GETRANGE', records(slot), start * RECORD, stop * RECORD - 1)
-      else
-        read_ids = call('GETRANGE', records(slot), start * RECORD, size * RECORD - 1)
-          .. call('GETRANGE', records(slot), 0, (stop - size) * RECORD - 1)
-      end
+      read_ids = wrapped(records(slot), RECORD, size, start, length)
     end
     return read, read_ids
   end
