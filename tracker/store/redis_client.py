@@ -69,6 +69,9 @@ IN_FLIGHT = 2
 FLUSH_AFTER = 0.001
 #: Most commands in one pipeline.
 BATCH = 1024
+#: Most script calls made one (L{Batched}): a script holds Redis for its whole run, and a
+#: hundred announces take it some 2.5 ms, which other clients wait.
+CALL_MOST = 100
 #: Most commands waiting to be sent: beyond, new ones fail at once (Redis is too slow).
 QUEUED = 20000
 #: Seconds between two reads of a cluster's slots.
@@ -436,36 +439,35 @@ class RedisConnection:
 
     def _thd_run(self, node: str | None, batch: list[_Job]) -> list[tuple[bool, Any]]:
         together = [job for job in batch if _batchable(job)]
-        if len(together) < 2:
-            together = []
-        # The batch goes where its first call was: what was sent after that sees its writes.
+        calls = []
+        if len(together) > 1:
+            calls = [together[at : at + CALL_MOST] for at in range(0, len(together), CALL_MOST)]
+        first_of = {id(call[0]): call for call in calls}
+        in_calls = {id(job) for call in calls for job in call}
+        # Each call of many goes where its first job was: what was sent after sees its writes.
         commands: list[Command] = []
-        merged_at = -1
+        spans: list[tuple[list[_Job], int, bool]] = []
         for job in batch:
-            if together and _batchable(job):
-                if merged_at < 0:
-                    merged_at = len(commands)
-                    commands.append(_batch_call([job.commands[0] for job in together]))
-                continue
-            commands += job.commands
+            call = first_of.get(id(job))
+            if call is not None:
+                spans.append((call, len(commands), True))
+                commands.append(_batch_call([each.commands[0] for each in call]))
+            elif id(job) not in in_calls:
+                spans.append(([job], len(commands), False))
+                commands += job.commands
         replies = self.thd_execute(node, commands)
         by_job: dict[int, list[Any]] = {}
-        at = 0
-        for job in batch:
-            if together and _batchable(job):
+        for jobs, at, merged in spans:
+            if not merged:
+                by_job[id(jobs[0])] = replies[at : at + len(jobs[0].commands)]
                 continue
-            if at == merged_at:
-                at += 1
-            by_job[id(job)] = replies[at : at + len(job.commands)]
-            at += len(job.commands)
-        if together:
-            merged = replies[merged_at]
-            if not isinstance(merged, list) or len(merged) != len(together):
+            reply = replies[at]
+            if not isinstance(reply, list) or len(reply) != len(jobs):
                 # Refused whole (a slot on the move, say): each call on its own, as each
                 # knows where it goes and what its error is.
-                merged = self.thd_execute(node, [job.commands[0] for job in together])
-            for job, reply in zip(together, merged):
-                by_job[id(job)] = [reply]
+                reply = self.thd_execute(node, [job.commands[0] for job in jobs])
+            for job, one in zip(jobs, reply):
+                by_job[id(job)] = [one]
         outcomes: list[tuple[bool, Any]] = []
         for job in batch:
             try:
