@@ -160,6 +160,27 @@ class _FailingSecrets(MemoryConnectionSecrets):
         return super().keep_secret(window, secret)
 
 
+class _SlowSecrets(MemoryConnectionSecrets):
+    """Keeps a secret only when told to, as a store across the network answers later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[Deferred[bytes], int, bytes]] = []
+        self.slow = False
+
+    def keep_secret(self, window: int, secret: bytes) -> Deferred[bytes]:
+        if not self.slow:
+            return super().keep_secret(window, secret)
+        d: Deferred[bytes] = Deferred()
+        self.held.append((d, window, secret))
+        return d
+
+    def answer(self) -> None:
+        held, self.held = self.held, []
+        for d, window, secret in held:
+            super().keep_secret(window, secret).chainDeferred(d)
+
+
 class KeptConnectionIdTests(SynchronousTestCase):
     """Connection IDs whose secrets are kept in a store."""
 
@@ -215,6 +236,28 @@ class KeptConnectionIdTests(SynchronousTestCase):
         from_two = two.issue("10.0.0.1")
         self.assertEqual(from_one, from_two)
         self.assertTrue(one.valid(from_two, "10.0.0.1"))
+
+    def test_ids_issued_before_the_store_answers_are_good_everywhere(self) -> None:
+        """As a window turns, a tracker issues IDs under the last window's secret until the
+        store says which secret the new window has (another tracker's, perhaps): those IDs are
+        good at every tracker sharing the store, to the end of the window."""
+        secrets = _SlowSecrets()
+        one, two = self.started(secrets), self.started(secrets)
+        secrets.slow = True
+        self.clock.advance(WINDOW)
+        early = two.issue("10.0.0.1")
+        one.issue("10.0.0.2")
+        secrets.answer()
+        self.assertTrue(one.valid(early, "10.0.0.1"))
+        self.assertTrue(two.valid(early, "10.0.0.1"))
+        self.assertEqual(one.issue("10.0.0.1"), two.issue("10.0.0.1"))
+        self.assertNotEqual(one.issue("10.0.0.1"), early)
+        # The clock is 10 s into the window (setUp): to its last second, then the next.
+        self.clock.advance(WINDOW - 11)
+        self.assertTrue(two.valid(early, "10.0.0.1"))
+        secrets.slow = False
+        self.clock.advance(1)
+        self.assertFalse(two.valid(early, "10.0.0.1"))
 
     def test_store_that_fails(self) -> None:
         """A store that cannot be read or written is logged, and IDs go on working with the

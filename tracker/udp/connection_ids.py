@@ -66,6 +66,8 @@ class ConnectionIds:
         self._secrets = secrets
         #: The kept secrets are in force (at once when there is no store of them).
         self.loaded = secrets is None
+        #: The store has said which secret the current window has (it may be another tracker's).
+        self._confirmed = True
         self._waiting: list[Deferred[None]] = []
 
     def issue(self, host: str, now: float | None = None) -> bytes:
@@ -74,6 +76,11 @@ class ConnectionIds:
         self._rotate(self._clock.seconds() if now is None else now)
         connection_id = self._issued.get(host)
         if connection_id is None:
+            if not self._confirmed:
+                # Until the store says which secret this window has, the last window's, which
+                # every tracker sharing the store agrees on: its ID is good at all of them
+                # until this window ends.
+                return _digest(self._previous, host)
             connection_id = self._remember(host, _digest(self._current, host))
         return connection_id
 
@@ -139,13 +146,17 @@ class ConnectionIds:
     def _kept(self, kept: bytes, window: int) -> None:
         # Another tracker sharing the store kept a secret for this window first: use it too,
         # so that an ID from either is good at both.
-        if window == self._current_window and kept != self._current:
-            self._current = kept
-            self._issued = {}
+        if window == self._current_window:
+            self._confirmed = True
+            if kept != self._current:
+                self._current = kept
+                self._issued = {}
         elif window == self._current_window - 1:
             self._previous = kept
 
     def _not_kept(self, failure: Failure) -> None:
+        # This process's secret, then: the store cannot say otherwise.
+        self._confirmed = True
         if not failure.check(StoreStopped):
             log.failure(
                 "could not keep the UDP connection IDs' secret: IDs issued in this window will"
@@ -171,6 +182,7 @@ class ConnectionIds:
         self._issued = {}
         if self.loaded and self._secrets is not None:
             # Before the kept secrets are loaded, loading decides what to keep.
+            self._confirmed = False
             self._keep(window, self._current)
 
 
