@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 from tracker.core.announce import NONE, AnnounceRequest
 from tracker.core.swarms import SwarmIndex
 from tracker.ops.passkeys import Passkeys
@@ -88,3 +91,22 @@ def index_state(index: SwarmIndex) -> dict[bytes, tuple[int, set[Peer]]]:
         if peers or swarm.downloaded:
             found[hash_] = (swarm.downloaded, peers)
     return found
+
+
+def certificate(directory: str, openssl: str = "openssl") -> tuple[str, str]:
+    """A self-signed key and certificate for 127.0.0.1 in C{directory}, valid for a day."""
+    try:
+        from tests.test_tap import _self_signed
+
+        return _self_signed(directory)
+    except ImportError:
+        # cryptography is not installed under PyPy: the openssl command makes them instead.
+        key = os.path.join(directory, "key.pem")
+        cert = os.path.join(directory, "cert.pem")
+        subprocess.run(
+            [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+             "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        return key, cert

@@ -21,6 +21,8 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest
 
+from tests.helpers import certificate
+
 HOST = "127.0.0.1"
 _STARTED: dict[str, Any] = {}
 
@@ -67,19 +69,39 @@ class RedisServer:
     """One redis-server process on 127.0.0.1, in a folder of its own."""
 
     def __init__(
-        self, cluster: bool = False, password: str | None = None, appendonly: bool = False
+        self,
+        cluster: bool = False,
+        password: str | None = None,
+        appendonly: bool = False,
+        tls: bool = False,
     ) -> None:
         self.directory = tempfile.mkdtemp(prefix="tracker-redis-")
         self.port = free_port(with_bus=cluster)
         self.cluster = cluster
         self.password = password
         self.appendonly = appendonly
+        #: With C{tls}, a second port that speaks TLS, under a certificate of its own.
+        self.tls_port = free_port() if tls else None
+        self.certificate = ""
+        #: Its Unix socket, in its folder.
+        self.socket = os.path.join(self.directory, "redis.sock")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}{HOST}:{self.port}/0"
+
+    @property
+    def tls_url(self) -> str:
+        """Its TLS port's URL, which trusts its certificate."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"rediss://{auth}{HOST}:{self.tls_port}/0?ssl_ca_certs={self.certificate}"
+
+    @property
+    def socket_url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"unix://{auth}{self.socket}?db=0"
 
     def start(self) -> RedisServer:
         command = [
@@ -90,6 +112,15 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             command += ["--requirepass", self.password]
+        if not self.cluster:
+            command += ["--unixsocket", self.socket]
+        if self.tls_port is not None:
+            key, self.certificate = certificate(self.directory)
+            command += [
+                "--tls-port", str(self.tls_port), "--tls-cert-file", self.certificate,
+                "--tls-key-file", key, "--tls-ca-cert-file", self.certificate,
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         if self.cluster:
             command += [
                 "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",

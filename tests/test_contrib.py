@@ -34,6 +34,7 @@ from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.helpers import certificate
 from tests.redis_servers import shared_server
 from tests.test_tap import _fetch_when_up, _wait_for_line, free_port
 from tests.wsclient import WebSocketClient
@@ -331,25 +332,6 @@ class SettingsTests(TestCase):
         self.assertEqual(options["listen-udp"], ["udp:6969:interface=::"])
 
 
-def _certificate(directory: str) -> tuple[str, str]:
-    """A self-signed key and certificate for 127.0.0.1 in C{directory}."""
-    try:
-        from tests.test_tap import _self_signed
-
-        return _self_signed(directory)
-    except ImportError:
-        # cryptography is not installed under PyPy: the openssl command makes them instead.
-        key = os.path.join(directory, "key.pem")
-        cert = os.path.join(directory, "cert.pem")
-        subprocess.run(
-            [tool("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt",
-             "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
-             "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
-        return key, cert
-
-
 class NginxTests(TestCase):
     timeout = 120
 
@@ -359,7 +341,7 @@ class NginxTests(TestCase):
         """The nginx site with a certificate of the tests, in a minimal nginx.conf: its path.
         With C{upstream} and C{ports}, the tracker's port and the site's own HTTP and HTTPS
         ports on 127.0.0.1 are moved there."""
-        key, cert = _certificate(directory)
+        key, cert = certificate(directory, tool("openssl"))
         site = read("nginx", "tracker.conf")
         for path, ours in [
             ("/etc/letsencrypt/live/tracker.example.org/fullchain.pem", cert),

@@ -202,6 +202,30 @@ class RefusedStartTests(NodesTestCase):
             self.assertEqual(os.listdir(directory), [])
 
 
+class UrlFormsTests(NodesTestCase):
+    def test_password_tls_and_unix_socket(self) -> None:
+        """Daemons given one Redis by each form of URL, with its password: redis://, rediss://
+        (TLS, trusting the server's certificate) and unix:// (its socket), say where their
+        swarms are and serve the same ones."""
+        require_redis()
+        server = RedisServer(password="pass-word", tls=True).start()
+        self.addCleanup(server.destroy)
+        urls = [server.url, server.tls_url, server.socket_url]
+        nodes = self.nodes(urls[0], 1) + self.nodes(urls[1], 1) + self.nodes(urls[2], 1)
+        shown = [
+            f"Redis at {HOST}:{server.port} database 0 open, serving",
+            f"Redis at {HOST}:{server.tls_port} over TLS database 0 open, serving",
+            f"Redis at unix://{server.socket} database 0 open, serving",
+        ]
+        for peer, (node, line) in enumerate(zip(nodes, shown), 1):
+            self.assertIn(line, node.log())
+            self.assertNotIn("pass-word", node.log())
+            node.announce(peer)
+        for node in nodes:
+            files = node.scrape(1)[b"files"]
+            self.assertEqual(files[info_hash(1)][b"incomplete"], 3)
+
+
 class TwoNodesTests(NodesTestCase):
     """Two daemons on one Redis."""
 

@@ -201,7 +201,9 @@ def describe(client: Any) -> str:
     kwargs = pool.connection_kwargs
     if "path" in kwargs:
         return f"Redis at unix://{kwargs['path']} database {kwargs.get('db', 0)}"
-    return f"Redis at {kwargs.get('host')}:{kwargs.get('port')} database {kwargs.get('db', 0)}"
+    over = " over TLS" if issubclass(pool.connection_class, redis.SSLConnection) else ""
+    where = f"{kwargs.get('host')}:{kwargs.get('port')}"
+    return f"Redis at {where}{over} database {kwargs.get('db', 0)}"
 
 
 class RedisConnection:
