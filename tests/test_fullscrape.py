@@ -211,3 +211,49 @@ class SharedStoreTests(TestCase):
 
 def _quoted(value: bytes) -> bytes:
     return quote_from_bytes(value).encode()
+
+
+class AccessListTests(ResourceTestCase):
+    """The full scrape of a tracker with an access list shows the torrents the list serves."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.config = TrackerConfig(full_scrape=True)
+
+    def full_scrape(self, list_name: str, listed: set[int]) -> set[bytes]:
+        from tests.test_access import loaded_list
+        from tracker.ops.access import AccessControlledStore
+
+        access = loaded_list(list_name, frozenset(info_hash(t) for t in listed))
+        # Swarms of torrents 0 to 3, as the store may hold them after the list changed.
+        for t in range(4):
+            self.store.announce(announce(1, t), NOW)
+        served = AccessControlledStore(self.store, access)
+        root = TrackerResource(served, self.config, self.clock, self.rng)
+        rendered = self.get(b"/scrape", root=root)
+        while not rendered.request.finished:
+            self.clock.advance(0)
+        return set(rendered.decoded()[b"files"])
+
+    def test_whitelist(self) -> None:
+        """With a whitelist, the listed torrents, each with its counts, and no other."""
+        from tracker.store.access import WHITELIST
+
+        self.assertEqual(self.full_scrape(WHITELIST, {1, 2}), {info_hash(1), info_hash(2)})
+
+    def test_blacklist(self) -> None:
+        """With a blacklist, every torrent but the listed ones."""
+        from tracker.store.access import BLACKLIST
+
+        self.assertEqual(
+            self.full_scrape(BLACKLIST, {1}), {info_hash(0), info_hash(2), info_hash(3)}
+        )
+
+    def test_shared_store_counts(self) -> None:
+        """From a shared store's counts, the same rule."""
+        plain: list[bytes] = []
+        counts = {info_hash(t): SwarmCounts(1, t, 0) for t in range(4)}
+        for _ in build_counts(counts, plain, [], None, lambda h: h != info_hash(2)):
+            pass
+        files = bdecode(b"".join(plain))[b"files"]  # type: ignore[index]
+        self.assertEqual(set(files), {info_hash(0), info_hash(1), info_hash(3)})

@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from twisted.internet.defer import Deferred
@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from tracker.core.errors import TrackerError
-from tracker.core.groups import PeerGroups
+from tracker.core.groups import GroupCountingStore, PeerGroups
 from tracker.core.interfaces import (
     NO_COUNTS,
     IIndexedStore,
@@ -32,6 +32,7 @@ from tracker.core.interfaces import (
 )
 from tracker.core.slices import cooperator, fire_all
 from tracker.core.swarms import SwarmIndex
+from tracker.ops.access import AccessControlledStore
 
 #: Seconds a full scrape is answered from the last one built.
 MAX_AGE = 10
@@ -64,6 +65,16 @@ class FullScrape:
         groups: PeerGroups | None = None,
         max_age: float = MAX_AGE,
     ) -> None:
+        #: The torrents an access list lets the scrape show (None: every one).
+        self._serves: Callable[[bytes], bool] | None = None
+        if isinstance(store, GroupCountingStore):
+            # The groups are added in here, as the scrape is encoded.
+            store = store.store
+        if isinstance(store, AccessControlledStore):
+            # Built from the store behind the list, which holds the swarms, less the torrents
+            # the list no longer serves (their swarms are kept until they expire).
+            self._serves = store.serves
+            store = store.guarded
         self._store = store
         self._groups = groups
         self._clock = clock
@@ -89,7 +100,7 @@ class FullScrape:
             read: Deferred[dict[bytes, SwarmCounts]] = self._store.every_count()
             read.addCallback(
                 lambda counts: self._cooperator.coiterate(
-                    build_counts(counts, plain, gzipped, self._groups)
+                    build_counts(counts, plain, gzipped, self._groups, self._serves)
                 )
             )
             read.addCallback(lambda _: self._built(plain, gzipped)).addBoth(self._tell)
@@ -98,7 +109,7 @@ class FullScrape:
         if index is None:
             raise TrackerError("the tracker is starting; try the full scrape again shortly")
         self._waiting = [waiter]
-        built = self._cooperator.coiterate(build(index, plain, gzipped, self._groups))
+        built = self._cooperator.coiterate(build(index, plain, gzipped, self._groups, self._serves))
         built.addCallback(lambda _: self._built(plain, gzipped)).addBoth(self._tell)
         return waiter
 
@@ -117,11 +128,12 @@ def build(
     plain: list[bytes],
     gzipped: list[bytes],
     groups: PeerGroups | None = None,
+    serves: Callable[[bytes], bool] | None = None,
 ) -> Iterator[None]:
     """
-    Encode every swarm of C{index}, with the peers of C{groups} added in, as a scrape's
-    C{files} into the pieces of C{plain}, and the same gzipped into C{gzipped}, yielding
-    between steps.
+    Encode every swarm of C{index} (that C{serves}, if given), with the peers of C{groups}
+    added in, as a scrape's C{files} into the pieces of C{plain}, and the same gzipped into
+    C{gzipped}, yielding between steps.
     """
     swarms = index.swarms
     outside = groups.torrents if groups is not None else {}
@@ -132,6 +144,8 @@ def build(
     for start in range(0, len(hashes), STEP):
         run = []
         for info_hash in hashes[start : start + STEP]:
+            if serves is not None and not serves(info_hash):
+                continue
             swarm = swarms.get(info_hash)
             group = outside.get(info_hash)
             if swarm is not None:
@@ -157,6 +171,7 @@ def build_counts(
     plain: list[bytes],
     gzipped: list[bytes],
     groups: PeerGroups | None = None,
+    serves: Callable[[bytes], bool] | None = None,
 ) -> Iterator[None]:
     """
     L{build}, from every torrent's counts as a store shared by many nodes read them, with the
@@ -170,6 +185,8 @@ def build_counts(
     for start in range(0, len(hashes), STEP):
         run = []
         for info_hash in hashes[start : start + STEP]:
+            if serves is not None and not serves(info_hash):
+                continue
             c = counts.get(info_hash)
             group = outside.get(info_hash)
             if group is not None:

@@ -212,6 +212,15 @@ class AccessControlledStore:
         self._access = access
         self._announce = store.announce
 
+    @property
+    def guarded(self) -> IPeerStore:
+        """The store behind the list."""
+        return self._store
+
+    def serves(self, info_hash: bytes) -> bool:
+        """Whether the list lets the torrent C{info_hash} be served."""
+        return self._access.allows(info_hash)
+
     def start(self) -> Deferred[None]:
         return self._store.start()
 
