@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import NamedTuple
 
 from twisted.internet.defer import Deferred
@@ -136,34 +136,12 @@ def build(
     C{gzipped}, yielding between steps.
     """
     swarms = index.swarms
-    outside = groups.torrents if groups is not None else {}
-    hashes = list(swarms)
-    # Torrents with peers outside the store only.
-    hashes += [info_hash for info_hash in outside if info_hash not in swarms]
-    runs: list[list[bytes]] = []
-    for start in range(0, len(hashes), STEP):
-        run = []
-        for info_hash in hashes[start : start + STEP]:
-            if serves is not None and not serves(info_hash):
-                continue
-            swarm = swarms.get(info_hash)
-            group = outside.get(info_hash)
-            if swarm is not None:
-                c = swarm.counts()
-                if group is not None:
-                    c = SwarmCounts(
-                        c.complete + group.complete, c.incomplete + group.incomplete, c.downloaded
-                    )
-            elif group is not None:
-                c = SwarmCounts(group.complete, group.incomplete, 0)
-            else:
-                continue
-            run.append(_ENTRY % (info_hash, c.complete, c.downloaded, c.incomplete))
-        # Entries start with "20:" and the hash, so in byte order they are in hash order.
-        run.sort()
-        runs.append(run)
-        yield None
-    yield from _merge(runs, plain, gzipped)
+
+    def counts_of(info_hash: bytes) -> SwarmCounts | None:
+        swarm = swarms.get(info_hash)
+        return None if swarm is None else swarm.counts()
+
+    return _encode(swarms, counts_of, plain, gzipped, groups, serves)
 
 
 def build_counts(
@@ -177,17 +155,29 @@ def build_counts(
     L{build}, from every torrent's counts as a store shared by many nodes read them, with the
     peers of C{groups} (this node's: no other node's are known here) added in.
     """
+    return _encode(counts, counts.get, plain, gzipped, groups, serves)
+
+
+def _encode(
+    known: Mapping[bytes, object],
+    counts_of: Callable[[bytes], SwarmCounts | None],
+    plain: list[bytes],
+    gzipped: list[bytes],
+    groups: PeerGroups | None,
+    serves: Callable[[bytes], bool] | None,
+) -> Iterator[None]:
+    """L{build}'s steps: the torrents of C{known}, each counted by C{counts_of}."""
     outside = groups.torrents if groups is not None else {}
-    hashes = list(counts)
+    hashes = list(known)
     # Torrents with peers outside the store only; the groups may change between slices.
-    hashes += [info_hash for info_hash in outside if info_hash not in counts]
+    hashes += [info_hash for info_hash in outside if info_hash not in known]
     runs: list[list[bytes]] = []
     for start in range(0, len(hashes), STEP):
         run = []
         for info_hash in hashes[start : start + STEP]:
             if serves is not None and not serves(info_hash):
                 continue
-            c = counts.get(info_hash)
+            c = counts_of(info_hash)
             group = outside.get(info_hash)
             if group is not None:
                 if c is None:
@@ -198,6 +188,7 @@ def build_counts(
             elif c is None:
                 continue
             run.append(_ENTRY % (info_hash, c.complete, c.downloaded, c.incomplete))
+        # Entries start with "20:" and the hash, so in byte order they are in hash order.
         run.sort()
         runs.append(run)
         yield None
