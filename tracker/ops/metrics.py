@@ -63,11 +63,11 @@ class StatsCollector:
             latency.add_metric((protocol, kind), _buckets(meter.latency), meter.latency.total)
         yield requests
         yield latency
-        full = CounterMetricFamily(
-            "tracker_full_scrapes", "Full scrapes (no info_hash) answered over HTTP."
+        yield CounterMetricFamily(
+            "tracker_full_scrapes",
+            "Full scrapes (no info_hash) answered over HTTP.",
+            value=stats.full_scrapes,
         )
-        full.add_metric((), stats.full_scrapes)
-        yield full
         refusals = CounterMetricFamily(
             "tracker_refusals",
             "Refused requests and datagrams by protocol and reason (numbers and text the client "
@@ -84,57 +84,54 @@ class StatsCollector:
 
     def _swarms(self) -> Iterator[Metric]:
         census = self._stats.census
-        torrents = GaugeMetricFamily("tracker_torrents", "Torrents the tracker knows.")
-        torrents.add_metric((), census.torrents)
-        yield torrents
+        yield GaugeMetricFamily(
+            "tracker_torrents", "Torrents the tracker knows.", value=census.torrents
+        )
         peers = GaugeMetricFamily(
             "tracker_peers", "Peers in every swarm, seeders and leechers.", labels=("kind",)
         )
         peers.add_metric(("seeder",), census.seeders)
         peers.add_metric(("leecher",), census.leechers)
         yield peers
-        downloads = CounterMetricFamily(
-            "tracker_completed_downloads", "Completed downloads counted over every torrent."
+        yield CounterMetricFamily(
+            "tracker_completed_downloads",
+            "Completed downloads counted over every torrent.",
+            value=census.downloaded,
         )
-        downloads.add_metric((), census.downloaded)
-        yield downloads
-        counted = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "tracker_swarms_counted_timestamp_seconds",
             "When the swarm figures were counted (every 10 seconds; on Redis, about once a"
             " minute by one of the nodes).",
+            value=census.taken_at,
         )
-        counted.add_metric((), census.taken_at)
-        yield counted
-        work = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "tracker_swarms_count_work_seconds",
             "Processor time the last count of every swarm took, spread over slices.",
+            value=census.work_seconds,
         )
-        work.add_metric((), census.work_seconds)
-        yield work
-        started = GaugeMetricFamily(
-            "tracker_start_time_seconds", "When the tracker started, in Unix time."
+        yield GaugeMetricFamily(
+            "tracker_start_time_seconds",
+            "When the tracker started, in Unix time.",
+            value=self._stats.started,
         )
-        started.add_metric((), self._stats.started)
-        yield started
 
     def _websocket(self) -> Iterator[Metric]:
         meter = self._stats.websocket
-        connections = GaugeMetricFamily(
-            "tracker_websocket_connections", "Open WebSocket connections (browsers)."
+        yield GaugeMetricFamily(
+            "tracker_websocket_connections",
+            "Open WebSocket connections (browsers).",
+            value=meter.connections,
         )
-        connections.add_metric((), meter.connections)
-        yield connections
-        opened = CounterMetricFamily(
-            "tracker_websocket_connections_opened", "WebSocket connections opened."
+        yield CounterMetricFamily(
+            "tracker_websocket_connections_opened",
+            "WebSocket connections opened.",
+            value=meter.opened,
         )
-        opened.add_metric((), meter.opened)
-        yield opened
-        peers = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "tracker_websocket_peers",
             "WebSocket peers in every swarm, counted in tracker_peers too.",
+            value=self._stats.census.websocket_peers,
         )
-        peers.add_metric((), self._stats.census.websocket_peers)
-        yield peers
         messages = CounterMetricFamily(
             "tracker_websocket_messages",
             "WebSocket messages received, by kind (announce, answer, scrape; invalid: not a "
@@ -152,12 +149,11 @@ class StatsCollector:
         for kind, count in meter.relayed.items():
             relayed.add_metric((kind,), count)
         yield relayed
-        dropped = CounterMetricFamily(
+        yield CounterMetricFamily(
             "tracker_websocket_dropped",
             "Offers and answers not relayed because their recipient was not reading.",
+            value=meter.dropped,
         )
-        dropped.add_metric((), meter.dropped)
-        yield dropped
         closed = CounterMetricFamily(
             "tracker_websocket_closed",
             "WebSocket connections the tracker closed, by reason (idle; too big: a frame or "
@@ -172,67 +168,62 @@ class StatsCollector:
         commits = self._stats.commits
         if commits is None:
             return
-        size = HistogramMetricFamily(
-            "tracker_db_commit_bytes", "Changes written by each group commit, in journal bytes."
+        yield HistogramMetricFamily(
+            "tracker_db_commit_bytes",
+            "Changes written by each group commit, in journal bytes.",
+            buckets=_buckets(commits.size),
+            sum_value=commits.size.total,
         )
-        size.add_metric((), _buckets(commits.size), commits.size.total)
-        yield size
-        duration = HistogramMetricFamily(
+        yield HistogramMetricFamily(
             "tracker_db_commit_duration_seconds",
             "Time from handing a group commit to the database thread until it was committed.",
+            buckets=_buckets(commits.latency),
+            sum_value=commits.latency.total,
         )
-        duration.add_metric((), _buckets(commits.latency), commits.latency.total)
-        yield duration
-        failures = CounterMetricFamily(
+        yield CounterMetricFamily(
             "tracker_db_commit_failures",
             "Group commits that failed (their changes are kept and tried again).",
+            value=commits.failures,
         )
-        failures.add_metric((), commits.failures)
-        yield failures
-        healthy = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "tracker_db_healthy",
             "1 while group commits work; 0 while they fail (the disk full, or an I/O error)"
             " and the changes wait in memory.",
+            value=1 if commits.healthy else 0,
         )
-        healthy.add_metric((), 1 if commits.healthy else 0)
-        yield healthy
-        unwritten = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "tracker_db_unwritten_bytes",
             "Changes not written yet, in journal bytes: kept while commits fail, or in the"
             " commit under way.",
+            value=commits.unwritten,
         )
-        unwritten.add_metric((), commits.unwritten)
-        yield unwritten
-        dropped = CounterMetricFamily(
+        yield CounterMetricFamily(
             "tracker_db_unwritten_dropped_bytes",
             "Changes dropped unwritten once they passed the limit while commits failed (memory"
             " still holds them: the whole index is written again once commits work).",
+            value=commits.dropped,
         )
-        dropped.add_metric((), commits.dropped)
-        yield dropped
-        rewrite = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "tracker_db_rewrite_pending",
             "1 from a drop of unwritten changes until the whole index is written again.",
+            value=1 if commits.rewrite_pending else 0,
         )
-        rewrite.add_metric((), 1 if commits.rewrite_pending else 0)
-        yield rewrite
 
     def _roundtrips(self) -> Iterator[Metric]:
         roundtrips = self._stats.roundtrips
         if roundtrips is None:
             return
-        latency = HistogramMetricFamily(
+        yield HistogramMetricFamily(
             "tracker_redis_roundtrip_seconds",
             "Time from sending a pipeline of commands to Redis until every reply was read.",
+            buckets=_buckets(roundtrips.latency),
+            sum_value=roundtrips.latency.total,
         )
-        latency.add_metric((), _buckets(roundtrips.latency), roundtrips.latency.total)
-        yield latency
-        errors = CounterMetricFamily(
+        yield CounterMetricFamily(
             "tracker_redis_errors",
             "Round trips to Redis that failed (unreachable, or too slow), and error replies.",
+            value=roundtrips.errors,
         )
-        errors.add_metric((), roundtrips.errors)
-        yield errors
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
