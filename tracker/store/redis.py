@@ -87,13 +87,11 @@ _NONE = (0, 0, 0, 0)
 #: An announce's numbers, as swarm.lua unpacks them.
 _NUMBERS = struct.Struct(">qqIIIIIIdd")
 #: An announce's EVALSHA, written out in Redis's protocol: this is the command almost every
-#: request sends, and redis-py would build it an argument at a time. Its part in a batch of
-#: announces (the swarm's first bucket, the peer id and address, the numbers), and the head
-#: that makes the same part a call of its own.
-_ANNOUNCE_PART = b"$44\r\n{%s}:h\r\n$%d\r\n%s%s\r\n$56\r\n%s\r\n"
-#: The swarm's key in the part: "$44\r\n{hex}:h\r\n".
-_KEY_PART = 51
+#: request sends, and redis-py would build it an argument at a time. Its head, then its part
+#: in a batch of announces: the swarm's first bucket, "a", the peer id and address, the numbers.
 _ANNOUNCE_HEAD = b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n" + SWARM.sha.encode("ascii") + b"\r\n$1\r\n1\r\n"
+_ANNOUNCE = _ANNOUNCE_HEAD + b"$44\r\n{%s}:h\r\n$1\r\na\r\n$%d\r\n%s%s\r\n$56\r\n%s\r\n"
+_BATCHED = Batched(SWARM, 4, len(_ANNOUNCE_HEAD))
 
 
 def swarm_keys(info_hash: bytes) -> list[bytes]:
@@ -168,11 +166,9 @@ class RedisPeerStore:
             now, now - self._peer_timeout, flags, request.key, request.numwant, self._ttl,
             int(self._random() * _MAX_SEED) + 1, account, request.uploaded, request.downloaded,
         )  # fmt: skip
-        part = _ANNOUNCE_PART % (tag, 20 + len(address), request.peer_id, address, numbers)
+        packed = _ANNOUNCE % (tag, 20 + len(address), request.peer_id, address, numbers)
         decode = _decode_compact if request.compact else _decode_with_ids
-        alone = _ANNOUNCE_HEAD + part[:_KEY_PART] + b"$1\r\na\r\n" + part[_KEY_PART:]
-        key = b"{" + tag + b"}:h"
-        command = (Command(key, alone, Batched(SWARM, 3, part)),)
+        command = (Command(b"{" + tag + b"}:h", packed, _BATCHED),)
         if ledger is None:
             return self.connection.run(command, decode)
 

@@ -123,15 +123,17 @@ def check_url(url: str) -> None:
 
 class Batched(NamedTuple):
     """
-    A script call's part in one call of the same script for many: that script's batch mode,
-    C{EVALSHA sha 1 KEY b PARTS...}, whose reply is each part's reply. KEY is the first part's
-    key, which routes the call; the script runs each part as the call it stands for.
+    How a script call written out in RESP goes in one call of the same script for many: that
+    script's batch mode, C{EVALSHA sha 1 KEY b PARTS...}, whose reply is each part's reply.
+    A part is the end of the call's own command, from its key on; KEY is the first part's key,
+    which routes the call; the script runs each part as the call it stands for.
     """
 
     script: Script
-    #: The part's arguments (the first its key), and the same written out in RESP.
+    #: The part's arguments, its key the first.
     arguments: int
-    packed: bytes
+    #: Where the part starts in the call's command.
+    start: int
 
 
 class Command(NamedTuple):
@@ -605,8 +607,11 @@ def _batch_call(commands: Sequence[Command]) -> Command:
     head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n1\r\n$%d\r\n%s\r\n$1\r\nb\r\n" % (
         count, sha, len(first.key), first.key,
     )  # fmt: skip
-    packed = head + b"".join([part.packed for part in parts if part is not None])
-    return Command(first.key, packed)
+    tails = []
+    for command, part in zip(commands, parts):
+        assert part is not None and isinstance(command.args, bytes)
+        tails.append(command.args[part.start :])
+    return Command(first.key, head + b"".join(tails))
 
 
 def _fire(result: Deferred[Any], value: Any) -> None:

@@ -607,13 +607,14 @@ local function swarm(first_bucket, ARGV)
 end
 
 -- A batch of announces, into swarms of any slots this primary holds (hence the flag on the
--- first line): ARGV "b", then for each announce its swarm's first bucket and ARGV[2] and
--- ARGV[3] of its own call; KEYS[1] is the first of them, which routes the batch. Reply: each
--- announce's reply. One call for a pipeline's announces spares Redis a script call each.
+-- first line): ARGV "b", then for each announce its swarm's first bucket and the ARGV of its
+-- own call ("a", the peer, the numbers), as its own call sends them; KEYS[1] is the first of
+-- them, which routes the batch. Reply: each announce's reply. One call for a pipeline's
+-- announces spares Redis a script call each.
 if ARGV[1] == 'b' then
   local replies = {}
-  for at = 2, #ARGV, 3 do
-    replies[#replies + 1] = swarm(ARGV[at], {'a', ARGV[at + 1], ARGV[at + 2]})
+  for at = 2, #ARGV, 4 do
+    replies[#replies + 1] = swarm(ARGV[at], {ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]})
   end
   return replies
 end
