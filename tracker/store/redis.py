@@ -401,14 +401,13 @@ def _decode_compact(replies: list[Any]) -> AnnounceResult:
 
 
 def _decode_with_ids(replies: list[Any]) -> AnnounceResult:
-    reply = _answer(replies)
-    counts = SwarmCounts(reply[0], reply[1], reply[2])
+    result = _decode_compact(replies)
+    reply = replies[0]
     if len(reply) <= 5:
-        return AnnounceResult(counts)
-    v4, v6 = _runs(reply, 7, 0)
+        return result
     ids4, ids6 = _runs(reply, 11, _RECORD)
     ids = ids4 + ids6
-    return AnnounceResult(counts, v4, v6, [ids[k : k + 20] for k in range(0, len(ids), _RECORD)])
+    return result._replace(peer_ids=[ids[k : k + 20] for k in range(0, len(ids), _RECORD)])
 
 
 def _completion_counted(replies: list[Any]) -> None:
