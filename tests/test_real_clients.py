@@ -203,6 +203,19 @@ def torrent_trackers(payload: Payload) -> list[str]:
     return [url.decode() for url in urls]
 
 
+def _aria2_leeches_and_leaves(swarm: Swarm, leech_dir: Path) -> None:
+    """An aria2 leecher downloads the file intact from the swarm's seeder, leaves, and its
+    'stopped' announce takes it out of the swarm, leaving the seeder alone in the counts."""
+    leecher = swarm.aria2("aria2-leecher", leech_dir, seed=False)
+    swarm.wait_for_download(leech_dir)
+
+    assert leecher.wait(15.0) == 0, swarm.diagnostics()
+    swarm.wait_for_scrape(
+        "the tracker to drop the aria2 leecher after its 'stopped' announce",
+        lambda stats: stats.get("complete") == 1 and stats.get("incomplete") == 0,
+    )
+
+
 @over_http_and_udp
 @needs("libtorrent", "aria2")
 def test_libtorrent_seeder_to_aria2_leecher(swarm: Swarm, payload: Payload, tmp_path: Path) -> None:
@@ -214,15 +227,7 @@ def test_libtorrent_seeder_to_aria2_leecher(swarm: Swarm, payload: Payload, tmp_
     swarm.libtorrent("lt-seeder", seed_dir(payload))
     swarm.wait_for_seeder()
 
-    leech_dir = tmp_path / "leech"
-    leecher = swarm.aria2("aria2-leecher", leech_dir, seed=False)
-    swarm.wait_for_download(leech_dir)
-
-    assert leecher.wait(15.0) == 0, swarm.diagnostics()
-    swarm.wait_for_scrape(
-        "the tracker to drop aria2 after its 'stopped' announce",
-        lambda stats: stats.get("complete") == 1 and stats.get("incomplete") == 0,
-    )
+    _aria2_leeches_and_leaves(swarm, tmp_path / "leech")
 
 
 @over_http_and_udp
@@ -272,15 +277,7 @@ def test_aria2_seeder_to_aria2_leecher(swarm: Swarm, payload: Payload, tmp_path:
     swarm.aria2("aria2-seeder", seed_dir(payload), seed=True)
     swarm.wait_for_seeder()
 
-    leech_dir = tmp_path / "leech"
-    leecher = swarm.aria2("aria2-leecher", leech_dir, seed=False)
-    swarm.wait_for_download(leech_dir)
-
-    assert leecher.wait(15.0) == 0, swarm.diagnostics()
-    swarm.wait_for_scrape(
-        "the tracker to drop the aria2 leecher after its 'stopped' announce",
-        lambda stats: stats.get("complete") == 1 and stats.get("incomplete") == 0,
-    )
+    _aria2_leeches_and_leaves(swarm, tmp_path / "leech")
 
 
 @over_http_and_udp
