@@ -21,6 +21,7 @@ from urllib.parse import quote_from_bytes
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import info_hash, peer_id
+from tests.realclients.procs import free_port
 from tests.redis_servers import RedisServer, require_redis, shared_cluster, shared_server
 from tests.test_udp import Client, announce_packet, error_message, parse_announce_reply
 from tests.test_websocket import announce as browser_announce
@@ -34,26 +35,12 @@ HOST = "127.0.0.1"
 ANSWER_WITHIN = 3.0
 
 
-def _free_port() -> int:
-    """A port free for both TCP and UDP."""
-    while True:
-        with socket.socket() as tcp:
-            tcp.bind((HOST, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((HOST, port))
-                except OSError:
-                    continue
-        return port
-
-
 class Node:
     """One tracker daemon on Redis, HTTP and UDP on one port of 127.0.0.1."""
 
     def __init__(self, url: str, *extra: str) -> None:
         self.directory = tempfile.mkdtemp(prefix="tracker-node-")
-        self.port = _free_port()
+        self.port = free_port(HOST)
         self.log_path = os.path.join(self.directory, "twistd.log")
         command = [
             sys.executable, "-m", "twisted", "--log-format=text", "tracker",
@@ -170,7 +157,7 @@ class RefusedStartTests(NodesTestCase):
         require_redis()
         server = RedisServer(password="right-password").start()
         self.addCleanup(server.destroy)
-        closed = _free_port()
+        closed = free_port(HOST)
         for url, shown, reason in [
             (
                 f"redis://{HOST}:{closed}/0",
@@ -183,7 +170,7 @@ class RefusedStartTests(NodesTestCase):
                 "refused the password",
             ),
         ]:
-            port = _free_port()
+            port = free_port(HOST)
             directory = tempfile.mkdtemp(prefix="tracker-refused-")
             self.addCleanup(shutil.rmtree, directory, True)
             result = subprocess.run(
@@ -318,7 +305,7 @@ class SharedPortTests(NodesTestCase):
     def shared(self) -> tuple[int, list[Node]]:
         """The shared port, and the two daemons listening on it."""
         redis = shared_server()
-        port = _free_port()
+        port = free_port(HOST)
         listen = f"tcp:{port}:interface={HOST}"
         started = self.nodes(redis.url, 2, "--reuse-port", "--listen", listen)
         for node in started:
@@ -542,7 +529,7 @@ class SharedAccessTests(NodesTestCase):
             f.write(ADMIN_TOKEN)
         nodes = []
         for _ in range(2):
-            admin = _free_port()
+            admin = free_port(HOST)
             argv = [
                 *extra,
                 "--admin-token-file",
